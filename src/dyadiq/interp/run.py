@@ -1,0 +1,86 @@
+# SPDX-License-Identifier: Apache-2.0
+"""Run a Graph with numpy.
+
+- ``float``: every op in float as imported.
+- ``simulated``: float ops, but every value that carries a QuantType (inputs, weights, activations) is
+  fake-quantized right where it is produced: exactly the rounding the integer code does.
+- ``integer``: the integerized graph (``passes.integerize``) with exact integer kernels (golden reference).
+"""
+from __future__ import annotations
+
+from typing import Mapping, Sequence
+
+import numpy as np
+
+from ..errors import InterpError
+from ..ir.graph import Graph
+from ..ir.numerics import fake_quant
+from ..ir.ops import op_def
+
+MODES = ("float", "simulated", "integer")
+
+
+def _bind(g: Graph, inputs) -> dict[str, np.ndarray]:
+    if isinstance(inputs, np.ndarray):
+        inputs = [inputs]
+    if not isinstance(inputs, Mapping):
+        inputs = list(inputs)
+        if len(inputs) != len(g.inputs):
+            raise InterpError(f"graph takes {len(g.inputs)} inputs ({', '.join(g.inputs)}), got {len(inputs)}")
+        inputs = dict(zip(g.inputs, inputs))
+    env: dict[str, np.ndarray] = {}
+    for name in g.inputs:
+        if name not in inputs:
+            raise InterpError(f"missing input {name!r} (graph inputs: {', '.join(g.inputs)})")
+        t = g.type_of(name)
+        a = np.asarray(inputs[name])
+        if tuple(a.shape) != t.shape:
+            raise InterpError(f"input {name!r}: expected shape {list(t.shape)}, got {list(a.shape)}")
+        if a.dtype != t.np_dtype:
+            if not (t.is_float and a.dtype.kind == "f"):
+                raise InterpError(f"input {name!r}: expected dtype {t.dtype}, got {a.dtype}")
+            a = a.astype(t.np_dtype)
+        env[name] = a
+    extra = set(inputs) - set(g.inputs)
+    if extra:
+        raise InterpError(f"unknown input(s) {sorted(extra)} (graph inputs: {', '.join(g.inputs)})")
+    return env
+
+
+def run_all(g: Graph, inputs, mode: str = "float") -> dict[str, np.ndarray]:
+    """Every value of the graph (inputs, constants, node outputs) after running it."""
+    if mode not in MODES:
+        raise InterpError(f"unknown mode {mode!r} (choose from {', '.join(MODES)})")
+    if mode == "integer":
+        from ..passes.integerize import integerize
+        g = integerize(g)
+    sim = mode == "simulated"
+    env = _bind(g, inputs)
+    if sim:
+        env = {k: fake_quant(v, g.quant_of(k)) if g.quant_of(k) and v.dtype.kind == "f" else v for k, v in env.items()}
+    for k, arr in g.constants.items():
+        q = g.quant_of(k)
+        env[k] = fake_quant(arr, q) if sim and q is not None and arr.dtype.kind == "f" else arr
+    for n in g.nodes:
+        outs = op_def(n.op).kernel([env[i] for i in n.inputs], n.attr_dict)
+        for o, v in zip(n.outputs, outs):
+            q = g.quant_of(o)
+            env[o] = fake_quant(v, q) if sim and q is not None and v.dtype.kind == "f" else v
+    return env
+
+
+def run(g: Graph, inputs, mode: str = "float") -> list[np.ndarray] | np.ndarray:
+    """Graph outputs (a single array when the graph has one output)."""
+    env = run_all(g, inputs, mode)
+    outs = [env[o] for o in g.outputs]
+    return outs[0] if len(outs) == 1 else outs
+
+
+def run_batched(g: Graph, data: Sequence[np.ndarray] | np.ndarray, mode: str = "float") -> np.ndarray:
+    """Run a batch-1 (or batch-B) graph over the first axis of ``data``, concatenating the outputs."""
+    b = g.type_of(g.inputs[0]).shape[0]
+    data = np.asarray(data)
+    if data.shape[0] % b:
+        raise InterpError(f"{data.shape[0]} samples do not split into batches of {b}")
+    outs = [run(g, data[i:i + b], mode) for i in range(0, data.shape[0], b)]
+    return np.concatenate(outs, axis=0)

@@ -1,0 +1,50 @@
+# SPDX-License-Identifier: Apache-2.0
+"""Sliding-window arithmetic shared by conv and pooling (NCHW, pads as (top, left, bottom, right))."""
+from __future__ import annotations
+
+import numpy as np
+
+from ...errors import IRError
+
+
+def out_size(n: int, k: int, stride: int, pad_lo: int, pad_hi: int, dilation: int = 1, ceil: bool = False) -> int:
+    """Output length of a window of ``k`` taps over ``n`` (with ONNX/torch ceil-mode rule)."""
+    eff = dilation * (k - 1) + 1
+    span = n + pad_lo + pad_hi - eff
+    if span < 0:
+        raise IRError(f"window {eff} larger than padded input {n + pad_lo + pad_hi}")
+    if not ceil:
+        return span // stride + 1
+    o = -(-span // stride) + 1
+    if (o - 1) * stride >= n + pad_lo:      # last window must start inside the input or left pad
+        o -= 1
+    return o
+
+
+def windows(xp: np.ndarray, k: tuple[int, int], stride: tuple[int, int], dilation: tuple[int, int],
+            out_hw: tuple[int, int]) -> np.ndarray:
+    """View [N, C, OH, OW, KH, KW] of a padded NCHW array (no copy)."""
+    kh, kw = k
+    eh, ew = dilation[0] * (kh - 1) + 1, dilation[1] * (kw - 1) + 1
+    v = np.lib.stride_tricks.sliding_window_view(xp, (eh, ew), axis=(2, 3))
+    v = v[:, :, ::stride[0], ::stride[1], ::dilation[0], ::dilation[1]]
+    return v[:, :, :out_hw[0], :out_hw[1]]
+
+
+def pad_nchw(x: np.ndarray, pads: tuple[int, int, int, int], value=0, extra_hi: tuple[int, int] = (0, 0)) -> np.ndarray:
+    """Pad H and W by (top, left, bottom + extra_h, right + extra_w)."""
+    t, l, b, r = pads
+    if not (t or l or b or r or extra_hi[0] or extra_hi[1]):
+        return x
+    return np.pad(x, ((0, 0), (0, 0), (t, b + extra_hi[0]), (l, r + extra_hi[1])), constant_values=value)
+
+
+def hw_attrs(a: dict) -> tuple[tuple[int, int], tuple[int, int], tuple[int, int, int, int], tuple[int, int]]:
+    """(kernel, stride, pad, dilation) from attributes with defaults; kernel may be absent (conv)."""
+    k = tuple(a.get("kernel", (1, 1)))
+    s = tuple(a.get("stride", (1, 1)))
+    p = tuple(a.get("pad", (0, 0, 0, 0)))
+    d = tuple(a.get("dilation", (1, 1)))
+    if len(k) != 2 or len(s) != 2 or len(p) != 4 or len(d) != 2:
+        raise IRError(f"expected 2-D window attributes, got kernel={k} stride={s} pad={p} dilation={d}")
+    return k, s, p, d
