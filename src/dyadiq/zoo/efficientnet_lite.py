@@ -138,9 +138,15 @@ def weights_path() -> str:
     return path
 
 
-def efficientnet_lite0(pretrained: bool = True, image_size: int = 224) -> nn.Module:
-    """Build EfficientNet-Lite0 in eval mode, with the ImageNet weights if ``pretrained``."""
-    model = EfficientNetLite0(image_size=image_size)
+def efficientnet_lite0(pretrained: bool = True, image_size: int = 224, seed: int = 0) -> nn.Module:
+    """Build EfficientNet-Lite0 in eval mode, with the ImageNet weights if ``pretrained``.
+
+    Without weights the initialization is deterministic (``seed``); the global RNG
+    state is left untouched.
+    """
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        model = EfficientNetLite0(image_size=image_size)
     if pretrained:
         state = torch.load(weights_path(), map_location="cpu", weights_only=True)
         model.load_state_dict(state, strict=True)

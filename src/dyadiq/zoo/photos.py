@@ -51,12 +51,34 @@ def _to_rgb_uint8(img: np.ndarray) -> np.ndarray:
     return np.ascontiguousarray(img)
 
 
-def _resize(img: np.ndarray, size: int) -> np.ndarray:
-    """Anti-aliased bilinear resize of an HWC image to ``size`` x ``size`` (float32, 0..255)."""
-    from skimage.transform import resize
+def _taps(n_in: int, n_out: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Bilinear source indices and weights (half-pixel centers, edge clamped)."""
+    src = (np.arange(n_out, dtype=np.float64) + 0.5) * (n_in / n_out) - 0.5
+    src = np.clip(src, 0.0, n_in - 1)
+    i0 = np.floor(src).astype(np.intp)
+    i1 = np.minimum(i0 + 1, n_in - 1)
+    return i0, i1, (src - i0).astype(np.float32)
 
-    return resize(img.astype(np.float32), (size, size), order=1, mode="edge",
-                  anti_aliasing=True, preserve_range=True).astype(np.float32)
+
+def _resize(img: np.ndarray, size: int) -> np.ndarray:
+    """Resize an HWC image to ``size`` x ``size``: float32 in the input's range.
+
+    Bilinear interpolation after a Gaussian anti-aliasing blur when shrinking
+    (sigma ``(scale - 1) / 2``, as ``skimage.transform.resize(anti_aliasing=True)``),
+    in plain numpy/scipy so it is fast and deterministic.
+    """
+    x = np.asarray(img, dtype=np.float32)
+    h, w = x.shape[:2]
+    sigma = (max(0.0, (h / size - 1) / 2), max(0.0, (w / size - 1) / 2), 0.0)
+    if sigma[0] > 0 or sigma[1] > 0:
+        from scipy.ndimage import gaussian_filter
+
+        x = gaussian_filter(x, sigma=sigma, mode="nearest")
+    y0, y1, wy = _taps(h, size)
+    x0, x1, wx = _taps(w, size)
+    wy, wx = wy[:, None, None], wx[None, :, None]
+    rows = x[y0] * (1 - wy) + x[y1] * wy
+    return np.ascontiguousarray(rows[:, x0] * (1 - wx) + rows[:, x1] * wx, dtype=np.float32)
 
 
 def normalize_lite(img_hwc: np.ndarray) -> np.ndarray:

@@ -1,0 +1,107 @@
+# SPDX-License-Identifier: Apache-2.0
+"""The Python API behind the CLI: load a model by file type, describe it, run it.
+
+``load(path)`` dispatches on the extension (``LOADERS``): ``.onnx`` -> ONNX frontend, ``.pt2`` ->
+torch.export frontend, ``.dyq`` -> dyadiq's own format. Frontends are imported only when used, so
+``import dyadiq.api`` stays light (no torch, no onnx).
+"""
+from __future__ import annotations
+
+import hashlib
+import math
+import os
+from pathlib import Path
+from typing import Callable, Mapping
+
+import numpy as np
+
+from .errors import InputError
+from .ir.graph import Graph
+
+
+def _load_onnx(path: Path) -> Graph:
+    from .frontend import from_onnx
+    return from_onnx(str(path))
+
+
+def _load_pt2(path: Path) -> Graph:
+    from .frontend import load_pt2
+    return load_pt2(str(path))
+
+
+def _load_dyq(path: Path) -> Graph:
+    from .ir.serialize import load as load_dyq
+    return load_dyq(path)
+
+
+LOADERS: dict[str, Callable[[Path], Graph]] = {".onnx": _load_onnx, ".pt2": _load_pt2, ".dyq": _load_dyq}
+
+
+def load(path: str | os.PathLike) -> Graph:
+    """Load a model file as a Graph; the loader is chosen by extension (see ``LOADERS``)."""
+    p = Path(path)
+    if not p.exists():
+        raise InputError(f"{p}: no such file")
+    if p.is_dir():
+        raise InputError(f"{p}: is a folder, expected a model file ({', '.join(LOADERS)})")
+    loader = LOADERS.get(p.suffix.lower())
+    if loader is None:
+        raise InputError(f"{p}: unknown model file type {p.suffix or '(none)'!r} "
+                         f"(expected one of {', '.join(LOADERS)})")
+    return loader(p)
+
+
+def load_artifact(path: str | os.PathLike):
+    """A compiled artifact directory (``dyadiq compile``), its manifest verified by its target."""
+    p = Path(path)
+    if not p.is_dir():
+        raise InputError(f"{p}: no such artifact folder")
+    try:
+        from .targets import load_artifact as _load_artifact
+    except ImportError:
+        raise InputError(f"{p}: cannot run artifact folders: no compile target is installed "
+                         f"in this dyadiq yet") from None
+    return _load_artifact(p)
+
+
+# ---- description ----------------------------------------------------------------------------------
+def _jsonable(v):
+    if isinstance(v, float) and not math.isfinite(v):
+        return repr(v)                     # 'inf', '-inf', 'nan': JSON has no literal for them
+    if isinstance(v, tuple):
+        return [_jsonable(x) for x in v]
+    return v
+
+
+def _value_dict(g: Graph, name: str) -> dict:
+    from .stats import quant_dict
+    v = g.values[name]
+    return {"name": name, "shape": list(v.type.shape), "dtype": v.type.dtype,
+            "quant": quant_dict(v.quant) if v.quant is not None else None}
+
+
+def describe(g: Graph, *, with_stats: bool = False) -> dict:
+    """JSON-ready description: inputs/outputs with types and quant, nodes, constants (hash, not data)."""
+    out = {
+        "name": g.name,
+        "inputs": [_value_dict(g, n) for n in g.inputs],
+        "outputs": [_value_dict(g, n) for n in g.outputs],
+        "nodes": [{"name": n.name, "op": n.op, "inputs": list(n.inputs), "outputs": list(n.outputs),
+                   "attrs": {k: _jsonable(v) for k, v in n.attrs},
+                   "output_types": [_value_dict(g, o) for o in n.outputs]} for n in g.nodes],
+        "constants": [{**_value_dict(g, k), "sha256": hashlib.sha256(
+            np.ascontiguousarray(a).tobytes()).hexdigest()} for k, a in g.constants.items()],
+    }
+    if with_stats:
+        from .stats import graph_stats
+        out["stats"] = graph_stats(g)
+    return out
+
+
+# ---- running ---------------------------------------------------------------------------------------
+def run(g: Graph, inputs: Mapping[str, np.ndarray], mode: str = "float") -> dict[str, np.ndarray]:
+    """Run the interpreter; outputs by name."""
+    from .interp import run as interp_run
+    res = interp_run(g, dict(inputs), mode=mode)
+    arrays = [res] if len(g.outputs) == 1 else list(res)
+    return dict(zip(g.outputs, arrays))

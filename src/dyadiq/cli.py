@@ -1,0 +1,237 @@
+# SPDX-License-Identifier: Apache-2.0
+"""The ``dyadiq`` command line: parse arguments, call the Python API, print.
+
+Each command is a pair ``(add_arguments, run)`` in the ``COMMANDS`` table; to add one, write both
+functions and add a row. Exit codes: 0 success; 2 for any ``DyadiqError`` or usage error, reported as
+exactly one ``error: <message>`` line on stderr; 1 with a traceback for anything else (a bug).
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import traceback
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable, Sequence
+
+from .errors import DyadiqError, InputError
+
+
+class UsageError(InputError):
+    """Bad command-line arguments (reported like any other bad input)."""
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse that raises instead of printing usage and exiting."""
+
+    def error(self, message: str):
+        raise UsageError(f"{self.prog}: {message}")
+
+
+def _version() -> str:
+    try:
+        from importlib.metadata import version
+        return version("dyadiq")
+    except Exception:  # noqa: BLE001 - running from a source tree without metadata
+        return "unknown"
+
+
+def _console():
+    from rich.console import Console
+    # a pipe or a file gets wide, uncolored tables; a terminal gets its own width
+    return Console(highlight=False, width=None if sys.stdout.isatty() else 200)
+
+
+# ---- inspect ---------------------------------------------------------------------------------------
+FORMATS = ("text", "mlir", "json")
+
+
+def _inspect_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("model", help="a .pt2, .onnx or .dyq model file")
+    p.add_argument("--format", choices=FORMATS, default=None,
+                   help="print the graph as compact text (default), MLIR generic syntax or JSON")
+    p.add_argument("--stats", action="store_true",
+                   help="op counts, parameters, MACs and weight bytes per layer and in total "
+                        "(alone: only the statistics; with --format json: inside the JSON)")
+
+
+def cmd_inspect(args: argparse.Namespace) -> int:
+    from . import api
+    from .ir.printer import print_mlir, print_text
+
+    g = api.load(args.model)
+    fmt = args.format or ("text" if not args.stats else None)
+    if fmt == "json":
+        sys.stdout.write(json.dumps(api.describe(g, with_stats=args.stats), indent=1) + "\n")
+        return 0
+    if fmt is not None:
+        text = print_text(g) if fmt == "text" else print_mlir(g)
+        sys.stdout.write(text if text.endswith("\n") else text + "\n")
+    if args.stats:
+        from .stats import graph_stats
+        print_stats(graph_stats(g), _console())
+    return 0
+
+
+def _n(v: int) -> str:
+    return f"{v:,}"
+
+
+def print_stats(stats: dict, console) -> None:
+    """Per-layer table, quantization table, op counts and totals as rich tables."""
+    from rich.table import Table
+
+    t = Table(title=f"layers of @{stats['graph']}", title_justify="left")
+    for col, just in (("layer", "left"), ("op", "left"), ("output", "left"), ("params", "right"),
+                      ("MACs", "right"), ("weight bytes", "right"), ("weight", "left")):
+        t.add_column(col, justify=just)
+    for L in stats["layers"]:
+        t.add_row(L["name"], L["op"], "x".join(map(str, L["output_shape"])), _n(L["params"]), _n(L["macs"]),
+                  _n(L["weight_bytes"]), L["weight"])
+    console.print(t)
+    if stats["quant"]:
+        q = Table(title="quantized values", title_justify="left")
+        for col in ("value", "type", "axis", "scale", "zero point"):
+            q.add_column(col)
+        for v in stats["quant"]:
+            s, z = v["scale"], v["zero_point"]
+            scale = f"{s[0]:.6g}" if len(s) == 1 else f"{min(s):.4g} .. {max(s):.4g} ({len(s)})"
+            zp = str(z[0]) if len(set(z)) == 1 else f"{min(z)} .. {max(z)}"
+            q.add_row(v["value"], f"{'i' if v['signed'] else 'u'}{v['bits']}",
+                      "" if v["axis"] is None else str(v["axis"]), scale, zp)
+        console.print(q)
+    ops = ", ".join(f"{k} {v}" for k, v in stats["ops"].items())
+    console.print(f"ops ({stats['nodes']} nodes): {ops}")
+    tot = stats["totals"]
+    s = Table(title="totals", title_justify="left", show_header=False)
+    s.add_column(justify="left")
+    s.add_column(justify="right")
+    s.add_row("parameters", _n(tot["params"]))
+    s.add_row("MACs", _n(tot["macs"]))
+    s.add_row("weight bytes", _n(tot["weight_bytes"]))
+    s.add_row("constants (all, bytes)", f"{tot['constants']} ({_n(tot['constant_bytes'])})")
+    console.print(s)
+
+
+# ---- run -------------------------------------------------------------------------------------------
+MODES = ("float", "simulated", "integer")
+
+
+def _run_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("model", help="a model file (.pt2, .onnx, .dyq) or a compiled artifact folder")
+    p.add_argument("--input", "-i", action="append", required=True, metavar="NAME=FILE",
+                   help="an input array: NAME=FILE.npy, NAME=FILE.npz, FILE.npz (arrays by input name), "
+                        "or FILE.npy for a one-input model; repeat for several inputs")
+    p.add_argument("--mode", choices=MODES, default=None,
+                   help="interpreter mode for model files (default: float)")
+    p.add_argument("-o", "--output", required=True, metavar="OUT",
+                   help="OUT.npy (one output) or OUT.npz (outputs by name); written atomically")
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    from . import api
+    from .io import check_output_path, load_inputs, save_outputs
+
+    if Path(args.model).is_dir():
+        return _run_artifact(args)
+    g = api.load(args.model)
+    check_output_path(args.output, len(g.outputs))          # fail before the work, not after
+    inputs = load_inputs(args.input, {n: g.type_of(n) for n in g.inputs})
+    outputs = api.run(g, inputs, mode=args.mode or "float")
+    path = save_outputs(args.output, outputs)
+    desc = ", ".join(f"{k} {a.dtype}{list(a.shape)}" for k, a in outputs.items())
+    print(f"wrote {path} ({desc})")
+    return 0
+
+
+def _run_artifact(args: argparse.Namespace) -> int:
+    """Hook for compiled artifacts; expects ``art.input_types`` (name -> TensorType), ``art.outputs``
+    (names) and ``art.run(inputs_by_name)`` (an array, or a list in output order)."""
+    from . import api
+    from .io import check_output_path, load_inputs, save_outputs
+
+    art = api.load_artifact(args.model)
+    if args.mode not in (None, "integer"):
+        raise UsageError(f"{args.model}: a compiled artifact runs integer code; --mode {args.mode} "
+                         f"applies to model files")
+    check_output_path(args.output, len(art.outputs))
+    inputs = load_inputs(args.input, dict(art.input_types))
+    res = art.run(inputs)
+    arrays = [res] if len(art.outputs) == 1 else list(res)
+    path = save_outputs(args.output, dict(zip(art.outputs, arrays)))
+    print(f"wrote {path}")
+    return 0
+
+
+# ---- demo ------------------------------------------------------------------------------------------
+def _demo_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--n", type=int, default=16, help="number of photo crops (default: 16)")
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    from .demo import demo
+    if args.n < 1:
+        raise UsageError(f"--n must be at least 1, got {args.n}")
+    demo(n=args.n, console=_console())
+    return 0
+
+
+# ---- the command table -----------------------------------------------------------------------------
+@dataclass(frozen=True)
+class Command:
+    """One subcommand: its help line, its argument declarations and the function that runs it."""
+
+    help: str
+    add_arguments: Callable[[argparse.ArgumentParser], None]
+    run: Callable[[argparse.Namespace], int]
+
+
+COMMANDS: dict[str, Command] = {
+    "inspect": Command("print a model's graph (text, MLIR or JSON) and statistics", _inspect_args, cmd_inspect),
+    "run": Command("run a model on .npy/.npz inputs with the interpreter", _run_args, cmd_run),
+    "demo": Command("EfficientNet-Lite0 end to end on photo crops", _demo_args, cmd_demo),
+}
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = _Parser(prog="dyadiq", description="dyadiq: a quantizing compiler to integer-only dyadic code")
+    parser.add_argument("--version", action="version", version=f"dyadiq {_version()}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    for name, cmd in COMMANDS.items():
+        p = sub.add_parser(name, help=cmd.help, description=cmd.help)
+        cmd.add_arguments(p)
+        p.set_defaults(_run=cmd.run)
+    return parser
+
+
+def _one_line(msg: str) -> str:
+    return " ".join(str(msg).split()) or "unknown error"
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the ``dyadiq`` console script; returns the exit code."""
+    try:
+        try:
+            args = build_parser().parse_args(argv)
+        except SystemExit as e:              # --help / --version
+            return e.code if isinstance(e.code, int) else 0
+        return int(args._run(args) or 0)
+    except DyadiqError as e:
+        print(f"error: {_one_line(e)}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("error: interrupted", file=sys.stderr)
+        return 130
+    except BrokenPipeError:                  # `dyadiq inspect m.dyq | head`
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        return 0
+    except Exception:  # noqa: BLE001 - a bug: show it
+        traceback.print_exc()
+        return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

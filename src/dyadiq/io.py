@@ -1,0 +1,142 @@
+# SPDX-License-Identifier: Apache-2.0
+"""Input and output arrays at the CLI boundary: ``.npy`` / ``.npz`` files checked against a graph.
+
+Inputs are given as ``NAME=FILE.npy``, ``FILE.npy`` (graphs with one input), ``NAME=FILE.npz``
+(the array of that name, or the only array) or ``FILE.npz`` (one array per graph input, by name).
+An array must have exactly the input's shape and dtype; a float array is accepted for a float input
+(cast, as the interpreter does). Files are read without pickle. Outputs are written atomically:
+``.npy`` for one output, ``.npz`` (one array per output name) for any number.
+"""
+from __future__ import annotations
+
+import io
+import os
+import zipfile
+from pathlib import Path
+from typing import Mapping, Sequence
+
+import numpy as np
+
+from .errors import InputError
+from .ir.serialize import atomic_write
+from .ir.types import TensorType
+
+OUTPUT_SUFFIXES = (".npy", ".npz")
+
+
+def read_array_file(path: str | os.PathLike) -> dict[str, np.ndarray] | np.ndarray:
+    """An ``.npy`` array or the arrays of an ``.npz`` by name (no pickle); InputError when unreadable."""
+    p = Path(path)
+    if not p.is_file():
+        raise InputError(f"{p}: no such file")
+    if p.suffix not in (".npy", ".npz"):
+        raise InputError(f"{p}: expected a .npy or .npz file")
+    try:
+        data = np.load(p, allow_pickle=False)
+        if isinstance(data, np.lib.npyio.NpzFile):
+            with data:
+                return {k: data[k] for k in data.files}
+        return data
+    except ValueError as e:
+        if "pickle" in str(e).lower():
+            raise InputError(f"{p}: holds Python objects (object arrays are not supported)") from None
+        raise InputError(f"{p}: not a valid {p.suffix} file ({e})") from None
+    except (OSError, EOFError, zipfile.BadZipFile) as e:
+        raise InputError(f"{p}: not a valid {p.suffix} file ({e})") from None
+
+
+def check_array(name: str, arr: np.ndarray, t: TensorType, source: str = "") -> np.ndarray:
+    """``arr`` if it fits input ``name`` of type ``t`` (float->float cast allowed), else InputError."""
+    where = f" (from {source})" if source else ""
+    if arr.dtype.kind not in "biuf":
+        raise InputError(f"input {name!r}{where}: expected dtype {t.dtype}, got {arr.dtype} (not numeric)")
+    if tuple(arr.shape) != t.shape:
+        raise InputError(f"input {name!r}{where}: expected shape {list(t.shape)}, got {list(arr.shape)}")
+    if arr.dtype != t.np_dtype:
+        if not (t.is_float and arr.dtype.kind == "f"):
+            raise InputError(f"input {name!r}{where}: expected dtype {t.dtype} ({t.np_dtype}), got {arr.dtype}")
+        arr = arr.astype(t.np_dtype)
+    return arr
+
+
+def _split_spec(spec: str, names: Sequence[str]) -> tuple[str | None, str]:
+    """``NAME=FILE`` -> (NAME, FILE); a bare ``FILE`` (also one that contains '=') -> (None, FILE)."""
+    head, eq, tail = spec.partition("=")
+    if eq and (head in names or not Path(spec).exists()):
+        if head not in names:
+            raise InputError(f"unknown input {head!r} in {spec!r} (graph inputs: {', '.join(names)})")
+        return head, tail
+    return None, spec
+
+
+def load_inputs(specs: Sequence[str], input_types: Mapping[str, TensorType]) -> dict[str, np.ndarray]:
+    """Read ``--input`` specs and check them against ``input_types`` (graph input name -> type)."""
+    names = list(input_types)
+    found: dict[str, tuple[np.ndarray, str]] = {}
+
+    def put(name: str, arr, source: str):
+        if name in found:
+            raise InputError(f"input {name!r} given twice ({found[name][1]} and {source})")
+        found[name] = (arr, source)
+
+    for spec in specs:
+        name, file = _split_spec(spec, names)
+        data = read_array_file(file)
+        if isinstance(data, dict):
+            if name is not None:
+                if name in data:
+                    put(name, data[name], file)
+                elif len(data) == 1:
+                    put(name, next(iter(data.values())), file)
+                else:
+                    raise InputError(f"{file}: has no array {name!r} (arrays: {', '.join(sorted(data))})")
+                continue
+            if len(names) == 1 and len(data) == 1:
+                put(names[0], next(iter(data.values())), file)
+                continue
+            unknown = sorted(set(data) - set(names))
+            if unknown:
+                raise InputError(f"{file}: arrays {unknown} are not graph inputs (graph inputs: {', '.join(names)})")
+            for k, v in data.items():
+                put(k, v, file)
+        else:
+            if name is None:
+                if len(names) != 1:
+                    raise InputError(f"the graph has {len(names)} inputs ({', '.join(names)}): "
+                                     f"give each as NAME=FILE.npy")
+                name = names[0]
+            put(name, data, file)
+    missing = [n for n in names if n not in found]
+    if missing:
+        raise InputError(f"missing input(s) {', '.join(missing)} (give --input NAME=FILE.npy)")
+    return {n: check_array(n, arr, input_types[n], src) for n, (arr, src) in found.items()}
+
+
+def check_output_path(path: str | os.PathLike, n_outputs: int) -> Path:
+    """Validate ``-o`` before any work: a .npy for one output or a .npz, in an existing folder."""
+    p = Path(path)
+    if p.suffix not in OUTPUT_SUFFIXES:
+        raise InputError(f"{p}: output must be a .npy (one output) or .npz file")
+    if p.suffix == ".npy" and n_outputs != 1:
+        raise InputError(f"{p}: the model has {n_outputs} outputs; write them to a .npz file")
+    parent = p.parent if str(p.parent) else Path(".")
+    if not parent.is_dir():
+        raise InputError(f"{p}: folder {parent} does not exist")
+    if p.is_dir():
+        raise InputError(f"{p}: is a folder")
+    return p
+
+
+def save_outputs(path: str | os.PathLike, outputs: Mapping[str, np.ndarray]) -> Path:
+    """Write outputs atomically: the single array as ``.npy``, or all by name as ``.npz``."""
+    p = check_output_path(path, len(outputs))
+    buf = io.BytesIO()
+    if p.suffix == ".npy":
+        np.save(buf, np.asarray(next(iter(outputs.values()))), allow_pickle=False)
+    else:
+        np.savez(buf, **{k: np.asarray(v) for k, v in outputs.items()})
+    try:
+        atomic_write(p, buf.getvalue())
+    except OSError as e:
+        raise InputError(f"{p}: cannot write ({e.strerror or e})") from None
+    return p

@@ -1,0 +1,342 @@
+# SPDX-License-Identifier: Apache-2.0
+"""Lower a quantized float graph (docs/numerics.md) to integer-only dyadic code.
+
+- ``conv2d`` / ``linear`` [-> relu | clip | minimum(c) | maximum(c)]* -> ``qconv2d`` / ``qlinear`` (int32,
+  bias ``round(b / (s_x s_w))``) -> ``requantize`` with ``M_c = s_x s_w,c / s_y`` and the activation as a
+  (per-channel) clamp ``round(bound / s_y) + z_y``;
+- ``add`` -> ``qadd`` (operands rescaled by ``s_a/s_y``, ``s_b/s_y`` with one shared shift, one rounding);
+  ``mul`` / ``matmul`` -> ``qmul`` / ``qmatmul`` + ``requantize``;
+- ``global_avgpool`` / ``mean`` / ``avgpool`` -> ``qsum`` / ``qavgpool`` + ``requantize`` by ``s_x / (s_y n)``;
+- any other unary op (relu, clip, sigmoid, silu, hardswish, gelu, tanh, ...) -> ``lut``, a table of
+  ``quantize(f(dequantize(q)))`` over every input code: exactly what simulated mode computes;
+- data movement runs on the integers; a quantization change becomes a ``requantize``.
+The result holds no float tensor except the graph input (``quantize``) and output (``dequantize``),
+or none with ``raw=True``. Each integer accumulator's bound is proven < 2^31 (attr ``acc_bits``).
+"""
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+from ..errors import PassError
+from ..ir.builder import GraphBuilder
+from ..ir.graph import Graph, Node
+from ..ir.numerics import dequantize, dyadic, quantize
+from ..ir.ops import op_def
+from ..ir.ops.elementwise import UNARY
+from ..ir.ops.nn import avgpool_divisor
+from ..ir.types import QuantType, int_dtype
+
+ACC_OPS = {"conv2d", "linear", "matmul", "add"}
+CLAMP_OPS = {"relu", "clip", "minimum", "maximum"}
+MOVE_OPS = {"reshape", "transpose", "slice", "identity", "maxpool"}
+LUT_OPS = set(UNARY) - {"identity"}
+
+
+def _dtype(q: QuantType) -> str:
+    return int_dtype(max(q.bits, 8), q.signed)
+
+
+def _qkw(q: QuantType) -> dict:
+    lo, hi = q.qrange
+    return {"qmin": lo, "qmax": hi, "dtype": _dtype(q)}
+
+
+class _Lowering:
+    """State of one integerize run: float value name -> (integer value name, its QuantType)."""
+
+    def __init__(self, g: Graph, raw: bool):
+        self.g, self.raw = g, raw
+        self.b = GraphBuilder(g.name)
+        self.env: dict[str, tuple[str, QuantType]] = {}
+        self.consumers = g.consumers()
+        self.fused: dict[str, tuple[Node, list[Node]]] = {}   # chain output -> (producer, clamp chain)
+        self.skip: set[str] = set()
+
+    # ---- helpers -----------------------------------------------------------------------------
+    def quant(self, name: str, node: Node | None = None) -> QuantType:
+        q = self.g.quant_of(name)
+        if q is None:
+            raise PassError(f"value %{name} has no quantization parameters (quantize the graph first)", node=node)
+        return q
+
+    def act(self, name: str, node: Node) -> tuple[str, QuantType]:
+        if name in self.env:
+            return self.env[name]
+        if self.g.is_const(name):
+            raise PassError(f"constant operand %{name} is not supported here (only conv/linear weights)", node=node)
+        raise PassError(f"operand %{name} was not lowered", node=node)
+
+    def mult(self, M, node: Node, what: str) -> tuple[str, str]:
+        """Constants (m, s) for real multipliers ``M`` (array broadcastable to the accumulator)."""
+        try:
+            m, s = dyadic(M, what=what)
+        except ValueError as e:
+            raise PassError(str(e), node=node) from None
+        shape = np.shape(M)
+        return (self.b.const(f"{node.name}.m", m.reshape(shape)),
+                self.b.const(f"{node.name}.s", s.astype(np.int32).reshape(shape)))
+
+    def requant(self, acc: str, M, qo: QuantType, node: Node, *, in_zp: int = 0, lo=None, hi=None,
+                name: str | None = None) -> str:
+        m, s = self.mult(M, node, "requantize multiplier")
+        ins = [acc, m, s]
+        if lo is not None or hi is not None:
+            qmin, qmax = qo.qrange
+            ins.append(self.b.const(f"{node.name}.lo", np.asarray(lo if lo is not None else qmin, np.int32)))
+            if hi is not None:
+                ins.append(self.b.const(f"{node.name}.hi", np.asarray(hi, np.int32)))
+        return self.b.op("requantize", ins, name or node.name, quant=qo, in_zp=in_zp,
+                         out_zp=qo.zero_point[0], **_qkw(qo))
+
+    def bind(self, name: str, out: str, q: QuantType) -> None:
+        self.env[name] = (out, q)
+
+    def convert(self, x: str, qx: QuantType, qo: QuantType, node: Node) -> str:
+        """Requantize an integer value to another per-tensor QuantType (no-op when equal)."""
+        if qx == qo:
+            return x
+        if qx.per_channel or qo.per_channel:
+            raise PassError("per-channel activation quantization cannot be requantized", node=node)
+        return self.requant(x, qx.scale[0] / qo.scale[0], qo, node, in_zp=qx.zero_point[0], name=f"{x}.rq")
+
+    # ---- clamp chains ------------------------------------------------------------------------
+    def find_chains(self) -> None:
+        """Mark producer -> clamp* -> quantized value chains for fusion."""
+        for n in self.g.nodes:
+            if n.op not in ACC_OPS or self.g.quant_of(n.name) is not None:
+                continue
+            chain, cur = [], n.name
+            while self.g.quant_of(cur) is None:
+                cons = self.consumers.get(cur, [])
+                if len(cons) != 1 or cons[0].op not in CLAMP_OPS or cur in self.g.outputs:
+                    raise PassError(f"value %{cur} has no quantization parameters and cannot be fused "
+                                    f"into a following clamp", node=n)
+                chain.append(cons[0])
+                cur = cons[0].name
+            self.fused[n.name] = (n, chain)
+            self.skip.update(c.name for c in chain)
+
+    def clamp_bounds(self, chain: list[Node], qo: QuantType, channels: int, rank: int, node: Node):
+        """Real clamp bounds of a chain as integer lo/hi arrays (scalar or per-channel)."""
+        lo, hi = np.asarray(-np.inf), np.asarray(np.inf)
+        for c in chain:
+            if c.op == "relu":
+                lo = np.maximum(lo, 0.0)
+            elif c.op == "clip":
+                lo, hi = np.maximum(lo, c.attr("min", -np.inf)), np.minimum(hi, c.attr("max", np.inf))
+            else:
+                other = [i for i in c.inputs if self.g.is_const(i)]
+                if len(other) != 1:
+                    raise PassError("fused minimum/maximum needs one constant operand", node=c)
+                v = np.asarray(self.g.const(other[0]), np.float64)
+                if v.size not in (1, channels):
+                    raise PassError(f"bound of shape {v.shape} is neither scalar nor per-channel", node=c)
+                v = v.reshape(-1)
+                lo, hi = (np.maximum(lo, v), hi) if c.op == "maximum" else (lo, np.minimum(hi, v))
+        s, z = qo.scale[0], qo.zero_point[0]
+        qmin, qmax = qo.qrange
+        def to_int(v):
+            v = np.asarray(v, np.float64)
+            q = np.rint(np.where(np.isfinite(v), v, 0.0) / s) + z
+            return np.clip(np.where(np.isfinite(v), q, np.where(v > 0, qmax, qmin)), qmin, qmax).astype(np.int64)
+        lo_q, hi_q = to_int(lo), to_int(hi)
+        shape = (1, -1) + (1,) * (rank - 2) if rank >= 2 else (-1,)
+        fix = lambda a: (a.reshape(shape) if a.size > 1 else a.reshape(())).astype(np.int32)  # noqa: E731
+        return (None if np.all(lo_q <= qmin) else fix(lo_q)), (None if np.all(hi_q >= qmax) else fix(hi_q))
+
+    # ---- per-op lowering ---------------------------------------------------------------------
+    def weighted(self, n: Node, chain: list[Node]) -> None:
+        out_name = chain[-1].name if chain else n.name
+        qo = self.quant(out_name, n)
+        x, qx = self.act(n.inputs[0], n)
+        if qx.per_channel:
+            raise PassError("per-channel activation input is not supported", node=n)
+        w_name = n.inputs[1]
+        if not self.g.is_const(w_name):
+            raise PassError(f"weight %{w_name} is not a constant", node=n)
+        qw = self.quant(w_name, n)
+        if any(z != 0 for z in qw.zero_point):
+            raise PassError("weights must be symmetric (zero point 0)", node=n)
+        w = self.g.const(w_name)
+        wq = quantize(w, qw)
+        o = w.shape[0]
+        sw = np.broadcast_to(np.asarray(qw.scale, np.float64), (o,))
+        sx = qx.scale[0]
+        ins = [x, self.b.const(f"{w_name}.q", wq.astype(np.int8), dtype="i4" if qw.bits <= 4 else "i8", quant=qw)]
+        bias = np.zeros(o, np.int64)
+        if len(n.inputs) == 3:
+            bias = np.rint(np.asarray(self.g.const(n.inputs[2]), np.float64) / (sx * sw)).astype(np.int64)
+        lo, hi = qx.qrange
+        dmax = max(hi - qx.zero_point[0], qx.zero_point[0] - lo)
+        bound = dmax * np.abs(wq.reshape(o, -1)).sum(axis=1) + np.abs(bias)
+        if bound.max(initial=0) >= 2**31:
+            raise PassError(f"int32 accumulator bound {int(bound.max())} >= 2^31", node=n)
+        if len(n.inputs) == 3:
+            ins.append(self.b.const(f"{n.inputs[2]}.q", bias.astype(np.int32)))
+        acc_bits = int(math.ceil(math.log2(float(bound.max(initial=0)) + 1))) + 1
+        zx = qx.zero_point[0]
+        if n.op == "conv2d":
+            acc = self.b.op("qconv2d", ins, f"{n.name}.acc", x_zp=zx, acc_bits=acc_bits,
+                            **{k: v for k, v in n.attrs})
+            M = (sx * sw / qo.scale[0]).reshape(1, o, 1, 1)
+        else:
+            acc = self.b.op("qlinear", ins, f"{n.name}.acc", x_zp=zx, acc_bits=acc_bits)
+            M = sx * sw / qo.scale[0]
+            if qw.per_channel:
+                M = M.reshape((1,) * (self.g.type_of(n.name).rank - 1) + (o,))
+            else:
+                M = M[:1].reshape(())
+        if not qw.per_channel and n.op == "conv2d":
+            M = M.reshape(-1)[0].reshape(())
+        rank = self.g.type_of(n.name).rank
+        lo_q, hi_q = self.clamp_bounds(chain, qo, o, rank if n.op == "conv2d" else 1, n)
+        if n.op == "linear" and lo_q is not None and lo_q.ndim:
+            lo_q = lo_q.reshape((1,) * (rank - 1) + (-1,))
+        if n.op == "linear" and hi_q is not None and hi_q.ndim:
+            hi_q = hi_q.reshape((1,) * (rank - 1) + (-1,))
+        self.bind(out_name, self.requant(acc, M, qo, n, lo=lo_q, hi=hi_q, name=out_name), qo)
+
+    def add(self, n: Node, chain: list[Node]) -> None:
+        out_name = chain[-1].name if chain else n.name
+        qo = self.quant(out_name, n)
+        (a, qa), (bb, qb) = self.act(n.inputs[0], n), self.act(n.inputs[1], n)
+        if qa.per_channel or qb.per_channel or qo.per_channel:
+            raise PassError("add needs per-tensor quantized operands", node=n)
+        ma, mb = qa.scale[0] / qo.scale[0], qb.scale[0] / qo.scale[0]
+        try:
+            _, shift = dyadic(max(ma, mb), what="add operand multiplier")
+        except ValueError as e:
+            raise PassError(str(e), node=n) from None
+        shift = int(shift)
+        a_m, b_m = int(round(ma * 2.0**shift)), int(round(mb * 2.0**shift))
+        lo_q, hi_q = self.clamp_bounds(chain, qo, 1, 1, n)
+        kw = _qkw(qo)
+        if lo_q is not None:
+            kw["qmin"] = int(lo_q)
+        if hi_q is not None:
+            kw["qmax"] = int(hi_q)
+        y = self.b.op("qadd", [a, bb], out_name, quant=qo, a_zp=qa.zero_point[0], b_zp=qb.zero_point[0],
+                      a_m=a_m, b_m=b_m, shift=shift, out_zp=qo.zero_point[0], **kw)
+        self.bind(out_name, y, qo)
+
+    def product(self, n: Node, chain: list[Node]) -> None:
+        out_name = chain[-1].name if chain else n.name
+        qo = self.quant(out_name, n)
+        (a, qa), (bb, qb) = self.act(n.inputs[0], n), self.act(n.inputs[1], n)
+        if qa.per_channel or qb.per_channel:
+            raise PassError("matmul/mul need per-tensor quantized operands", node=n)
+        op = "qmatmul" if n.op == "matmul" else "qmul"
+        acc = self.b.op(op, [a, bb], f"{n.name}.acc", a_zp=qa.zero_point[0], b_zp=qb.zero_point[0])
+        lo_q, hi_q = self.clamp_bounds(chain, qo, 1, 1, n)
+        y = self.requant(acc, qa.scale[0] * qb.scale[0] / qo.scale[0], qo, n, lo=lo_q, hi=hi_q, name=out_name)
+        self.bind(out_name, y, qo)
+
+    def pool(self, n: Node) -> None:
+        qo = self.quant(n.name, n)
+        x, qx = self.act(n.inputs[0], n)
+        t = self.g.type_of(n.inputs[0])
+        if n.op == "avgpool":
+            acc = self.b.op("qavgpool", [x], f"{n.name}.acc", x_zp=qx.zero_point[0],
+                            **{k: v for k, v in n.attrs if k != "count_include_pad"})
+            out_hw = self.g.type_of(n.name).shape[2:]
+            div = avgpool_divisor(t.shape[2:], n.attr_dict, out_hw).astype(np.float64)
+            M = (qx.scale[0] / (qo.scale[0] * div))
+            M = M.reshape(1, 1, *out_hw) if np.ptp(M) else M.reshape(-1)[0].reshape(())
+        else:
+            axes = (2, 3) if n.op == "global_avgpool" else tuple(a % t.rank for a in n.attr("axes", range(t.rank)))
+            if n.op == "global_avgpool":
+                axes = tuple(range(2, t.rank))
+            acc = self.b.op("qsum", [x], f"{n.name}.acc", axes=axes, x_zp=qx.zero_point[0])
+            M = np.asarray(qx.scale[0] / (qo.scale[0] * int(np.prod([t.shape[a] for a in axes]))))
+        y = self.requant(acc, M, qo, n, name=n.name if n.op != "mean" or n.attr("keepdims", True) else None)
+        if n.op == "mean" and not n.attr("keepdims", True):
+            y = self.b.op("reshape", [y], n.name, quant=qo, shape=self.g.type_of(n.name).shape)
+        self.bind(n.name, y, qo)
+
+    def lut(self, n: Node) -> None:
+        qo = self.quant(n.name, n)
+        x, qx = self.act(n.inputs[0], n)
+        if qx.per_channel or qx.bits > 16:
+            raise PassError("lookup tables need a per-tensor input of at most 16 bits", node=n)
+        lo, hi = qx.qrange
+        codes = np.arange(lo, hi + 1, dtype=np.int64)
+        real = dequantize(codes, qx)
+        (fx,) = op_def(n.op).kernel([real], n.attr_dict)
+        table = quantize(np.asarray(fx), qo).astype(_np(_dtype(qo)))
+        y = self.b.op("lut", [x, self.b.const(f"{n.name}.table", table)], n.name, quant=qo, in_min=lo)
+        self.bind(n.name, y, qo)
+
+    def move(self, n: Node) -> None:
+        x, qx = self.act(n.inputs[0], n)
+        attrs = dict(n.attrs)
+        if n.op == "pad":
+            if attrs.get("mode", "constant") == "constant":
+                attrs["value"] = int(np.clip(np.rint(attrs.get("value", 0.0) / qx.scale[0]) + qx.zero_point[0],
+                                             *qx.qrange))
+        qo = self.g.quant_of(n.name) or qx
+        y = self.b.op(n.op, [x], n.name, quant=qx, **attrs)
+        self.bind(n.name, self.convert(y, qx, qo, n) if qo != qx else y, qo)
+
+    def concat(self, n: Node) -> None:
+        qo = self.quant(n.name, n)
+        ins = []
+        for i in n.inputs:
+            x, qx = self.act(i, n)
+            ins.append(self.convert(x, qx, qo, n))
+        self.bind(n.name, self.b.op("concat", ins, n.name, quant=qo, **dict(n.attrs)), qo)
+
+    # ---- driver ------------------------------------------------------------------------------
+    def run(self) -> Graph:
+        g = self.g
+        for name in g.inputs:
+            q = self.quant(name)
+            if self.raw:
+                x = self.b.input(name, g.type_of(name).shape, _dtype(q), quant=q)
+            else:
+                xf = self.b.input(name, g.type_of(name).shape, "f32")
+                x = self.b.op("quantize", [xf], f"{name}.q", quant=q, scale=q.scale, zero_point=q.zero_point,
+                              bits=q.bits, signed=q.signed, dtype=_dtype(q))
+            self.bind(name, x, q)
+        self.find_chains()
+        for n in g.nodes:
+            if n.name in self.skip:
+                continue
+            chain = self.fused.get(n.name, (n, []))[1]
+            if n.op in ("conv2d", "linear"):
+                self.weighted(n, chain)
+            elif n.op == "add":
+                self.add(n, chain)
+            elif n.op in ("mul", "matmul"):
+                self.product(n, chain)
+            elif n.op in ("avgpool", "global_avgpool", "mean"):
+                self.pool(n)
+            elif n.op in MOVE_OPS or n.op == "pad":
+                self.move(n)
+            elif n.op == "concat":
+                self.concat(n)
+            elif n.op in LUT_OPS:
+                self.lut(n)
+            else:
+                raise PassError(f"no integer lowering for op {n.op!r}", node=n)
+        outs = []
+        for name in g.outputs:
+            y, q = self.env[name]
+            if not self.raw:
+                axis = {"axis": q.axis} if q.axis is not None else {}
+                y = self.b.op("dequantize", [y], f"{name}.dq", scale=q.scale, zero_point=q.zero_point, **axis)
+            outs.append(y)
+        return self.b.build(outs)
+
+
+def _np(dtype: str):
+    from ..ir.types import DTYPES
+    return DTYPES[dtype]
+
+
+def integerize(g: Graph, *, raw: bool = False) -> Graph:
+    """Replace every float op of a quantized graph by integer ops with dyadic requantization."""
+    if any(op_def(n.op).integer for n in g.nodes):
+        return g
+    return _Lowering(g, raw).run()
