@@ -109,8 +109,8 @@ class QuantType:
     @classmethod
     def make(cls, bits: int, signed: bool, scale, zero_point=0, axis: int | None = None) -> "QuantType":
         """Build from scalars or arrays (converted to tuples of Python floats / ints)."""
-        s = tuple(float(v) for v in np.atleast_1d(np.asarray(scale, dtype=np.float64)))
-        z = np.atleast_1d(np.asarray(zero_point, dtype=np.int64))
+        s = tuple(float(v) for v in np.asarray(scale, dtype=np.float64).reshape(-1))
+        z = np.asarray(zero_point, dtype=np.int64).reshape(-1)
         if z.size == 1 and len(s) > 1:
             z = np.repeat(z, len(s))
         return cls(int(bits), bool(signed), s, tuple(int(v) for v in z), axis)
