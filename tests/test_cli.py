@@ -146,6 +146,15 @@ def test_inspect_onnx(capsys, tmp_path):
     assert "relu" in out
 
 
+def test_inspect_pt2(capsys, tmp_path):
+    torch = pytest.importorskip("torch")
+    model = torch.nn.Sequential(torch.nn.Linear(4, 3), torch.nn.ReLU()).eval()
+    torch.export.save(torch.export.export(model, (torch.zeros(2, 4),)), tmp_path / "m.pt2")
+    rc, out, err = run_cli(capsys, "inspect", tmp_path / "m.pt2", "--format", "json", "--stats")
+    assert rc == 0, err
+    assert json.loads(out)["stats"]["totals"]["params"] == 4 * 3 + 3
+
+
 # ---- run ----------------------------------------------------------------------------------------------
 def test_run_writes_the_interpreter_output(capsys, work, tmp_path):
     out = tmp_path / "y.npy"
@@ -315,6 +324,23 @@ def test_a_bug_shows_its_traceback_and_exits_1(capsys, work, monkeypatch):
     monkeypatch.setattr(api, "load", broken)
     rc, _, err = run_cli(capsys, "inspect", work / "tiny.dyq")
     assert rc == 1 and "Traceback" in err and "RuntimeError: boom" in err
+
+
+def test_demo_needs_at_least_one_crop(capsys):
+    assert "--n" in assert_bad_input(*run_cli(capsys, "demo", "--n", "0")[::2])
+
+
+@pytest.mark.slow
+def test_demo_float_interpreter_agrees_with_torch():
+    from io import StringIO
+
+    from rich.console import Console
+
+    from dyadiq.demo import demo
+    buf = StringIO()
+    summary = demo(n=2, console=Console(file=buf, width=120))
+    assert summary["float"]["agreement"] == 1.0 and summary["float"]["sqnr_db"] > 60
+    assert "top-1 agreement" in buf.getvalue()
 
 
 # ---- the real console script --------------------------------------------------------------------------

@@ -108,7 +108,7 @@ def demo(n: int = 16, console=None) -> dict[str, dict]:
     s = DemoState(n=n, console=console)
     for name, step in STEPS:
         t0 = time.perf_counter()
-        console.print(f"[bold]{name}[/bold]: {(step.__doc__ or '').strip()}")
+        console.print(f"[bold]{name}[/bold]: {(step.__doc__ or '').strip().replace('``', '')}")
         step(s)
         console.print(f"  done in {time.perf_counter() - t0:.1f} s")
     return s.summary

@@ -114,9 +114,8 @@ def value_bytes(g: Graph, name: str) -> int:
 
 def quant_dict(q) -> dict:
     """JSON form of a QuantType."""
-    d = {"bits": q.bits, "signed": q.signed, "axis": q.axis,
-         "scale": list(q.scale), "zero_point": list(q.zero_point)}
-    return d
+    return {"bits": q.bits, "signed": q.signed, "axis": q.axis,
+            "scale": list(q.scale), "zero_point": list(q.zero_point)}
 
 
 def _weight_quant(g: Graph, n: Node, params: list[str]) -> str:

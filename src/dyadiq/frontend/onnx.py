@@ -98,6 +98,7 @@ class Importer:
         self.consts: dict[str, np.ndarray] = {}     # constant ref -> array
         self.hints: dict[str, str] = {}             # constant ref -> name hint
         self.placed: dict[str, str] = {}            # constant ref -> builder name once materialized
+        self.used: set[str] = set()                 # ONNX names read by a node or a graph output
 
     # ---- refs ------------------------------------------------------------------------------------
     def constant(self, array, hint: str) -> str:
@@ -145,7 +146,7 @@ class Importer:
         for vi in inputs:
             self.env[vi.name] = self.b.input(vi.name, self._input_shape(vi, input_shapes.get(vi.name)),
                                              onnx_dtype(vi.type.tensor_type.elem_type, f"input {vi.name!r}"))
-        used = {i for n in g.node for i in n.input} | {o.name for o in g.output}
+        used = self.used = {i for n in g.node for i in n.input} | {o.name for o in g.output}
         for node in g.node:
             out0 = next((o for o in node.output if o), node.op_type)
             label = node.name or out0
@@ -239,6 +240,10 @@ class NodeContext:
     def is_const(self, ref: str) -> bool:
         return self.imp.is_const(ref)
 
+    def hint(self, ref: str) -> str:
+        """The name a ref goes by (a constant's ONNX name, or the value's name)."""
+        return self.imp.hints.get(ref, ref)
+
     def array(self, ref: str) -> np.ndarray:
         return self.imp.consts[ref]
 
@@ -250,6 +255,10 @@ class NodeContext:
 
     def np_dtype(self, ref: str) -> np.dtype:
         return self.imp.np_dtype(ref)
+
+    def used(self, k: int) -> bool:
+        """Whether output ``k`` is read by a later node or is a graph output."""
+        return k < len(self.node.output) and self.node.output[k] in self.imp.used
 
     def attr(self, key: str, default=None):
         return self.attrs.get(key, default)

@@ -1,8 +1,9 @@
 # SPDX-License-Identifier: Apache-2.0
 """``.dyq`` files: a zip of ``graph.mlir`` (text), ``weights.safetensors`` and ``meta.json``.
 
-``meta.json`` holds the format version and the sha256 of the other two members; loading checks the
-version, the hashes and the graph, so a truncated, tampered or unknown-version file is refused.
+``meta.json`` holds the format version and the sha256 of the other two members, and the zip comment
+holds the sha256 of every byte before it; loading checks the whole-file digest, the version, the member
+hashes and the graph, so a truncated, tampered (any byte) or unknown-version file is refused.
 Writing goes to a temporary file that is renamed into place: no half-written output.
 """
 from __future__ import annotations
@@ -13,6 +14,7 @@ import json
 import os
 import tempfile
 import zipfile
+import zlib
 from pathlib import Path
 
 import numpy as np
@@ -26,6 +28,7 @@ from .printer import print_mlir
 FORMAT = "dyadiq.dyq"
 FORMAT_VERSION = 1
 _FIXED_TIME = (2020, 1, 1, 0, 0, 0)   # deterministic zip entries
+_DIGEST_LEN = 64                       # hex sha256 of the file body, as the zip comment
 
 
 def _sha(b: bytes) -> str:
@@ -45,7 +48,10 @@ def dump_bytes(g: Graph) -> bytes:
             info = zipfile.ZipInfo(name, _FIXED_TIME)
             info.compress_type = zipfile.ZIP_DEFLATED
             z.writestr(info, data)
-    return buf.getvalue()
+        z.comment = b"0" * _DIGEST_LEN
+    data = buf.getvalue()
+    body = data[:-_DIGEST_LEN]
+    return body + _sha(body).encode()
 
 
 def atomic_write(path: str | os.PathLike, data: bytes) -> None:
@@ -69,6 +75,10 @@ def save(g: Graph, path: str | os.PathLike) -> None:
 
 def load_bytes(data: bytes, source: str = "<bytes>") -> Graph:
     """Parse and validate .dyq contents."""
+    if len(data) <= _DIGEST_LEN or _sha(data[:-_DIGEST_LEN]).encode() != data[-_DIGEST_LEN:]:
+        if not data.startswith(b"PK"):
+            raise SerializationError(f"{source}: not a .dyq file")
+        raise SerializationError(f"{source}: corrupted .dyq file (file checksum mismatch: truncated or modified)")
     try:
         with zipfile.ZipFile(io.BytesIO(data)) as z:
             names = set(z.namelist())
@@ -77,7 +87,8 @@ def load_bytes(data: bytes, source: str = "<bytes>") -> Graph:
                 raise SerializationError(f"{source}: not a .dyq file (missing {', '.join(sorted(missing))})")
             meta = json.loads(z.read("meta.json"))
             text, weights = z.read("graph.mlir"), z.read("weights.safetensors")
-    except (zipfile.BadZipFile, zipfile.LargeZipFile, EOFError, OSError, ValueError, KeyError) as e:
+    except (zipfile.BadZipFile, zipfile.LargeZipFile, zlib.error, NotImplementedError, EOFError, OSError,
+            ValueError, KeyError) as e:
         raise SerializationError(f"{source}: corrupted .dyq file ({e})") from None
     if not isinstance(meta, dict) or meta.get("format") != FORMAT:
         raise SerializationError(f"{source}: not a .dyq file")

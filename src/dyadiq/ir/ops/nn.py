@@ -199,10 +199,9 @@ def avgpool_divisor(shape_hw: tuple[int, int], a: dict, out_hw: tuple[int, int])
     divs = []
     for ax in range(2):
         n, lo, hi = shape_hw[ax], p[ax], p[ax + 2]
-        start = np.arange(out_hw[ax]) * s[ax] - lo
-        end = np.minimum(start + k[ax], n + hi) if include else np.minimum(start + k[ax], n)
-        start = start if include else np.maximum(start, 0)
-        divs.append(end - start)
+        taps = (np.arange(out_hw[ax]) * s[ax] - lo)[:, None] + np.arange(k[ax])[None, :] * d[ax]
+        first, stop = (-lo, n + hi) if include else (0, n)    # taps that count (dilation aware)
+        divs.append(((taps >= first) & (taps < stop)).sum(axis=1))
     return np.outer(divs[0], divs[1])
 
 
@@ -229,7 +228,17 @@ def _global_avgpool():
     return infer, kernel
 
 
-def _reduce(fn):
+def _empty_identity(dt: np.dtype, sign: int):
+    """Identity of max (sign -1) / min (sign +1) in ``dt``: what ONNX gives for an empty reduction."""
+    if dt.kind == "f":
+        return sign * np.inf
+    if dt.kind == "b":
+        return sign > 0
+    info = np.iinfo(dt)
+    return info.max if sign > 0 else info.min
+
+
+def _reduce(fn, empty_sign: int = 0):
     def infer(t, a):
         r = t[0].rank
         axes = {norm_axis(ax, r) for ax in a.get("axes", tuple(range(r)))}
@@ -239,9 +248,11 @@ def _reduce(fn):
 
     def kernel(x, a):
         axes = tuple(a.get("axes", tuple(range(x[0].ndim))))
-        return [np.asarray(fn(x[0], axis=axes, keepdims=a.get("keepdims", True))).astype(x[0].dtype)]
+        kw = {"initial": _empty_identity(x[0].dtype, empty_sign)} if empty_sign and x[0].size == 0 else {}
+        return [np.asarray(fn(x[0], axis=axes, keepdims=a.get("keepdims", True), **kw)).astype(x[0].dtype)]
     return lambda: (infer, kernel)
 
 
-for _name, _fn in {"mean": np.mean, "reduce_sum": np.sum, "reduce_max": np.max, "reduce_min": np.min}.items():
-    register(_name, 1, doc=f"{_name} over axes")(_reduce(_fn))
+for _name, _fn, _sign in (("mean", np.mean, 0), ("reduce_sum", np.sum, 0), ("reduce_max", np.max, -1),
+                          ("reduce_min", np.min, 1)):
+    register(_name, 1, doc=f"{_name} over axes")(_reduce(_fn, _sign))

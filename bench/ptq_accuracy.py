@@ -1,0 +1,121 @@
+# SPDX-License-Identifier: Apache-2.0
+"""PTQ accuracy of EfficientNet-Lite0: dyadiq configurations vs onnxruntime quantize_static, one run.
+
+Proxy set: deterministic random-resized crops of the offline photos (``--n`` eval crops, disjoint
+stream from the ``--calib`` calibration crops). Metrics vs the float model: top-1 / top-5 agreement
+and mean logit SQNR. Writes bench/results/ptq_accuracy.{json,md}.
+
+    python bench/ptq_accuracy.py [--n 256] [--calib 64] [--only dyadiq|ort]
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).parent))
+from common import agreement, cpu_description, write_results  # noqa: E402
+
+BATCH = 32
+
+DYADIQ_CONFIGS = {
+    "W8A8 per-tensor, no CLE/BC": dict(per_channel=False, equalize=False, bias_correct=False),
+    "W8A8 per-tensor, CLE+BC": dict(per_channel=False, equalize=True, bias_correct=True),
+    "W8A8 per-channel, no CLE/BC": dict(per_channel=True, equalize=False, bias_correct=False),
+    "W8A8 per-channel, BC": dict(per_channel=True, equalize=False, bias_correct=True),
+    "W8A8 per-channel, CLE+BC": dict(per_channel=True, equalize=True, bias_correct=True),
+    "W4A8 per-channel (8-bit ends), no CLE/BC": dict(per_channel=True, weight_bits=4, first_last_bits=8,
+                                                     equalize=False, bias_correct=False),
+    "W4A8 per-channel (8-bit ends), CLE+BC": dict(per_channel=True, weight_bits=4, first_last_bits=8,
+                                                  equalize=True, bias_correct=True),
+}
+
+
+def run_graph(g, data, mode):
+    from dyadiq.interp.run import run_batched
+    return run_batched(g, data, mode)
+
+
+def dyadiq_rows(model, calib, evalx, ref, only=None):
+    import dyadiq
+    g = dyadiq.from_torch(model, (evalx[:BATCH],))
+    rows = []
+    for name, opts in DYADIQ_CONFIGS.items():
+        if only and only not in name:
+            continue
+        t0 = time.perf_counter()
+        q, _ = dyadiq.quantize(g, calib, **opts)
+        tq = time.perf_counter() - t0
+        out = run_graph(q, evalx, "simulated")
+        rows.append({"config": f"dyadiq {name}", **agreement(ref, out), "quantize_s": round(tq, 1)})
+        print(rows[-1], flush=True)
+    return rows
+
+
+def ort_rows(model, calib, evalx, ref):
+    import onnxruntime as ort
+    import torch
+    from onnxruntime.quantization import CalibrationDataReader, CalibrationMethod, QuantFormat, QuantType, quantize_static
+    from onnxruntime.quantization.shape_inference import quant_pre_process
+
+    class Reader(CalibrationDataReader):
+        def __init__(self):
+            self.it = iter([{"input": calib[i:i + 1]} for i in range(len(calib))])
+
+        def get_next(self):
+            return next(self.it, None)
+
+    rows = []
+    with tempfile.TemporaryDirectory() as d:
+        fp32, pre = Path(d) / "fp32.onnx", Path(d) / "pre.onnx"
+        torch.onnx.export(model, (torch.from_numpy(evalx[:1]),), str(fp32), input_names=["input"],
+                          output_names=["logits"], opset_version=17, dynamo=False)
+        quant_pre_process(str(fp32), str(pre))
+        for per_channel in (False, True):
+            for method in ("MinMax", "Percentile", "Entropy"):
+                qpath = Path(d) / f"q_{per_channel}_{method}.onnx"
+                quantize_static(str(pre), str(qpath), Reader(), quant_format=QuantFormat.QDQ, per_channel=per_channel,
+                                activation_type=QuantType.QInt8, weight_type=QuantType.QInt8,
+                                calibrate_method=getattr(CalibrationMethod, method),
+                                extra_options={"ActivationSymmetric": False, "WeightSymmetric": True})
+                sess = ort.InferenceSession(str(qpath), providers=["CPUExecutionProvider"])
+                out = np.concatenate([sess.run(None, {"input": evalx[i:i + 1]})[0] for i in range(len(evalx))])
+                rows.append({"config": f"onnxruntime QDQ {'per-channel' if per_channel else 'per-tensor'} {method}",
+                             **agreement(ref, out)})
+                print(rows[-1], flush=True)
+    return rows
+
+
+def main(argv=None) -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--n", type=int, default=256)
+    ap.add_argument("--calib", type=int, default=64)
+    ap.add_argument("--only", choices=["dyadiq", "ort"])
+    ap.add_argument("--config", help="substring of the dyadiq configs to run")
+    ap.add_argument("--out", type=Path, default=Path(__file__).parent / "results")
+    args = ap.parse_args(argv)
+    import torch
+    from dyadiq.zoo import efficientnet_lite0, photo_crops
+    torch.set_num_threads(2)
+    model = efficientnet_lite0()
+    calib = photo_crops(args.calib, split="calib")
+    evalx = photo_crops(args.n, split="eval")
+    with torch.no_grad():
+        ref = np.concatenate([model(torch.from_numpy(evalx[i:i + BATCH])).numpy() for i in range(0, args.n, BATCH)])
+    rows = []
+    if args.only != "ort":
+        rows += dyadiq_rows(model, calib, evalx, ref, args.config)
+    if args.only != "dyadiq":
+        rows += ort_rows(model, calib, evalx, ref)
+    meta = {"model": "EfficientNet-Lite0", "eval crops": args.n, "calibration crops": args.calib,
+            "cpu": cpu_description()["model"], "command": "python bench/ptq_accuracy.py " + " ".join(argv or sys.argv[1:])}
+    print(write_results("ptq_accuracy", rows, ["config", "top1", "top5", "top1_in_top5", "sqnr_db", "quantize_s"],
+                        meta, args.out))
+
+
+if __name__ == "__main__":
+    main()

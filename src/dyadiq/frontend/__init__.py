@@ -1,0 +1,22 @@
+# SPDX-License-Identifier: Apache-2.0
+"""Frontends: torch.export and ONNX -> float Graph. Wrappers import torch/onnx only when called."""
+
+
+def from_torch(*a, **k):
+    from .torch_export import from_torch as f
+    return f(*a, **k)
+
+
+def from_exported_program(*a, **k):
+    from .torch_export import from_exported_program as f
+    return f(*a, **k)
+
+
+def load_pt2(*a, **k):
+    from .torch_export import load_pt2 as f
+    return f(*a, **k)
+
+
+def from_onnx(*a, **k):
+    from .onnx import from_onnx as f
+    return f(*a, **k)

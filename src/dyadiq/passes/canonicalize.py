@@ -1,0 +1,303 @@
+# SPDX-License-Identifier: Apache-2.0
+"""Canonicalize a float graph: fold what is constant, fuse what later passes expect fused.
+
+Rules, tried in this order on each node; the driver sweeps the nodes in topological order until no rule
+fires (at most ``max_sweeps`` sweeps, then ``PassError`` naming the rules still firing):
+
+- fold-constants:      op(c1, ..., cn) -> a constant computed by the op's registry kernel
+- remove-identity:     identity(x) -> x
+- fold-batchnorm:      bn(conv(x, W, b)) -> conv(x, W*k, b*k + beta - mu*k),  k = gamma / sqrt(var + eps)
+                       per output channel (= (b - mu)*k + beta); also linear with a rank-2 output
+- batchnorm-to-affine: any other bn(x) -> x*k + (beta - mu*k), constants shaped [C, 1, ...] (kept foldable
+                       by fold-scale / fold-bias; no ``batchnorm`` survives with constant parameters)
+- fuse-silu:           x * sigmoid(x), either operand order -> silu(x)
+- remove-neutral:      x*1, 1*x, x/1, x+0, 0+x, x-0 -> x   (not when the constant broadcasts x up)
+- div-to-mul:          x / c -> x * (1/c)
+- sub-to-add:          x - c -> x + (-c)
+- matmul-to-linear:    matmul(x, W) -> linear(x, W^T)   for a constant 2-D W
+- fold-pad:            conv2d(pad(x)) -> conv2d(x) with the pad widths added to its ``pad``, for zero
+                       constant padding of H and W only (TF-style "same" padding from exporters)
+- fold-scale:          layer(x, W, b) * s -> layer(x, W*s, b*s)     s: one value per output channel
+- fold-bias:           layer(x, W, b) + c -> layer(x, W, b + c)     (layer = conv2d | linear; so
+                       linear/matmul + bias vector -> linear with bias)
+
+Fusions need the layer output to have no other reader. A fused node takes the name of the last value it
+replaces (``y = bn(conv(x))`` -> ``y = conv(...)``), so downstream names and graph outputs never change;
+a rewritten weight or bias keeps its constant's name when nothing else reads it. Dead nodes are dropped.
+``relu6`` arrives from the frontends as ``clip(min=0, max=6)`` and stays so. No rule removes a value that
+carries a QuantType or rewrites a constant that has one.
+"""
+from __future__ import annotations
+
+from typing import Callable
+
+import numpy as np
+
+from ..errors import PassError
+from ..ir.graph import Graph, Node, verify
+from ..ir.ops import op_def
+from ..ir.types import TensorType, dtype_of
+from .rewrite import bias_hint, bypass, dce, fresh_name, splice, use_counts
+
+
+class _Ctx:
+    """Facts about one version of the graph that rules look up."""
+
+    def __init__(self, g: Graph):
+        self.g = g
+        self.by_name = {n.name: n for n in g.nodes}
+        self.producer = g.producers()
+        self.uses = use_counts(g)
+
+    def const(self, name: str) -> np.ndarray | None:
+        """The array of an unquantized float constant, else None."""
+        g = self.g
+        if not g.is_const(name) or g.quant_of(name) is not None or g.const(name).dtype.kind != "f":
+            return None
+        return g.const(name)
+
+    def sole(self, v: str) -> bool:
+        """``v`` is read by exactly one node input, is no graph output and carries no QuantType."""
+        return self.uses.get(v, 0) == 1 and v not in self.g.outputs and self.g.quant_of(v) is None
+
+    def layer(self, v: str) -> Node | None:
+        """The conv2d/linear with constant weight (and bias) producing ``v``, when only one node reads ``v``."""
+        n = self.producer.get(v)
+        if n is None or n.op not in ("conv2d", "linear") or not self.sole(v):
+            return None
+        return n if all(self.const(i) is not None for i in n.inputs[1:]) else None
+
+
+Rule = Callable[[Graph, Node, _Ctx], Graph | None]
+
+
+def canonicalize(g: Graph, *, max_sweeps: int = 32) -> Graph:
+    """Fold constants and BatchNorm, drop no-ops, fuse silu and biases; ``g`` itself if nothing changes."""
+    out = dce(g)
+    for _ in range(max_sweeps):
+        fired: list[str] = []
+        ctx = None
+        for name in [n.name for n in out.nodes]:
+            ctx = ctx or _Ctx(out)
+            node = ctx.by_name.get(name)
+            for rule_name, rule in RULES:
+                new = rule(out, node, ctx) if node is not None else None
+                if new is not None and new is not out:
+                    out, ctx = new, None
+                    fired.append(rule_name)
+                    break
+        if not fired:
+            return g if out is g else verify(out)
+    raise PassError(f"canonicalize: no fixed point after {max_sweeps} sweeps; still firing: "
+                    f"{', '.join(sorted(set(fired)))}")
+
+
+# ---- helpers ------------------------------------------------------------------------------------
+def _quant_ok(g: Graph, gone: str, kept: str) -> bool:
+    """Replacing ``gone`` by ``kept`` loses no quantization point."""
+    return g.quant_of(gone) is None or g.quant_of(gone) == g.quant_of(kept)
+
+
+def _channel_vector(c: np.ndarray, t: TensorType, axis: int) -> np.ndarray | None:
+    """``c`` as one float64 per channel on ``axis`` of ``t``, if it broadcasts that way (else None)."""
+    if c.ndim > t.rank:
+        return None
+    shape = (1,) * (t.rank - c.ndim) + c.shape
+    ax = axis % t.rank
+    if any(d != 1 for i, d in enumerate(shape) if i != ax) or shape[ax] not in (1, t.shape[ax]):
+        return None
+    return np.broadcast_to(c.reshape(-1).astype(np.float64), (t.shape[ax],))
+
+
+def _put(g: Graph, ctx: _Ctx, consts: dict, old: str | None, hint: str, arr: np.ndarray) -> str:
+    """Store ``arr`` under ``old`` when only one node reads it, else under a fresh name."""
+    name = old if old is not None and ctx.uses.get(old) == 1 else fresh_name(g, hint, consts)
+    consts[name] = arr
+    return name
+
+
+def _refold(g: Graph, ctx: _Ctx, layer: Node, anchor: Node, scale=None, shift=None) -> Graph:
+    """Replace ``anchor(layer(x, W, b))`` by ``layer(x, W*scale, b*scale + shift)`` named like the anchor."""
+    x, w_name, b_name = (layer.inputs + (None,))[:3]
+    w = g.const(w_name)
+    b = g.const(b_name).astype(np.float64) if b_name else np.zeros(w.shape[0])
+    consts: dict[str, np.ndarray] = {}
+    out = anchor.outputs[0]
+    if scale is not None:
+        w_new = w.astype(np.float64) * scale.reshape((-1,) + (1,) * (w.ndim - 1))
+        w_name = _put(g, ctx, consts, w_name, w_name, w_new.astype(w.dtype))
+        b = b * scale
+    if shift is not None:
+        b = b + shift
+    ins = (x, w_name)
+    if b_name is not None or shift is not None:
+        ins += (_put(g, ctx, consts, b_name, bias_hint(layer), b.astype(w.dtype)),)
+    return splice(g, {layer.name: [], anchor.name: [Node(layer.op, ins, (out,), layer.attrs)]}, constants=consts)
+
+
+def _bn_params(n: Node, ctx: _Ctx):
+    """(k, beta - mu*k) of a batchnorm with constant parameters, in float64."""
+    p = [ctx.const(i) for i in n.inputs[1:]]
+    if any(a is None for a in p):
+        return None
+    gamma, beta, mean, var = (a.astype(np.float64) for a in p)
+    k = gamma / np.sqrt(var + n.attr("eps", 1e-5))
+    return k, beta - mean * k
+
+
+# ---- rules --------------------------------------------------------------------------------------
+def fold_constants(g: Graph, n: Node, ctx: _Ctx) -> Graph | None:
+    """op(c1, ..., cn) -> constant."""
+    if not n.inputs or not all(g.is_const(i) and g.quant_of(i) is None for i in n.inputs):
+        return None
+    with np.errstate(all="ignore"):
+        arrays = op_def(n.op).kernel([g.const(i) for i in n.inputs], n.attr_dict)
+    consts = {}
+    for o, a in zip(n.outputs, arrays):
+        t = g.type_of(o)
+        a = np.asarray(a).astype(t.np_dtype, copy=False)
+        if a.shape != t.shape or dtype_of(a) != t.dtype:
+            return None
+        consts[o] = a
+    return splice(g, {n.name: []}, constants=consts, quants={o: g.quant_of(o) for o in n.outputs})
+
+
+def remove_identity(g: Graph, n: Node, ctx: _Ctx) -> Graph | None:
+    """identity(x) -> x."""
+    if n.op != "identity" or not _quant_ok(g, n.name, n.inputs[0]):
+        return None
+    return bypass(g, n, n.inputs[0])
+
+
+def fold_batchnorm(g: Graph, n: Node, ctx: _Ctx) -> Graph | None:
+    """bn(conv(x, W, b)) -> conv(x, W*k, b*k + beta - mu*k)."""
+    if n.op != "batchnorm" or (p := _bn_params(n, ctx)) is None or (layer := ctx.layer(n.inputs[0])) is None:
+        return None
+    if layer.op == "linear" and g.type_of(layer.name).rank != 2:
+        return None
+    return _refold(g, ctx, layer, n, scale=p[0], shift=p[1])
+
+
+def batchnorm_to_affine(g: Graph, n: Node, ctx: _Ctx) -> Graph | None:
+    """bn(x) -> x*k + (beta - mu*k)."""
+    if n.op != "batchnorm" or (p := _bn_params(n, ctx)) is None:
+        return None
+    t = g.type_of(n.inputs[0])
+    shape = (-1,) + (1,) * (t.rank - 2)
+    k_name = fresh_name(g, f"{n.name}.scale")
+    s_name = fresh_name(g, f"{n.name}.shift", {k_name})
+    mid = fresh_name(g, f"{n.name}.scaled", {k_name, s_name})
+    nodes = [Node.make("mul", (n.inputs[0], k_name), mid), Node.make("add", (mid, s_name), n.name)]
+    consts = {k_name: p[0].reshape(shape).astype(t.np_dtype), s_name: p[1].reshape(shape).astype(t.np_dtype)}
+    return splice(g, {n.name: nodes}, constants=consts)
+
+
+def fuse_silu(g: Graph, n: Node, ctx: _Ctx) -> Graph | None:
+    """x * sigmoid(x) -> silu(x)."""
+    if n.op != "mul":
+        return None
+    a, b = n.inputs
+    for x, s in ((a, b), (b, a)):
+        p = ctx.producer.get(s)
+        if p is not None and p.op == "sigmoid" and p.inputs[0] == x and ctx.sole(s) \
+                and g.type_of(x) == g.type_of(n.name):
+            return splice(g, {p.name: [], n.name: [Node.make("silu", (x,), n.name)]})
+    return None
+
+
+NEUTRAL = {"mul": (1.0, (0, 1)), "add": (0.0, (0, 1)), "div": (1.0, (1,)), "sub": (0.0, (1,))}
+
+
+def remove_neutral(g: Graph, n: Node, ctx: _Ctx) -> Graph | None:
+    """x*1, x/1, x+0, x-0 -> x."""
+    if n.op not in NEUTRAL:
+        return None
+    unit, slots = NEUTRAL[n.op]
+    for k in slots:
+        c, x = ctx.const(n.inputs[k]), n.inputs[1 - k]
+        if c is not None and np.all(c == unit) and g.type_of(x) == g.type_of(n.name) and _quant_ok(g, n.name, x):
+            return bypass(g, n, x)
+    return None
+
+
+def div_to_mul(g: Graph, n: Node, ctx: _Ctx) -> Graph | None:
+    """x / c -> x * (1/c)."""
+    c = ctx.const(n.inputs[1]) if n.op == "div" else None
+    if c is None or not np.all(np.isfinite(c) & (c != 0)):
+        return None
+    name = fresh_name(g, f"{n.inputs[1]}.recip")
+    mul = Node.make("mul", (n.inputs[0], name), n.name)
+    return splice(g, {n.name: [mul]}, constants={name: (np.ones((), c.dtype) / c).astype(c.dtype)})
+
+
+def sub_to_add(g: Graph, n: Node, ctx: _Ctx) -> Graph | None:
+    """x - c -> x + (-c)."""
+    c = ctx.const(n.inputs[1]) if n.op == "sub" else None
+    if c is None:
+        return None
+    name = fresh_name(g, f"{n.inputs[1]}.neg")
+    return splice(g, {n.name: [Node.make("add", (n.inputs[0], name), n.name)]}, constants={name: -c})
+
+
+def matmul_to_linear(g: Graph, n: Node, ctx: _Ctx) -> Graph | None:
+    """matmul(x, W) -> linear(x, W^T)."""
+    w = ctx.const(n.inputs[1]) if n.op == "matmul" else None
+    if w is None or w.ndim != 2 or g.is_const(n.inputs[0]):
+        return None
+    name = fresh_name(g, f"{n.inputs[1]}.t")
+    lin = Node.make("linear", (n.inputs[0], name), n.name)
+    return splice(g, {n.name: [lin]}, constants={name: np.ascontiguousarray(w.T)})
+
+
+def fold_pad(g: Graph, n: Node, ctx: _Ctx) -> Graph | None:
+    """conv2d(pad(x), W) -> conv2d(x, W) {pad += pads}."""
+    p = ctx.producer.get(n.inputs[0]) if n.op == "conv2d" else None
+    if p is None or p.op != "pad" or not ctx.sole(p.name) or not _quant_ok(g, p.name, p.inputs[0]):
+        return None
+    w = p.attr("pads")
+    if p.attr("mode", "constant") != "constant" or p.attr("value", 0) != 0 or len(w) != 8 or any(w[:2] + w[4:6]):
+        return None
+    t, l, b, r = n.attr("pad", (0, 0, 0, 0))
+    conv = n.with_attrs(pad=(t + w[2], l + w[3], b + w[6], r + w[7]))
+    conv = Node(conv.op, (p.inputs[0],) + n.inputs[1:], n.outputs, conv.attrs)
+    return splice(g, {p.name: [], n.name: [conv]})
+
+
+def _layer_and_vector(g: Graph, n: Node, ctx: _Ctx):
+    """(layer, per-output-channel vector) for op(layer(...), c) or op(c, layer(...))."""
+    for k in (0, 1):
+        layer, c = ctx.layer(n.inputs[k]), ctx.const(n.inputs[1 - k])
+        if layer is None or c is None or g.type_of(n.name) != g.type_of(layer.name):
+            continue
+        vec = _channel_vector(c, g.type_of(layer.name), 1 if layer.op == "conv2d" else -1)
+        if vec is not None:
+            return layer, vec
+    return None
+
+
+def fold_scale(g: Graph, n: Node, ctx: _Ctx) -> Graph | None:
+    """layer(x, W, b) * s -> layer(x, W*s, b*s)."""
+    m = _layer_and_vector(g, n, ctx) if n.op == "mul" else None
+    return _refold(g, ctx, m[0], n, scale=m[1]) if m else None
+
+
+def fold_bias(g: Graph, n: Node, ctx: _Ctx) -> Graph | None:
+    """layer(x, W, b) + c -> layer(x, W, b + c)."""
+    m = _layer_and_vector(g, n, ctx) if n.op == "add" else None
+    return _refold(g, ctx, m[0], n, shift=m[1]) if m else None
+
+
+RULES: list[tuple[str, Rule]] = [
+    ("fold-constants", fold_constants),
+    ("remove-identity", remove_identity),
+    ("fold-batchnorm", fold_batchnorm),
+    ("batchnorm-to-affine", batchnorm_to_affine),
+    ("fuse-silu", fuse_silu),
+    ("remove-neutral", remove_neutral),
+    ("div-to-mul", div_to_mul),
+    ("sub-to-add", sub_to_add),
+    ("matmul-to-linear", matmul_to_linear),
+    ("fold-pad", fold_pad),
+    ("fold-scale", fold_scale),
+    ("fold-bias", fold_bias),
+]

@@ -1,0 +1,329 @@
+# SPDX-License-Identifier: Apache-2.0
+"""The ``cpu`` target: integer graph -> Relax (``codegen.tvm``) -> LLVM shared library via TVM.
+
+Artifact folder: ``model.so`` (``Executable.export_library``; entry ``main``, run by the Relax VM),
+``graph.dyq`` (the integer graph), ``README.md`` and ``manifest.json``.
+
+The CPU is never hard-coded: by default the host's ``/proc/cpuinfo`` flags pick the highest x86-64
+micro-architecture level it fully supports (``x86-64-v4`` > ``v3`` > ``v2`` > ``x86-64``; LLVM's host
+name can be wrong in VMs); ``mcpu=`` overrides it. The LLVM features of the chosen CPU, as cpuinfo
+flag names, are the artifact's ``required_cpu_features``; loading on a CPU without one of them is an
+ArtifactError (never SIGILL). Other architectures build for LLVM's generic CPU.
+
+``tune=N`` runs MetaSchedule (``tune_module``) for N trials on the fused module; the JSON database lives in
+``<cache_dir>/<target hash>/<workload hash>`` (default cache ``~/.cache/dyadiq/tune``) and is applied
+after fusion in the same pipeline, so compiling the same graph again reuses it without tuning.
+"""
+from __future__ import annotations
+
+import json
+import os
+import platform
+from pathlib import Path
+
+import numpy as np
+
+from ..codegen.tvm import to_relax
+from ..errors import ArtifactError, CodegenError, InputError
+from ..ir.graph import Graph
+from .artifact import Artifact, graph_manifest
+
+LIB = "model.so"
+GRAPH = "graph.dyq"
+README = "README.md"
+
+# LLVM feature name -> /proc/cpuinfo flag (instruction-set extensions only; tuning flags are ignored)
+LLVM_TO_CPUINFO = {
+    "sse3": "pni", "ssse3": "ssse3", "sse4.1": "sse4_1", "sse4.2": "sse4_2", "crc32": "sse4_2",
+    "sse4a": "sse4a", "popcnt": "popcnt", "cx16": "cx16", "sahf": "lahf_lm", "movbe": "movbe",
+    "xsave": "xsave", "avx": "avx", "avx2": "avx2", "f16c": "f16c", "fma": "fma", "fma4": "fma4",
+    "xop": "xop", "bmi": "bmi1", "bmi2": "bmi2", "lzcnt": "abm", "adx": "adx", "aes": "aes",
+    "pclmul": "pclmulqdq", "vpclmulqdq": "vpclmulqdq", "vaes": "vaes", "gfni": "gfni", "sha": "sha_ni",
+    "rdrnd": "rdrand", "rdseed": "rdseed", "avx512f": "avx512f", "avx512bw": "avx512bw",
+    "avx512cd": "avx512cd", "avx512dq": "avx512dq", "avx512vl": "avx512vl", "avx512ifma": "avx512ifma",
+    "avx512vbmi": "avx512vbmi", "avx512vbmi2": "avx512_vbmi2", "avx512vnni": "avx512_vnni",
+    "avx512bitalg": "avx512_bitalg", "avx512vpopcntdq": "avx512_vpopcntdq", "avx512bf16": "avx512_bf16",
+    "avx512fp16": "avx512_fp16", "avxvnni": "avx_vnni", "amx-tile": "amx_tile", "amx-int8": "amx_int8",
+    "amx-bf16": "amx_bf16",
+}
+X86_LEVELS = (   # (mcpu, cpuinfo flags it needs beyond the previous level), highest last
+    ("x86-64", set()),
+    ("x86-64-v2", {"cx16", "lahf_lm", "popcnt", "pni", "sse4_1", "sse4_2", "ssse3"}),
+    ("x86-64-v3", {"avx", "avx2", "bmi1", "bmi2", "f16c", "fma", "abm", "movbe", "xsave"}),
+    ("x86-64-v4", {"avx512f", "avx512bw", "avx512cd", "avx512dq", "avx512vl"}),
+)
+
+
+# ---- host ---------------------------------------------------------------------------------------------
+def host_arch() -> str:
+    m = platform.machine().lower()
+    return {"amd64": "x86_64", "arm64": "aarch64"}.get(m, m)
+
+
+def host_cpu_flags() -> set[str] | None:
+    """The host's /proc/cpuinfo flags (None where there is no /proc/cpuinfo)."""
+    try:
+        text = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return None
+    for line in text.splitlines():
+        key, _, val = line.partition(":")
+        if key.strip() in ("flags", "Features"):
+            return set(val.split())
+    return set()
+
+
+def host_mcpu() -> str | None:
+    """Highest x86-64 level the host supports (None: not x86-64, use LLVM's generic CPU)."""
+    if host_arch() != "x86_64":
+        return None
+    flags, need, best = host_cpu_flags() or set(), set(), "x86-64"
+    for name, extra in X86_LEVELS:
+        need |= extra
+        if need <= flags:
+            best = name
+    return best
+
+
+def make_target(mcpu: str | None = None, *, num_cores: int | None = None):
+    """The TVM LLVM target for ``mcpu`` (default: ``host_mcpu()``)."""
+    import tvm
+    from tvm.target import codegen
+    mcpu = mcpu if mcpu is not None else host_mcpu()
+    d: dict = {"kind": "llvm"}
+    if mcpu:
+        if not codegen.llvm_is_valid_cpu(mcpu, codegen.llvm_get_system_triple()):
+            raise InputError(f"unknown CPU {mcpu!r} for LLVM (try x86-64-v3, x86-64-v4, or an LLVM CPU name "
+                             f"such as sapphirerapids)")
+        d["mcpu"] = mcpu
+    if num_cores:
+        d["num-cores"] = int(num_cores)
+    return tvm.target.Target(d)
+
+
+def required_features(target) -> list[str]:
+    """cpuinfo flags the code for ``target`` may use."""
+    from tvm.target import codegen
+    if host_arch() != "x86_64" or "mcpu" not in target.attrs:
+        return []
+    feats = codegen.llvm_get_cpu_features(target)
+    return sorted({LLVM_TO_CPUINFO[f] for f in feats if f in LLVM_TO_CPUINFO})
+
+
+def check_host(manifest: dict, where: str) -> None:
+    """ArtifactError when this machine cannot run code built for ``manifest``'s CPU."""
+    if manifest.get("arch") != host_arch():
+        raise ArtifactError(f"{where}: built for {manifest.get('arch')}, this machine is {host_arch()}")
+    need = set(manifest.get("required_cpu_features", []))
+    flags = host_cpu_flags()
+    if need and flags is None:
+        raise ArtifactError(f"{where}: cannot read this CPU's features to check {sorted(need)}")
+    missing = sorted(need - (flags or set()))
+    if missing:
+        raise ArtifactError(f"{where}: built for mcpu={manifest.get('mcpu')}; this CPU lacks "
+                            f"{', '.join(missing)} (rebuild with a lower --mcpu, e.g. x86-64-v2)")
+
+
+# ---- build --------------------------------------------------------------------------------------------
+def fuse_passes():
+    from tvm import relax
+    return [relax.transform.LegalizeOps(), relax.transform.AnnotateTIROpPattern(),
+            relax.transform.FuseOps(), relax.transform.FuseTIR()]
+
+
+def relax_pipeline(target, database_dir: str | None = None):
+    """TVM's CPU pipeline without FoldConstant (it would unpack the packed weights at build time),
+    applying a MetaSchedule database after fusion when ``database_dir`` is given."""
+    import tvm
+    from tvm import relax
+    from tvm.relax.backend.cpu_generic import pipeline as cpu
+
+    @tvm.transform.module_pass(opt_level=0)
+    def _pipeline(mod, _ctx):
+        passes = cpu.library_dispatch_passes(target) + fuse_passes()
+        if database_dir is not None:
+            passes.append(relax.transform.MetaScheduleApplyDatabase(database_dir))
+        passes += cpu.dataflow_lower_passes(target) + cpu.finalize_passes(target)
+        with target:
+            return tvm.transform.Sequential(passes)(mod)
+    return _pipeline
+
+
+# ---- tuning -------------------------------------------------------------------------------------------
+def tuning_dir(mod, target, cache_dir=None) -> Path:
+    """``<cache>/<target hash>/<workload hash>`` for the fused module ``mod``."""
+    import hashlib
+    import tvm
+    root = Path(cache_dir) if cache_dir is not None else Path.home() / ".cache" / "dyadiq" / "tune"
+    th = hashlib.sha256(str(target).encode()).hexdigest()[:16]
+    wh = hashlib.sha256(f"{tvm.__version__}:{tvm.ir.structural_hash(mod)}".encode()).hexdigest()[:16]
+    return root / th / wh
+
+
+def tune_module(mod, target, trials: int, cache_dir=None) -> dict:
+    """Tune the fused ``mod`` with MetaSchedule unless the cache already holds >= ``trials`` trials.
+
+    Pitfalls (toolchain notes §3): builder/runner workers need a 600 s timeout (their start-up imports
+    take ~25 s); tasks are extracted from the fused module and the database is applied to that same
+    fused module (not handed to ``compile_relax`` with a fused module, which silently finds nothing).
+    """
+    import tvm
+    from tvm.s_tir import meta_schedule as ms
+    with target:
+        fused = tvm.transform.Sequential(fuse_passes())(mod)
+    work = tuning_dir(fused, target, cache_dir)
+    done = work / "tuned.json"
+    if done.is_file() and json.loads(done.read_text()).get("trials", 0) >= trials:
+        return {"work_dir": str(work), "reused": True}
+    work.mkdir(parents=True, exist_ok=True)
+    with _progress(work, trials):
+        ms.relax_integration.tune_relax(
+            fused, params={}, target=target, work_dir=str(work), max_trials_global=trials,
+            num_trials_per_iter=min(trials, 32), builder=ms.builder.LocalBuilder(timeout_sec=600),
+            runner=ms.runner.LocalRunner(timeout_sec=600))
+    done.write_text(json.dumps({"trials": trials, "target": str(target)}))
+    return {"work_dir": str(work), "reused": False}
+
+
+class _progress:
+    """A rich progress bar of measured trials (lines of the tuning record file) on a TTY."""
+
+    def __init__(self, work: Path, trials: int):
+        self.work, self.trials, self.stop = work, trials, None
+
+    def __enter__(self):
+        import sys
+        import threading
+        if not sys.stderr.isatty():
+            return self
+        from rich.progress import Progress
+        self.stop = threading.Event()
+        records = self.work / "database_tuning_record.json"
+
+        def poll():
+            with Progress(transient=True) as bar:
+                task = bar.add_task("tuning (MetaSchedule)", total=self.trials)
+                while not self.stop.wait(1.0):
+                    n = sum(1 for _ in open(records)) if records.is_file() else 0
+                    bar.update(task, completed=min(n, self.trials))
+        self.thread = threading.Thread(target=poll, daemon=True)
+        self.thread.start()
+        return self
+
+    def __exit__(self, *exc):
+        if self.stop is not None:
+            self.stop.set()
+            self.thread.join()
+        return False
+
+
+# ---- compile ------------------------------------------------------------------------------------------
+def compile_cpu(ig: Graph, *, mcpu: str | None = None, tune: int = 0, cache_dir=None) -> "CpuArtifact":
+    """Build the integer graph ``ig`` for this CPU (or ``mcpu``)."""
+    import tvm
+    if tune < 0:
+        raise InputError(f"tune must be >= 0 trials, got {tune}")
+    target = make_target(mcpu, num_cores=os.cpu_count() if tune else None)
+    mod = to_relax(ig)
+    tuning = None
+    if tune:
+        tuning = tune_module(mod, target, tune, cache_dir)
+    try:
+        ex = tvm.compile(mod, target=target, relax_pipeline=relax_pipeline(target, tuning and tuning["work_dir"]))
+    except Exception as e:  # noqa: BLE001 - TVM raises many types; report one line
+        raise CodegenError(f"TVM build failed: {str(e).strip().splitlines()[-1]}") from e
+    from tvm.target import codegen
+    manifest = {**graph_manifest(ig), "target": "cpu", "tvm_target": json.loads(str(target)),
+                "mcpu": target.attrs.get("mcpu", "generic"), "arch": host_arch(),
+                "triple": codegen.llvm_get_system_triple(), "required_cpu_features": required_features(target),
+                "entry": "main", "tvm_version": tvm.__version__,
+                "tuning": {"trials": tune, "database": tuning["work_dir"] if tuning else None}}
+    return CpuArtifact(manifest, ex, ig)
+
+
+def load_cpu(folder: Path, manifest: dict) -> "CpuArtifact":
+    """Load a verified artifact folder (checks arch and CPU features before loading the library)."""
+    import tvm
+    check_host(manifest, str(folder))
+    try:
+        lib = tvm.runtime.load_module(str(folder / LIB))
+    except Exception as e:  # noqa: BLE001
+        raise ArtifactError(f"{folder / LIB}: cannot be loaded ({str(e).strip().splitlines()[-1]})") from e
+    graph = None
+    if (folder / GRAPH).is_file():
+        from ..ir.serialize import load as load_dyq
+        graph = load_dyq(folder / GRAPH)
+    return CpuArtifact(manifest, lib, graph)
+
+
+class CpuArtifact(Artifact):
+    """A model built for the CPU: run in-process by TVM's Relax VM."""
+
+    target = "cpu"
+
+    def __init__(self, manifest: dict, module, graph: Graph | None = None):
+        super().__init__(manifest)
+        self.module, self.graph = module, graph
+        self._vm = None
+
+    @property
+    def vm(self):
+        if self._vm is None:
+            import tvm
+            from tvm import relax
+            self._vm = relax.VirtualMachine(self.module, tvm.cpu())
+        return self._vm
+
+    def _run(self, arrays: list[np.ndarray]) -> list[np.ndarray]:
+        import tvm
+        dev = tvm.cpu()
+        res = self.vm[self.manifest.get("entry", "main")](*[tvm.runtime.tensor(a, dev) for a in arrays])
+        outs = [res] if len(self.outputs) == 1 else list(res)
+        return [o.numpy() for o in outs]
+
+    def _write_files(self, folder: Path) -> None:
+        self.module.export_library(str(folder / LIB))
+        if self.graph is not None:
+            from ..ir.serialize import save as save_dyq
+            save_dyq(self.graph, folder / GRAPH)
+        (folder / README).write_text(readme(self.manifest))
+
+
+def readme(m: dict) -> str:
+    """How to run the folder with the TVM runtime alone."""
+    args = "\n".join(f"    {s['name']}: {s['numpy_dtype']} {s['shape']}" + (
+        f"  (quantized: scale {s['quant']['scale'][0]:.6g}, zero point {s['quant']['zero_point'][0]})"
+        if s.get("quant") else "") for s in m["inputs"])
+    outs = "\n".join(f"    {s['name']}: {s['numpy_dtype']} {s['shape']}" for s in m["outputs"])
+    return f"""# {m.get('graph', 'model')} — dyadiq CPU artifact
+
+Integer-only (dyadic) code built by dyadiq {m['dyadiq_version']} with TVM {m['tvm_version']}
+for `{m['arch']}` / mcpu `{m['mcpu']}`. It needs a CPU with: {', '.join(m['required_cpu_features']) or 'no extension'}.
+Weights: {m['weight_bytes']} bytes ({m['weight_bytes_detail']['weights']} weights +
+{m['weight_bytes_detail']['quant_params']} quantization parameters); `manifest.json` has the details and
+the sha256 of every file.
+
+Inputs (in call order):
+{args}
+Outputs:
+{outs}
+
+## Run with the TVM runtime only
+
+```python
+import numpy as np, tvm
+from tvm import relax
+lib = tvm.runtime.load_module("model.so")
+vm = relax.VirtualMachine(lib, tvm.cpu())
+x = np.zeros({m['inputs'][0]['shape']}, np.{m['inputs'][0]['numpy_dtype']})     # your input
+y = vm["{m.get('entry', 'main')}"](tvm.runtime.tensor(x)).numpy()
+```
+
+## Run with dyadiq (checks the sha256s and the CPU first)
+
+```python
+import dyadiq.targets
+art = dyadiq.targets.load_artifact("path/to/this/folder")
+y = art.run(x)
+```
+"""
