@@ -57,7 +57,8 @@ def test_block_matches_torch(block, exporter, tmp_path):
 
 def test_graph_input_and_output_names_are_kept(tmp_path):
     model, x = BLOCKS["mlp"]()
-    path = export(model, x, tmp_path / "m.onnx", "legacy-opset17", input_names=["features"], output_names=["logits"])
+    path = export(model, x, tmp_path / "m.onnx", "legacy-opset17",
+                  input_names=["features"], output_names=["logits"])
     g = from_onnx(path)
     assert g.inputs == ("features",) and g.outputs == ("logits",)
     assert g.count_ops() == {"linear": 3, "relu": 2}
@@ -185,7 +186,8 @@ def test_pooling_matches_onnxruntime(op, kernel, stride, dilation, pads, ceil, i
     x = np.random.default_rng(3).standard_normal((1, 2, 7, 8)).astype(np.float32)
     opts = ort.SessionOptions()
     opts.log_severity_level = 3
-    want = ort.InferenceSession(m.SerializeToString(), opts, providers=["CPUExecutionProvider"]).run(None, {"x": x})[0]
+    session = ort.InferenceSession(m.SerializeToString(), opts, providers=["CPUExecutionProvider"])
+    want = session.run(None, {"x": x})[0]
     got = run(from_onnx(m), x)
     assert got.shape == want.shape
     np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-6)
@@ -244,6 +246,7 @@ def test_old_opset_is_refused_with_a_hint():
 
 def test_runtime_shape_parameter_is_an_error_naming_the_node():
     m = onnx_model([helper.make_node("Reshape", ["x", "s"], ["y"], name="rs")],
-                   [f32("x", [2, 3]), helper.make_tensor_value_info("s", TensorProto.INT64, [2])], [f32("y", None)])
+                   [f32("x", [2, 3]), helper.make_tensor_value_info("s", TensorProto.INT64, [2])],
+                   [f32("y", None)])
     with pytest.raises(FrontendError, match=r"^ONNX Reshape node rs: shape must be a constant"):
         from_onnx(m)

@@ -246,6 +246,10 @@ def test_pt2_round_trip(tmp_path):
     assert load_pt2(tmp_path / "m.pt2") == from_exported_program(ep)
 
 
+def test_scalar_valued_model():
+    assert_matches(Fn(lambda m, x: x.mean() * 2), (rand(2, 3),))
+
+
 # ---- failures ------------------------------------------------------------------------------------
 @pytest.mark.parametrize("fn, op", [
     (lambda m, x: torch.cumsum(x, 1), "aten.cumsum"),
@@ -317,3 +321,4 @@ def test_efficientnet_lite0_recognizes_chelsea(lite0):
     logits = interp.run(g, zoo.real_photos()["chelsea"][None])
     assert 281 <= int(np.argmax(logits)) <= 285          # tabby / tiger / Persian / Siamese / Egyptian cat
     assert math.isfinite(float(logits.max()))
+

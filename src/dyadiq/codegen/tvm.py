@@ -379,3 +379,15 @@ def to_relax(ig: Graph, *, pack_weights: bool = True):
     """Relax ``IRModule`` with one function ``main(*graph inputs)`` computing the integer graph ``ig``."""
     return _Emitter(ig, pack_weights).run()
 
+
+def module_constants(mod) -> list[np.ndarray]:
+    """The tensor constants of ``mod["main"]`` (what the built library stores)."""
+    tvm, relax = _tvm()
+    found: list = []
+
+    def visit(e):
+        if isinstance(getattr(e, "value", None), tvm.runtime.Tensor) and not any(e.same_as(f) for f in found):
+            found.append(e)
+    relax.analysis.post_order_visit(mod["main"], visit)
+    return [e.value.numpy() for e in found]
+

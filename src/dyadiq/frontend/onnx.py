@@ -38,8 +38,11 @@ def from_onnx(model, *, name: str = "main", input_shapes: Mapping[str, Sequence[
         raise FrontendError(f"from_onnx needs a path or an onnx.ModelProto, got {type(proto).__name__}")
     opset = {o.domain: o.version for o in proto.opset_import}
     version = next((opset[d] for d in DEFAULT_DOMAINS if d in opset), None)
-    if version is None or not MIN_OPSET <= version <= MAX_OPSET:
-        raise FrontendError(f"ONNX opset {version} is not supported (dyadiq reads opsets {MIN_OPSET}..{MAX_OPSET}; "
+    if version is None:
+        raise FrontendError("the model imports no default-domain (ai.onnx) opset")
+    if not MIN_OPSET <= version <= MAX_OPSET:
+        raise FrontendError(f"ONNX opset {version} is not supported (dyadiq reads opsets "
+                            f"{MIN_OPSET}..{MAX_OPSET}; "
                             f"convert with onnx.version_converter.convert_version(model, {MIN_OPSET}))")
     return Importer(proto.graph, version, name).run(dict(input_shapes or {}))
 
@@ -52,7 +55,7 @@ def _load(path):
         raise FrontendError(f"{path}: no such file")
     try:
         proto = onnx.load(path)
-        onnx.checker.check_model(proto)
+        onnx.checker.check_model(path)          # by path: works for models over 2 GB too
     except Exception as e:  # protobuf DecodeError, ValidationError, external-data errors ...
         msg = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
         raise FrontendError(f"{path}: not a valid ONNX model ({msg})") from None
@@ -157,10 +160,12 @@ class Importer:
             cx = NodeContext(self, node, label)
             try:
                 refs = conv(cx)
-            except DyadiqError as e:
-                if isinstance(e, FrontendError) and str(e).startswith(cx.prefix):
+            except FrontendError as e:
+                if str(e).startswith(cx.prefix):
                     raise
                 raise FrontendError(f"{cx.prefix}{e}") from None
+            except (DyadiqError, KeyError, TypeError, ValueError, IndexError) as e:  # malformed node
+                raise FrontendError(f"{cx.prefix}{type(e).__name__}: {e}") from None
             refs = [refs] if isinstance(refs, str) else list(refs)
             for k, o in enumerate(node.output):
                 if not o:

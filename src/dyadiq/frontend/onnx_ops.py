@@ -87,7 +87,7 @@ def _variadic(cx):
     if kind == "Mean":
         n = cx.const(np.asarray(len(refs), cx.np_dtype(acc)), cx.sub("count"))
         return cx.op("div", [acc, n])
-    return acc if len(refs) > 1 else cx.op("identity", [acc])
+    return acc
 
 
 @row("Clip", params=(1, 2))
@@ -185,6 +185,8 @@ def _conv(cx):
 
 def _pool(cx, op: str, **extra):
     x = cx.inp(0)
+    if cx.attr("kernel_shape") is None:
+        raise cx.fail("kernel_shape is required")
     kernel = tuple(cx.attr("kernel_shape"))
     s, p, d = _window(cx, cx.shape(x)[2:], kernel)
     x4, lifted = _lift(cx, x, "x")
@@ -270,7 +272,7 @@ def _reduce(cx):
     axes = () if axes is None else _ints(axes)
     if not axes:
         if cx.attr("noop_with_empty_axes", 0):
-            return cx.op("identity", [x])
+            return x
         axes = tuple(range(cx.rank(x)))
     axes = tuple(sorted({_axis(cx, a, cx.rank(x)) for a in axes}))
     return cx.op(REDUCE[cx.node.op_type], [x], axes=axes, keepdims=bool(cx.attr("keepdims", 1)))
@@ -336,7 +338,7 @@ def _matmul(cx):
 # ---- data movement ----------------------------------------------------------------------------------
 def _reshape_to(cx, x: str, shape) -> str:
     shape = tuple(int(d) for d in shape)
-    return x if shape == cx.shape(x) and not cx.is_const(x) else cx.op("reshape", [x], shape=shape)
+    return x if shape == cx.shape(x) else cx.op("reshape", [x], shape=shape)
 
 
 @row("Reshape", params=(1,))
@@ -496,7 +498,7 @@ def _pad(cx):
         sh = cx.shape(y)
         return _slice(cx, y, [-min(full[a], 0) for a in range(rank)],
                       [sh[a] + min(full[a + rank], 0) for a in range(rank)], range(rank), (1,) * rank)
-    return y if y != x else cx.op("identity", [x])
+    return y
 
 
 @row("Expand", params=(1,))
@@ -510,7 +512,7 @@ def _expand(cx):
     if cx.is_const(x):
         return cx.const(np.broadcast_to(cx.array(x), out).copy())
     if out == cx.shape(x):
-        return cx.op("identity", [x])
+        return x
     return cx.op("mul", [x, cx.const(np.ones(target, cx.np_dtype(x)), cx.sub("ones"))])   # x * 1 broadcasts
 
 
@@ -540,7 +542,7 @@ def _cast_to(cx, x: str, dt: np.dtype) -> str:
     if cx.is_const(x):
         return cx.const(cx.array(x).astype(dt))
     if cx.np_dtype(x) == dt:
-        return cx.op("identity", [x])
+        return x
     raise cx.fail(f"casting a run-time {cx.np_dtype(x)} tensor to {dt} is not supported (only constants)")
 
 

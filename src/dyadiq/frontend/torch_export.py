@@ -16,6 +16,7 @@ BatchNorm is kept as ``batchnorm`` (folding it is ``canonicalize``'s job).
 """
 from __future__ import annotations
 
+import logging
 import os
 
 import torch
@@ -61,10 +62,17 @@ def load_pt2(path: str | os.PathLike, *, name: str = "main") -> Graph:
     path = os.fspath(path)
     if not os.path.isfile(path):
         raise FrontendError(f"cannot load {path}: no such file")
+    loggers = [logging.getLogger(n) for n in ("torch", "torch.export", "torch._export")]
+    levels = [lg.level for lg in loggers]
+    for lg in loggers:                      # torch logs a full traceback for a bad file: keep stderr to one line
+        lg.setLevel(logging.CRITICAL + 1)
     try:
         ep = torch.export.load(path)
     except Exception as e:
         raise FrontendError(f"cannot load {path}: not a valid torch.export .pt2 file ({_reason(e)})") from e
+    finally:
+        for lg, lv in zip(loggers, levels):
+            lg.setLevel(lv)
     return from_exported_program(ep, name=name)
 
 
@@ -164,7 +172,8 @@ class _Walker:
                 return val                                      # a specialized non-tensor input
             shape = tuple(val.shape)
             if not all(isinstance(d, int) for d in shape):
-                raise FrontendError(f"input {node.name} has a dynamic shape {list(shape)}; only static shapes are supported")
+                raise FrontendError(f"input {node.name} has a dynamic shape {list(shape)}; "
+                                    "only static shapes are supported")
             return self.b.input(node.name, shape, dtype_name(val.dtype, f"input {node.name}"))
         if spec.kind in (InputKind.PARAMETER, InputKind.BUFFER, InputKind.CONSTANT_TENSOR):
             store = self.ep.state_dict if spec.target in self.ep.state_dict else self.ep.constants

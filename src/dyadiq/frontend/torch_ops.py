@@ -73,7 +73,7 @@ class Ctx:
 
     @property
     def out_dtype(self) -> str:
-        return dtype_name(self.meta.dtype, f"node {self.node.name}")
+        return dtype_name(self.meta.dtype, f"{self.node.target} at node {self.node.name}")
 
     def error(self, msg: str) -> FrontendError:
         return FrontendError(f"{self.node.target} at node {self.node.name}: {msg}")
@@ -587,7 +587,8 @@ def _cat(cx, a):
 @row("aten.stack")
 def _stack(cx, a):
     ax = _axis(a["dim"], len(cx.out_shape))
-    xs = [cx.reshape(t, cx.shape(t)[:ax] + (1,) + cx.shape(t)[ax:], suffix=f"in{i}") for i, t in enumerate(a["tensors"])]
+    xs = [cx.reshape(t, cx.shape(t)[:ax] + (1,) + cx.shape(t)[ax:], suffix=f"in{i}")
+          for i, t in enumerate(a["tensors"])]
     return xs[0] if len(xs) == 1 else cx.emit("concat", xs, axis=ax)
 
 

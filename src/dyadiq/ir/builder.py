@@ -56,7 +56,7 @@ class GraphBuilder:
         return n
 
     def const(self, name: str, array: np.ndarray, quant: QuantType | None = None, dtype: str | None = None) -> str:
-        arr = np.ascontiguousarray(array)
+        arr = np.asarray(array, order="C")
         n = self.fresh(name)
         self.constants[n] = arr
         self.values[n] = Value(n, TensorType(tuple(arr.shape), dtype or dtype_of(arr)), quant)

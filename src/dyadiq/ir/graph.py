@@ -80,7 +80,7 @@ class Node:
 
 
 def _readonly(arr: np.ndarray) -> np.ndarray:
-    arr = np.ascontiguousarray(arr)
+    arr = np.asarray(arr, order="C")
     if arr.flags.writeable:
         arr = arr.copy()
         arr.flags.writeable = False

@@ -143,19 +143,20 @@ def splice(g: Graph, replace: Mapping[str, Sequence[Node]] | None = None, *,
             raise PassError(f"splice: constant %{name} would shadow a computed value")
         arr = np.asarray(arr)
         values[name] = Value(name, TensorType(tuple(arr.shape), dtype_of(arr)), quants.get(name))
-    all_consts = {**g.constants, **constants}
     nodes: list[Node] = []
+    new: set[int] = set()
     for n in g.nodes:
-        if n.name not in replace:
-            nodes.append(_redirected(n, redirect))
-            continue
-        for m in replace[n.name]:
+        for m in replace.get(n.name, (n,)):
             m = _redirected(m, redirect)
-            _define(g, m, values, quants)
             nodes.append(m)
+            if n.name in replace:
+                new.add(id(m))
     outputs = tuple(redirect.get(o, o) for o in g.outputs)
-    out = g.replace(nodes=tuple(nodes), constants=all_consts, values=values, outputs=outputs)
-    return dce(toposort(out))
+    out = toposort(g.replace(nodes=tuple(nodes), constants={**g.constants, **constants}, outputs=outputs))
+    for m in out.nodes:
+        if id(m) in new:
+            _define(g, m, values, quants)
+    return dce(out.replace(values=values))
 
 
 def _resolve(redirect: dict[str, str]) -> dict[str, str]:
