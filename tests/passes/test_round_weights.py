@@ -148,7 +148,7 @@ def test_one_column_gptq_is_the_optimum():
     """With one input per row the error is H (w - s q)^2: nearest and GPTQ are optimal."""
     b = GraphBuilder()
     x = b.input("x", (1, 3), "f64")
-    w = np.array([[0.3], [-0.7], [1.0]])
+    w = np.array([0.3, -0.7, 1.0]).reshape(3, 1, 1, 1)
     wq = b.const("w", w, weight_quant(w, 2, per_channel=False))
     g = b.build([b.op("conv2d", [b.op("reshape", [x], shape=(1, 3, 1, 1)), wq], name="y", groups=3)])
     data = np.random.default_rng(0).normal(size=(4, 3))

@@ -334,7 +334,6 @@ def _matmul(cx):
     return cx.op("reshape", [y], shape=tuple(sh))
 
 
-
 # ---- data movement ----------------------------------------------------------------------------------
 def _reshape_to(cx, x: str, shape) -> str:
     shape = tuple(int(d) for d in shape)
