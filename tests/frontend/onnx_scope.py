@@ -37,9 +37,6 @@ OUT_OF_SCOPE: tuple[Rule, ...] = (
     Rule(r"^test_wrap_pad$", "Pad mode wrap (constant, reflect and edge only)"),
     Rule(r"^test_identity_(sequence|opt)$", "sequence and optional types"),
     Rule(r"^test_dropout_(default|random)_old$", "opset 11 (dyadiq reads opsets 13..28)"),
-    Rule(r"^test_size(_example)?$",
-         "0-d constant output comes back 1-d: GraphBuilder.const and Graph._readonly use "
-         "np.ascontiguousarray, which promotes 0-d arrays (reported to the lead; delete this rule once fixed)"),
 )
 
 

@@ -87,7 +87,17 @@ def residual(seed=0):
     return b.build([b.op("relu", [y], name="y")])
 
 
-GRAPHS = {"relu": relu_chain, "relu6": relu6_chain, "hardtanh": hardtanh_chain, "depthwise": mbv2,
+def grouped(seed=0):
+    """conv -> depthwise with channel multiplier 2 -> grouped conv (3 groups) -> conv, all with relu."""
+    rng, b = np.random.default_rng(seed), GraphBuilder()
+    x = b.input("x", (2, 4, 6, 6))
+    h = b.op("relu", [conv(b, rng, x, 4, 6, name="c1")], name="a1")
+    h = b.op("relu", [conv(b, rng, h, 6, 12, name="dw", groups=6)], name="a2")
+    h = b.op("relu", [conv(b, rng, h, 12, 9, k=1, name="gc", groups=3)], name="a3")
+    return b.build([conv(b, rng, h, 9, 5, k=1, name="c4")])
+
+
+GRAPHS = {"relu": relu_chain, "grouped": grouped, "relu6": relu6_chain, "hardtanh": hardtanh_chain, "depthwise": mbv2,
           "linear": mlp, "linear-rank3": lambda: mlp(shape=(2, 3, 16)), "residual": residual}
 
 

@@ -176,7 +176,7 @@ ZETA, GAMMA = 1.1, -0.1
 
 
 def adaround(W: np.ndarray, H: np.ndarray, grid: Grid, *, iters: int = 500, lr: float = 0.05,
-             lam: float = 0.01, warmup: float = 0.2) -> np.ndarray:
+             lam: float = 1.0, warmup: float = 0.2) -> np.ndarray:
     """AdaRound codes (see module docstring); Adam in numpy, deterministic."""
     Z = np.array(W, np.float64) / grid.scale                        # in code units
     F = np.floor(Z)

@@ -249,11 +249,7 @@ def load_cpu(folder: Path, manifest: dict) -> "CpuArtifact":
         lib = tvm.runtime.load_module(str(folder / LIB))
     except Exception as e:  # noqa: BLE001
         raise ArtifactError(f"{folder / LIB}: cannot be loaded ({str(e).strip().splitlines()[-1]})") from e
-    graph = None
-    if (folder / GRAPH).is_file():
-        from ..ir.serialize import load as load_dyq
-        graph = load_dyq(folder / GRAPH)
-    return CpuArtifact(manifest, lib, graph)
+    return CpuArtifact(manifest, lib, folder / GRAPH if (folder / GRAPH).is_file() else None)
 
 
 class CpuArtifact(Artifact):
@@ -261,10 +257,18 @@ class CpuArtifact(Artifact):
 
     target = "cpu"
 
-    def __init__(self, manifest: dict, module, graph: Graph | None = None):
+    def __init__(self, manifest: dict, module, graph: Graph | Path | None = None):
         super().__init__(manifest)
-        self.module, self.graph = module, graph
+        self.module, self._graph = module, graph
         self._vm = None
+
+    @property
+    def graph(self) -> Graph | None:
+        """The integer graph (read from ``graph.dyq`` on first use for a loaded artifact)."""
+        if isinstance(self._graph, Path):
+            from ..ir.serialize import load as load_dyq
+            self._graph = load_dyq(self._graph)
+        return self._graph
 
     @property
     def vm(self):
