@@ -16,6 +16,7 @@ Files are never unpickled. Every problem is an ``InputError`` naming the file.
 from __future__ import annotations
 
 import os
+import warnings
 import zipfile
 from pathlib import Path
 from typing import Callable
@@ -61,7 +62,9 @@ def read_image(path: Path) -> np.ndarray:
     """An image file as uint8 RGB ``[H, W, 3]`` (gray replicated, alpha dropped)."""
     from skimage import io, util
     try:
-        img = np.asarray(io.imread(str(path)))
+        with warnings.catch_warnings():          # imageio probes (deprecated) plugins on unknown bytes
+            warnings.simplefilter("ignore", DeprecationWarning)
+            img = np.asarray(io.imread(str(path)))
     except Exception as e:  # any decoder failure is a bad input file
         raise InputError(f"{path}: cannot read image ({type(e).__name__}: {e})") from None
     if img.dtype != np.uint8:

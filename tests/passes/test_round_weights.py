@@ -116,6 +116,57 @@ def test_block_size_does_not_change_the_result():
     assert all(np.array_equal(ws[0], w) for w in ws[1:])
 
 
+# ---- bias correction -----------------------------------------------------------------------------------
+def layer_outputs(g, data):
+    b = g.type_of(g.inputs[0]).shape[0]
+    return np.concatenate([run(g, data[i:i + b]) for i in range(0, len(data), b)])
+
+
+def channel_axes(y):
+    return (0, 2, 3) if y.ndim == 4 else (0,)
+
+
+@pytest.mark.parametrize("kind", sorted(LAYERS))
+def test_correct_bias_removes_the_mean_output_shift(kind):
+    g = layer_graph(kind, 3, per_channel=True, seed=2)
+    data = calib_data(g)
+    out = round_weights(g, data, correct_bias=True)
+    y, yq = layer_outputs(g, data), layer_outputs(out, data)
+    np.testing.assert_allclose((yq - y).mean(axis=channel_axes(y)), 0, atol=1e-9)
+
+
+@pytest.mark.parametrize("kind", sorted(LAYERS))
+def test_correct_bias_is_no_worse_than_nearest_with_bias_correction(kind):
+    g = layer_graph(kind, 3, per_channel=True, seed=2)
+    data = calib_data(g)
+    y = layer_outputs(g, data)
+    yn = layer_outputs(with_weight(g, nearest_weight(g)), data)
+    ax = channel_axes(y)
+    shift = (yn - y).mean(axis=ax, keepdims=True)
+    e_near_bc = float(np.sum((yn - shift - y) ** 2))
+    e = float(np.sum((layer_outputs(round_weights(g, data, correct_bias=True), data) - y) ** 2))
+    assert e <= e_near_bc * (1 + 1e-9)
+    assert e <= output_error(g, round_weights(g, data).const("w"), data) * (1 + 1e-9)
+
+
+def test_correct_bias_adds_a_bias_to_a_layer_without_one():
+    g = two_layer_graph()
+    data = np.random.default_rng(3).normal(size=(6, 4, 6, 6))
+    out = round_weights(g, data, correct_bias=True)
+    assert [len(n.inputs) for n in out.nodes if n.op == "conv2d"] == [3, 3]
+    assert out.nodes[0].inputs[2] not in g.values
+    conv = op_def("conv2d").kernel
+    shifts = []
+    for x in data[:, None]:                  # each layer is unbiased on the inputs it sees (sequential)
+        a, aq = run_all(g, x), run_all(out, x)
+        n0, n1 = out.nodes[0], out.nodes[2]
+        shifts.append([(aq["conv0"] - a["conv0"]).mean(axis=(0, 2, 3)),
+                       (aq["conv1"] - conv([aq["act"], g.const("w1")], n1.attr_dict)[0]).mean(axis=(0, 2, 3))])
+        assert n0.name == "conv0" and n1.name == "conv1"
+    np.testing.assert_allclose(np.mean([s[0] for s in shifts], axis=0), 0, atol=1e-9)
+    np.testing.assert_allclose(np.mean([s[1] for s in shifts], axis=0), 0, atol=1e-9)
+
+
 # ---- brute force ------------------------------------------------------------------------------------
 def brute_force(w: np.ndarray, H: np.ndarray, scale: float, qmax: int) -> float:
     """min over every code vector in [-qmax, qmax]^K of (w - s q)^T H (w - s q)."""

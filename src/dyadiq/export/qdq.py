@@ -118,8 +118,10 @@ class _Export:
 
 
 def _hw(n: Node) -> dict:
-    return {"strides": list(n.attr("stride", (1, 1))), "pads": list(n.attr("pad", (0, 0, 0, 0))),
-            "dilations": list(n.attr("dilation", (1, 1)))}
+    out = {"strides": list(n.attr("stride", (1, 1))), "pads": list(n.attr("pad", (0, 0, 0, 0)))}
+    if tuple(n.attr("dilation", (1, 1))) != (1, 1):     # onnxruntime's QLinearAveragePool rejects the attribute
+        out["dilations"] = list(n.attr("dilation"))
+    return out
 
 
 def _conv(e: _Export, n: Node, ins: list[str], out: str) -> str:
@@ -181,7 +183,7 @@ def _pad(e: _Export, n: Node, ins: list[str], out: str) -> str:
     mode = n.attr("mode", "constant")
     extra = [e.i64(f"{out}__pads", list(n.attr("pads")))]
     if mode == "constant":
-        extra.append(e.init(f"{out}__value", np.asarray(n.attr("value", 0.0), e.g.type_of(out).np_dtype)))
+        extra.append(e.init(f"{out}__value", np.asarray(n.attr("value", 0.0), e.g.type_of(n.name).np_dtype)))
     return e.node("Pad", ins + extra, out, out, mode=mode)
 
 
@@ -252,7 +254,7 @@ def _value_info(name: str, t: TensorType):
     return _onnx().helper.make_tensor_value_info(name, elem_type(t.dtype), list(t.shape))
 
 
-def to_onnx_qdq(q: Graph, *, unsigned: bool = True):
+def to_onnx_qdq(q: Graph, *, unsigned: bool = True, int_bias: bool = True):
     """The quantized graph ``q`` as an ONNX QDQ ``ModelProto`` (opset 21); see the module docstring."""
     onnx = _onnx()
     g = q
@@ -284,7 +286,7 @@ def to_onnx_qdq(q: Graph, *, unsigned: bool = True):
         out = n.outputs[0]
         qt = g.quant_of(out)
         quantized = qt is not None and g.type_of(out).is_float
-        bias = _int_bias(e, n) if n.op in ("conv2d", "linear") and len(n.inputs) == 3 else None
+        bias = _int_bias(e, n) if int_bias and n.op in ("conv2d", "linear") and len(n.inputs) == 3 else None
         ins = [bias if k == 2 and bias else use(i) if g.is_const(i) else ref[i] for k, i in enumerate(n.inputs)]
         raw = EMIT[n.op](e, n, ins, e.fresh(f"{out}__f") if quantized else out)
         ref[out] = e.qdq(raw, qt, out, out) if quantized else raw

@@ -153,7 +153,8 @@ class Importer:
         for node in g.node:
             out0 = next((o for o in node.output if o), node.op_type)
             label = node.name or out0
-            conv = CONVERTERS.get(node.op_type) if node.domain in DEFAULT_DOMAINS else None
+            conv = (CONVERTERS.get(node.op_type) if node.domain in DEFAULT_DOMAINS     # other domains: rows
+                    else CONVERTERS.get(f"{node.domain}.{node.op_type}"))              # "domain.OpType"
             if conv is None:
                 op = node.op_type if node.domain in DEFAULT_DOMAINS else f"{node.domain}.{node.op_type}"
                 raise FrontendError(f"unsupported ONNX op {op} (node {label})")

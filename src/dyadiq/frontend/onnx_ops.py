@@ -580,3 +580,4 @@ def _range(cx):
     n = max(int(math.ceil((limit.item() - start.item()) / delta.item())), 0)
     return cx.const((start + np.arange(n, dtype=np.float64 if start.dtype.kind == "f" else np.int64)
                      * delta).astype(start.dtype))
+from . import onnx_qdq  # noqa: E402,F401  (QDQ / QOperator rows, registered on import)

@@ -136,7 +136,7 @@ class Histogram:
 
     def add(self, x: np.ndarray, lo: float | None = None, hi: float | None = None) -> None:
         """Count the elements of ``x`` (``lo``/``hi``: its min and max, when already known)."""
-        x = np.asarray(x, np.float64).ravel()
+        x = np.asarray(x).ravel()
         if x.size == 0:
             return
         lo = float(x.min()) if lo is None else lo
@@ -148,8 +148,11 @@ class Histogram:
             self.pending += zeros
             return
         self._cover(min(lo, 0.0), max(hi, 0.0))
-        idx = np.floor(x / self.width).astype(np.int64) + self.zero
-        np.clip(idx, 0, self.nbins - 1, out=idx)
+        v = np.divide(x, self.width, dtype=np.float64)     # bin index floor(x / width) + zero, clamped
+        np.floor(v, out=v)
+        np.clip(v, -self.zero, self.nbins - 1 - self.zero, out=v)
+        idx = v.astype(np.int64)
+        idx += self.zero
         self.counts += np.bincount(idx, minlength=self.nbins)
 
     def _cover(self, lo: float, hi: float) -> None:

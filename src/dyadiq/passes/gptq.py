@@ -19,8 +19,9 @@ each with weights ``W[g]`` of ``R`` rows (output channels) by ``K`` columns (inp
   integer lattice by Schnorr-Euchner enumeration (sphere decoding) on ``H = R^T R``, started from the
   GPTQ solution. Exponential in ``K``: tiny layers only (``K <= MAX_EXHAUSTIVE_K``).
 - ``adaround`` (Nagel et al. 2020): ``q = floor(z) + h(V)``, ``h = clip(sigmoid(V) (zeta - gamma) + gamma,
-  0, 1)``, minimize ``sum_r d_r^T H d_r / tr(H) + lam sum(1 - |2h - 1|^beta)`` with Adam, ``beta``
-  annealed 20 -> 2, then ``h`` rounded to {0, 1}; deterministic (no sampling).
+  0, 1)``; Adam on ``V`` minimizes, in code units, ``sum_r e_r^T (H / mean diag H) e_r + lam sum(1 -
+  |2h - 1|^beta)``, ``e = z - floor(z) - h``, ``beta`` annealed 20 -> 2 after a warm-up without the
+  regularizer; then ``h`` is rounded to {0, 1}. Deterministic (no sampling, no random init).
 
 ``objective`` gives the per-row error; ``round_weights`` keeps, row by row, the better of a solver's codes
 and round-to-nearest, so no row gets worse than round-to-nearest on the calibration data.
@@ -31,8 +32,10 @@ import math
 from dataclasses import dataclass
 
 import numpy as np
+from scipy.linalg import lapack
 
 MAX_EXHAUSTIVE_K = 16
+MAX_EXHAUSTIVE_NODES = 2_000_000     # search nodes per row before exhaustive gives up
 
 
 @dataclass(frozen=True)
@@ -67,20 +70,34 @@ def _undead(H: np.ndarray) -> np.ndarray:
     return H
 
 
-def _damped(H: np.ndarray, damp: float) -> np.ndarray:
+def damped(H: np.ndarray, damp: float) -> np.ndarray:
+    """``H`` (dead inputs set to 1) plus ``damp * mean(diag H)`` on the diagonal."""
+    H = _undead(H)
     k = np.arange(H.shape[1])
-    H = H.copy()
     H[:, k, k] += damp * _diag(H).mean(axis=1, keepdims=True)
     return H
 
 
+def ridge_target(W: np.ndarray, H: np.ndarray, C: np.ndarray, damp: float) -> np.ndarray:
+    """``argmin_V ||W X - V Xq||^2 + lam ||V - W||^2 = W (C^T + lam I) (H + lam I)^-1`` (``H = Xq Xq^T``,
+    ``C = Xq X^T``, ``lam = damp * mean(diag H)``); dead inputs keep ``W``."""
+    Hd = damped(H, damp)
+    lam = Hd - _undead(H)
+    T = np.linalg.solve(Hd, C @ W.swapaxes(1, 2) + lam @ W.swapaxes(1, 2)).swapaxes(1, 2)
+    dead = (_diag(H) == 0)[:, None, :]
+    return np.where(dead, W, T)
+
+
 def _inv_chol_upper(H: np.ndarray, damp: float) -> np.ndarray:
-    """Upper ``U`` with ``U^T U = (H + damp mean(diag H) I)^-1``; damping grows x10 until it factors."""
+    """Upper ``U`` with ``U^T U = (H + damp mean(diag H) I)^-1``; damping grows x10 until it factors.
+
+    With ``J`` the reversal, ``J H J = L L^T`` gives ``H = (J L J)(J L J)^T``, so ``U = J L^-1 J``.
+    """
     for _ in range(8):
         try:
-            Hinv = np.linalg.inv(np.linalg.cholesky(_damped(H, damp)))      # L^-1
-            Hinv = Hinv.swapaxes(1, 2) @ Hinv                                # H^-1 = L^-T L^-1
-            return np.linalg.cholesky((Hinv + Hinv.swapaxes(1, 2)) / 2).swapaxes(1, 2)
+            L = np.linalg.cholesky(damped(H, damp)[:, ::-1, ::-1])
+            Li = np.linalg.inv(L) if len(L) > 1 else lapack.dtrtri(L[0], lower=1)[0][None]
+            return np.ascontiguousarray(Li[:, ::-1, ::-1])
         except np.linalg.LinAlgError:
             damp = max(damp * 10, 1e-6)
     raise np.linalg.LinAlgError("Gram matrix is not positive definite even after dampening")
@@ -147,8 +164,13 @@ def _closest(Rm: np.ndarray, z: np.ndarray, lo: int, hi: int, q0: np.ndarray) ->
     best_q = q0.copy()
     best = [float(np.sum((Rm @ (q0 - z)) ** 2))]
     q = np.zeros(K, np.float64)
+    visited = [0]
 
     def search(i: int, partial: float) -> None:
+        visited[0] += 1
+        if visited[0] > MAX_EXHAUSTIVE_NODES:
+            raise ValueError(f"exhaustive rounding visited more than {MAX_EXHAUSTIVE_NODES} search nodes for "
+                             "one row; the layer is too large for it (use gptq)")
         if i < 0:
             if partial < best[0]:
                 best[0] = partial

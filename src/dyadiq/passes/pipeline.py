@@ -3,9 +3,13 @@
 
     canonicalize -> [equalize] -> calibrate + annotate_activations -> quantize_weights -> [bias_correct]
 
-Activations are calibrated after equalization (it changes their ranges). With bias correction the
-weights get their QuantTypes first and are rounded by ``bias_correct`` (it needs ``W_q - W``). The result follows the
-quantized-graph contract of docs/numerics.md (checked before returning) and goes to ``integerize``.
+Activations are calibrated after equalization (it changes their ranges). Equalization runs by default
+only with per-tensor weights: with per-channel weights it can only hurt (it widens layer 2's channel
+ranges and shrinks some activation channels under one per-tensor scale; EfficientNet-Lite0 W8A8
+per-channel + bias correction: logits SQNR 19.9 dB without it, 14.1 dB with it). With bias correction
+the weights get their QuantTypes first and are rounded by ``bias_correct`` (it needs ``W_q - W``). The
+result follows the quantized-graph contract of docs/numerics.md (checked before returning) and goes to
+``integerize``.
 """
 from __future__ import annotations
 
@@ -33,7 +37,7 @@ class QuantizeOptions:
     weight_bits: int | Mapping[str, int] = 8          # one width, or layer name -> width (others 8)
     act_bits: int = 8
     calib_method: str = "minmax"                      # minmax | percentile | mse | entropy
-    equalize: bool = True
+    equalize: bool | None = None                      # None: only with per-tensor weights
     bias_correct: bool = True
     first_last_bits: int | None = None                # first and last conv/linear at this width
     percentile: float = 99.99                         # for calib_method="percentile"
@@ -58,7 +62,8 @@ class QuantizeOptions:
         if not 50 < float(self.percentile) <= 100:
             raise PassError(f"percentile must be in (50, 100], got {self.percentile}")
         for name in ("per_channel", "equalize", "bias_correct"):
-            if not isinstance(getattr(self, name), (bool, np.bool_)):
+            v = getattr(self, name)
+            if not isinstance(v, (bool, np.bool_)) and not (name == "equalize" and v is None):
                 raise PassError(f"option {name} must be True or False, got {getattr(self, name)!r}")
 
     def to_dict(self) -> dict[str, Any]:
@@ -140,7 +145,8 @@ def quantize(g: Graph, calib, options: QuantizeOptions | None = None, *, progres
     cs = prepare_calib(g, calib)
     data = next(iter(cs.arrays.values())) if len(cs.arrays) == 1 else dict(cs.arrays)
     g = stage("canonicalize", lambda: _load("canonicalize", "canonicalize")(g))
-    if opts.equalize:   # activations are per-tensor: never let equalization inflate a channel
+    if opts.equalize or (opts.equalize is None and not opts.per_channel):
+        # activations are per-tensor: never let equalization inflate a channel
         g = stage("equalize", lambda: _load("equalize", "equalize")(g, clamp_scales=True))
 
     def calibrate() -> Graph:

@@ -11,7 +11,8 @@ scale is below ``2^-16`` of the layer's largest (e.g. all zero, or a BatchNorm-f
 gets that floor instead: a vanishing scale would overflow the int32 bias ``b / (s_in s_w)`` and the
 requantize shift; its codes just get small. The float array is replaced by its on-grid value
 (``dequantize(quantize(w)) == w``), so simulated and integer mode see the same weights; weights that
-already carry a QuantType (imported) keep it and are put on its grid too.
+already carry a QuantType (imported) keep it and are put on its grid too. Biases carry no QuantType but
+are put on the grid integerize rounds them to, ``s_x s_w`` (when the layer input has its QuantType).
 """
 from __future__ import annotations
 
@@ -98,7 +99,12 @@ def quantize_weights(g: Graph, *, bits: int | Mapping[str, int] = 8, per_channel
 
 
 def snap_weights(g: Graph) -> Graph:
-    """Put every quantized float constant on its grid: ``w <- dequantize(quantize(w))``; ``g`` if all are."""
+    """Put quantized weights on their grid and conv/linear biases on their int32 grid; ``g`` if all are.
+
+    A bias ``b`` of a layer whose input ``x`` and weight carry QuantTypes becomes
+    ``s_x s_w * round(b / (s_x s_w))``: what integerize computes, so simulated and integer mode (and
+    onnxruntime, which quantizes QDQ biases the same way) agree.
+    """
     snapped = {}
     for k, arr in g.constants.items():
         q = g.quant_of(k)
@@ -106,4 +112,19 @@ def snap_weights(g: Graph) -> Graph:
             w = fake_quant(arr, q)
             if not np.array_equal(w, arr):
                 snapped[k] = w
+    readers = g.consumers()
+    for n in weighted_layers(g):
+        if len(n.inputs) < 3:
+            continue
+        x, w, b = n.inputs
+        qx, qw = g.quant_of(x), g.quant_of(w)
+        if (qx is None or qx.per_channel or qw is None or not g.is_const(b) or g.quant_of(b) is not None
+                or len(readers.get(b, [])) != 1 or g.const(b).dtype.kind != "f"):
+            continue
+        step = qx.scale[0] * np.broadcast_to(np.asarray(qw.scale, np.float64), g.const(b).shape)
+        k = np.rint(g.const(b).astype(np.float64) / step)
+        if np.all(np.abs(k) < 2 ** 31):
+            on_grid = (k * step).astype(g.const(b).dtype)
+            if not np.array_equal(on_grid, g.const(b)):
+                snapped[b] = on_grid
     return g.replace(constants={**g.constants, **snapped}) if snapped else g

@@ -26,6 +26,7 @@ from that layer's inputs. Round-to-nearest of a weight requires its float values
 """
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Callable
 
 import numpy as np
@@ -37,12 +38,14 @@ from ..ir.ops import op_def
 from ..ir.ops.window import hw_attrs, out_size, pad_nchw, windows
 from . import gptq as solvers
 from .calibrate import Progress, prepare_calib
+from .rewrite import bias_hint, fresh_name, splice, use_counts
 
 METHODS = ("gptq", "adaround", "exhaustive", "nearest")
 
 
 def round_weights(g: Graph, calib, *, method: str = "gptq", damp: float = 0.01, block: int = 128,
-                  sequential: bool = True, act_order: bool = False, progress: Progress | None = None) -> Graph:
+                  sequential: bool = True, compensate: bool = False, act_order: bool = False,
+                  correct_bias: bool = False, progress: Progress | None = None) -> Graph:
     """Choose the integer codes of quantized conv/linear weights to minimize each layer's output error."""
     if method not in METHODS:
         raise PassError(f"round_weights: unknown method {method!r} (choose from {', '.join(METHODS)})")
@@ -55,9 +58,36 @@ def round_weights(g: Graph, calib, *, method: str = "gptq", damp: float = 0.01, 
         return g
     cs = prepare_calib(g, calib)
     solve = _solver(method, float(damp), int(block), bool(act_order))
-    new = _walk(g, cs.batches(), layers, solve, bool(sequential), progress)
+    if compensate and not sequential:
+        raise PassError("round_weights: compensate needs sequential=True (it fits the float model's outputs "
+                        "from the quantized-weight model's inputs)")
+    new, shifts = _walk(g, cs.batches(), layers, solve, sequential=bool(sequential), compensate=bool(compensate),
+                        correct_bias=bool(correct_bias), damp=float(damp), progress=progress)
     changed = {k: w for k, w in new.items() if not np.array_equal(w, g.const(k))}
-    return verify(g.replace(constants={**g.constants, **changed})) if changed else g
+    shifts = {k: d for k, d in shifts.items() if np.any(d != 0)}
+    if not changed and not shifts:
+        return g
+    return verify(_with_biases(g.replace(constants={**g.constants, **changed}), layers, shifts))
+
+
+def _with_biases(g: Graph, layers: dict[str, Node], shifts: dict[str, np.ndarray]) -> Graph:
+    """Subtract ``shifts[layer]`` from each layer's bias (a new constant when it has none or shares it)."""
+    if not shifts:
+        return g
+    uses = use_counts(g)
+    consts: dict[str, np.ndarray] = {}
+    replace: dict[str, list[Node]] = {}
+    for name, d in shifts.items():
+        n = layers[name]
+        dtype = g.const(n.inputs[1]).dtype
+        if len(n.inputs) > 2 and uses.get(n.inputs[2]) == 1:
+            consts[n.inputs[2]] = (g.const(n.inputs[2]) - d).astype(dtype)
+            continue
+        b = g.const(n.inputs[2]) - d if len(n.inputs) > 2 else -d
+        b_name = fresh_name(g, bias_hint(n), consts)
+        consts[b_name] = b.astype(dtype)
+        replace[name] = [Node(n.op, n.inputs[:2] + (b_name,), n.outputs, n.attrs)]
+    return splice(g, replace, constants=consts)
 
 
 def _rounded_layers(g: Graph) -> dict[str, Node]:
@@ -146,69 +176,115 @@ def grid_of(g: Graph, n: Node, codes_near: np.ndarray) -> solvers.Grid:
                           ((scale, np.float64), (lo, np.float64), (hi, np.float64))))
 
 
-def solve_layer(g: Graph, n: Node, H: np.ndarray, solve: Callable) -> np.ndarray:
-    """Rounded (on-grid) weight array of layer ``n`` given its Gram matrices ``H`` [G, K, K]."""
+@dataclass
+class LayerStats:
+    """Sums over a layer's calibration columns: ``H = sum xq xq^T``, ``C = sum xq x^T``, ``sq = sum xq``,
+    ``sf = sum x``, ``M`` columns; ``xq`` the input the layer sees, ``x`` the float model's (compensate)."""
+
+    H: np.ndarray | float = 0.0
+    C: np.ndarray | float | None = None
+    sq: np.ndarray | float | None = None
+    sf: np.ndarray | float | None = None
+    M: int = 0
+
+    def add(self, cq: np.ndarray, cf: np.ndarray | None, centered: bool) -> None:
+        self.H = self.H + (cq @ cq.swapaxes(1, 2)).astype(np.float64)        # in the activations' dtype
+        self.M += cq.shape[2]
+        if cf is not None:
+            self.C = (0.0 if self.C is None else self.C) + (cq @ cf.swapaxes(1, 2)).astype(np.float64)
+        if centered:
+            self.sq = (0.0 if self.sq is None else self.sq) + cq.sum(axis=2, dtype=np.float64)
+            self.sf = (0.0 if self.sf is None else self.sf) + (cq if cf is None else cf).sum(axis=2, dtype=np.float64)
+
+
+def solve_layer(g: Graph, n: Node, st: LayerStats, solve: Callable,
+                damp: float = 0.01) -> tuple[np.ndarray, np.ndarray | None]:
+    """Rounded (on-grid) weight of layer ``n`` and, with bias correction, its output shift per channel.
+
+    Minimizes ``||W x - Wq xq - delta||^2`` over the codes of ``Wq`` (``x = xq`` unless compensating) and,
+    when ``st`` has column sums, the shift ``delta = Wq mean(xq) - W mean(x)`` (both sides centered).
+    Compensating, ``||W X - Wq Xq||^2 = const + ||(W* - Wq) Xq||^2`` with the least-squares target
+    ``W* = W C^T H^-1`` (ridge towards ``W``, as dampened as GPTQ), so the solver rounds ``W*``."""
     name = n.inputs[1]
     w, q = g.const(name), g.quant_of(name)
     G, O = _groups(n), w.shape[0]
     W = w.astype(np.float64).reshape(G, O // G, -1)
+    H, C = st.H, st.C
+    if st.sq is not None:                          # center: H - M mq mq^T, C - M mq mf^T
+        mq, mf = st.sq / st.M, st.sf / st.M
+        H = H - st.sq[:, :, None] * mq[:, None, :]
+        C = None if C is None else C - st.sq[:, :, None] * mf[:, None, :]
+    T = W if C is None else solvers.ridge_target(W, H, C, damp)
     near_codes = quantize(w, q) - q.zp_array(w.ndim)
     grid = grid_of(g, n, near_codes)
     Qn = solvers.nearest(W, grid)
-    Q = solve(W, H, grid)
-    Q = np.clip(Q, grid.lo, grid.hi).astype(np.int64)
-    worse = solvers.objective(W, Q, H, grid) > solvers.objective(W, Qn, H, grid)
+    Q = np.clip(solve(T, H, grid), grid.lo, grid.hi).astype(np.int64)
+    worse = solvers.objective(T, Q, H, grid) > solvers.objective(T, Qn, H, grid)
     Q = np.where(worse[..., None], Qn, Q).reshape(w.shape)
-    return dequantize(Q + q.zp_array(w.ndim), q, w.dtype)
+    wq = dequantize(Q + q.zp_array(w.ndim), q, w.dtype)
+    if st.sq is None:
+        return wq, None
+    Wq = wq.astype(np.float64).reshape(W.shape)
+    return wq, (np.einsum("grk,gk->gr", Wq, mq) - np.einsum("grk,gk->gr", W, mf)).reshape(-1)
 
 
 # ---- the walk ----------------------------------------------------------------------------------------
-def _walk(g: Graph, batches, layers: dict[str, Node], solve: Callable, sequential: bool,
-          progress: Progress | None) -> dict[str, np.ndarray]:
-    """Rounded weight arrays by constant name (see module docstring)."""
+def _walk(g: Graph, batches, layers: dict[str, Node], solve: Callable, *, sequential: bool, compensate: bool,
+          correct_bias: bool, damp: float,
+          progress: Progress | None) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:
+    """Rounded weights by constant name and bias shifts by layer name (see module docstring)."""
     needed = _ancestors(g, layers)
-    last = {}
-    for i, n in enumerate(g.nodes):
-        if n.name in needed:
-            for v in n.inputs:
-                last[v] = i
-    consts = dict(g.constants)
+    last = {v: i for i, n in enumerate(g.nodes) if n.name in needed for v in n.inputs}
+    consts = dict(g.constants)                   # the weights the (quantized-prefix) walk runs with
+    biases: dict[str, np.ndarray] = {}           # layer -> corrected bias, for the layers after it
     envs = [dict(b) for b in batches]
+    fenvs = [dict(e) for e in envs] if compensate else []      # the float model, alongside
     new: dict[str, np.ndarray] = {}
-    done = 0
+    shifts: dict[str, np.ndarray] = {}
     for i, n in enumerate(g.nodes):
         if n.name not in needed:
             continue
-        wname = n.inputs[1] if n.name in layers else None
-        if wname is not None:
-            H = None
-            for env in envs:
-                c = columns(n, env[n.inputs[0]], consts[wname].shape).astype(np.float64)
-                Hb = c @ c.swapaxes(1, 2)
-                H = Hb if H is None else H + Hb
+        if n.name in layers:
+            wname, x = n.inputs[1], n.inputs[0]
+            centered = correct_bias and (len(n.inputs) < 3 or g.is_const(n.inputs[2]))
+            st = LayerStats()
+            for k, env in enumerate(envs):
+                wshape = consts[wname].shape
+                st.add(columns(n, env[x], wshape), columns(n, fenvs[k][x], wshape) if fenvs else None, centered)
             try:
-                new[wname] = solve_layer(g, n, H, solve)
+                new[wname], shift = solve_layer(g, n, st, solve, damp)
             except (np.linalg.LinAlgError, ValueError) as e:
                 raise PassError(f"round_weights: {e}", node=n) from None
+            if shift is not None:
+                shifts[n.name] = shift
             if sequential:
                 consts[wname] = new[wname]
-            done += 1
+                if shift is not None:
+                    biases[n.name] = (consts[n.inputs[2]] if len(n.inputs) > 2 else 0) - shift
             if progress is not None:
-                progress("round_weights", done, len(layers))
-            if done == len(layers):
+                progress("round_weights", len(new), len(layers))
+            if len(new) == len(layers):
                 break
         for env in envs:
-            args = [env[v] if v in env else consts[v] for v in n.inputs]
-            if n.op in ("conv2d", "linear") and n.inputs[1] in consts:
-                outs = [apply(n, args[1], columns(n, args[0], args[1].shape), args[0],
-                              args[2] if len(args) > 2 else None).astype(args[0].dtype)]
-            else:
-                outs = op_def(n.op).kernel(args, n.attr_dict)
-            env.update(zip(n.outputs, outs))
+            _run_node(n, env, consts, biases)
+        for env in fenvs:
+            _run_node(n, env, g.constants, {})
+        for env in envs + fenvs:
             for v in n.inputs:
                 if last.get(v) == i:
                     env.pop(v, None)
-    return new
+    return new, shifts
+
+
+def _run_node(n: Node, env: dict, consts, biases: dict) -> None:
+    """Evaluate ``n`` into ``env``; conv/linear from their columns, with a corrected bias if there is one."""
+    args = [env[v] if v in env else consts[v] for v in n.inputs]
+    if n.op in ("conv2d", "linear") and n.inputs[1] in consts:
+        b = biases.get(n.name, args[2] if len(args) > 2 else None)
+        outs = [apply(n, args[1], columns(n, args[0], args[1].shape), args[0], b).astype(args[0].dtype)]
+    else:
+        outs = op_def(n.op).kernel(args, n.attr_dict)
+    env.update(zip(n.outputs, outs))
 
 
 def _ancestors(g: Graph, layers: dict[str, Node]) -> set[str]:

@@ -151,12 +151,16 @@ def relax_pipeline(target, database_dir: str | None = None):
 
 # ---- tuning -------------------------------------------------------------------------------------------
 def tuning_dir(mod, target, cache_dir=None) -> Path:
-    """``<cache>/<target hash>/<workload hash>`` for the fused module ``mod``."""
+    """``<cache>/<target hash>/<workload hash>`` for the fused module ``mod``; the workload is its set of
+    kernels (structural hashes of its PrimFuncs), so new weights for the same layers reuse the tuning."""
     import hashlib
     import tvm
+    import tvm_ffi
     root = Path(cache_dir) if cache_dir is not None else Path.home() / ".cache" / "dyadiq" / "tune"
     th = hashlib.sha256(str(target).encode()).hexdigest()[:16]
-    wh = hashlib.sha256(f"{tvm.__version__}:{tvm.ir.structural_hash(mod)}".encode()).hexdigest()[:16]
+    kernels = sorted(str(tvm_ffi.structural_hash(f)) for f in mod.functions.values()
+                     if isinstance(f, tvm.tirx.PrimFunc))
+    wh = hashlib.sha256(f"{tvm.__version__}:{','.join(kernels)}".encode()).hexdigest()[:16]
     return root / th / wh
 
 
@@ -179,10 +183,20 @@ def tune_module(mod, target, trials: int, cache_dir=None) -> dict:
     with _progress(work, trials):
         ms.relax_integration.tune_relax(
             fused, params={}, target=target, work_dir=str(work), max_trials_global=trials,
-            num_trials_per_iter=min(trials, 32), builder=ms.builder.LocalBuilder(timeout_sec=600),
-            runner=ms.runner.LocalRunner(timeout_sec=600))
+            num_trials_per_iter=min(trials, 32),
+            builder=ms.builder.LocalBuilder(timeout_sec=600, f_build=build_candidate),
+            runner=ms.runner.LocalRunner(timeout_sec=600),
+            strategy=ms.search_strategy.EvolutionarySearch(population_size=min(512, max(64, 16 * trials))))
     done.write_text(json.dumps({"trials": trials, "target": str(target)}))
     return {"work_dir": str(work), "reused": False}
+
+
+def build_candidate(mod, target, _params):
+    """MetaSchedule builder: TVM's default build without importing ``tvm.s_tir.tensor_intrin`` (which
+    costs each fresh worker ~25-50 s of CPU; our schedules reach the builder already lowered)."""
+    import tvm
+    from tvm.s_tir.transform import RemoveWeightLayoutRewriteBlock
+    return tvm.tirx.build(RemoveWeightLayoutRewriteBlock(skip_tensor_rewrite=True)(mod), target=target)
 
 
 class _progress:

@@ -1,6 +1,6 @@
 # SPDX-License-Identifier: Apache-2.0
 """All ops: importing this package registers the float and integer op sets (see each module)."""
 from .registry import OPS, OpDef, infer_types, op_def, register  # noqa: F401
-from . import elementwise, integer, nn, shape  # noqa: F401  (registration)
+from . import elementwise, fake_quant, integer, nn, shape  # noqa: F401  (registration)
 
 __all__ = ["OPS", "OpDef", "infer_types", "op_def", "register"]

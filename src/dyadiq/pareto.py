@@ -1,0 +1,182 @@
+# SPDX-License-Identifier: Apache-2.0
+"""Size (or BOPs) vs accuracy of mixed-precision plans: the ``dyadiq pareto`` sweep.
+
+For each budget (by default a mean weight width ``a`` in ``avg_bits``, i.e. a packed size of
+``sum_l params_l * a / 8`` bytes, or ``sum_l macs_l * a * act_bits`` BOPs), ``choose_bits`` picks the
+plan of least summed sensitivity; ``quantize`` (the PTQ pipeline, ``weight_bits=plan``) quantizes with
+it; the simulated quantized model is compared with the float model on held-out inputs:
+
+    top1    = mean_n [argmax y_q(n) == argmax y(n)]                  (agreement with float)
+    sqnr_db = mean_n 10 log10(||y(n)||^2 / ||y_q(n) - y(n)||^2)      (per-sample output SQNR)
+
+Uniform plans (every layer at 8, 6, 4 bits) are added for reference. Writes a PNG (matplotlib, Agg)
+and a JSON file with the same numbers; both are written to a temporary file first, then renamed.
+"""
+from __future__ import annotations
+
+import json
+import math
+import os
+import tempfile
+from pathlib import Path
+from typing import Callable, Mapping, Sequence
+
+import numpy as np
+
+from .errors import PassError
+from .ir.graph import Graph
+
+Progress = Callable[[str, int, int], None]
+AVG_BITS = (2.5, 3.0, 3.5, 4.0, 4.5, 5.0, 6.0)
+KINDS = ("size", "bops")
+
+
+def output_metrics(ref: np.ndarray, got: np.ndarray) -> dict[str, float]:
+    """Top-1 agreement and mean per-sample SQNR (dB) of ``got`` against ``ref`` (first axis = samples)."""
+    r = ref.reshape(ref.shape[0], -1).astype(np.float64)
+    q = got.reshape(got.shape[0], -1).astype(np.float64)
+    noise = ((r - q) ** 2).sum(1)
+    sqnr = 10 * np.log10(np.maximum((r ** 2).sum(1), 1e-30) / np.maximum(noise, 1e-30))
+    return {"top1": float((r.argmax(1) == q.argmax(1)).mean()), "sqnr_db": float(sqnr.mean())}
+
+
+def evaluate(g: Graph, x, *, simulated: bool, chunk: int = 32) -> np.ndarray:
+    """First output of ``g`` on the samples ``x`` (torch; ``simulated`` fake-quantizes like the interpreter)."""
+    import torch
+    from .passes.calibrate import prepare_calib
+    from .passes.torch_eval import TorchGraph
+    cs = prepare_calib(g, x)
+    tg = TorchGraph(g, outputs=g.outputs[:1], simulated=simulated)
+    step = max(cs.batch, chunk - chunk % cs.batch)
+    outs = []
+    with torch.no_grad():
+        for i in range(0, cs.n, step):
+            outs.append(tg({k: v[i:i + step] for k, v in cs.arrays.items()}).numpy())
+    return np.concatenate(outs)
+
+
+def _atomic_write(path: Path, write: Callable[[str], None]) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=path.suffix, dir=path.parent)
+    os.close(fd)
+    try:
+        write(tmp)
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+
+
+def pareto(g: Graph, calib, evalx, out_png: str | os.PathLike | None, out_json: str | os.PathLike | None, *,
+           avg_bits: Sequence[float] = AVG_BITS, kind: str = "size", method: str = "hessian",
+           sens: Mapping[str, Mapping[int, float]] | None = None, sens_options=None, options=None,
+           candidates: Sequence[int] = (2, 3, 4, 5, 6, 8), uniform: Sequence[int] = (8, 6, 4),
+           progress: Progress | None = None) -> dict:
+    """Sweep budgets, solve, quantize, evaluate; write ``out_png`` / ``out_json`` (if given); return the JSON."""
+    from .passes.calibrate import prepare_calib
+    from .passes.canonicalize import canonicalize
+    from .passes.choose_bits import Budget, choose_bits, layer_costs, plan_stats
+    from .passes.pipeline import make_options, quantize
+    from .passes.sensitivity import make_sensitivity_options, prepare_graph, sensitivities
+
+    if kind not in KINDS:
+        raise PassError(f"unknown pareto budget kind {kind!r} (choose from {', '.join(KINDS)})")
+    opts = make_options(options)
+    sopts = make_sensitivity_options(sens_options, method=method, candidates=tuple(candidates),
+                                     per_channel=opts.per_channel, equalize=opts.equalize)
+    gc = canonicalize(g)
+    prep = prepare_graph(gc, equalize=opts.equalize)
+    if sens is None:
+        sens = sensitivities(prep, calib, options=sopts, progress=progress, prepared=True)
+    sens = {k: {int(b): float(v) for b, v in s.items()} for k, s in sens.items()}
+    costs = layer_costs(prep, act_bits=opts.act_bits)
+    missing = sorted(set(costs) - set(sens))
+    if missing:
+        raise PassError(f"no sensitivity for layer(s) {missing}")
+    params = sum(c.params for c in costs.values())
+    macs_bits = sum(c.macs * c.act_bits for c in costs.values())
+    ref = evaluate(gc, evalx, simulated=False)
+
+    jobs: list[dict] = []
+    for a in avg_bits:
+        budget = Budget(size_bytes=int(math.floor(params * a / 8))) if kind == "size" else Budget(bops=macs_bits * a)
+        jobs.append({"label": f"ILP {a:g} bits", "kind": "ilp", "target_avg_bits": float(a),
+                     "budget": {k: v for k, v in budget.items()}, "_budget": budget})
+    for b in uniform:
+        jobs.append({"label": f"uniform W{b}", "kind": "uniform", "target_avg_bits": float(b),
+                     "_plan": {name: int(b) for name in costs}})
+    done_plans: dict[tuple, dict] = {}
+    points = []
+    for k, job in enumerate(jobs):
+        if progress:
+            progress("pareto", k, len(jobs))
+        point = {key: v for key, v in job.items() if not key.startswith("_")}
+        try:
+            plan = job.get("_plan") or choose_bits(sens, costs, job["_budget"], candidates)
+        except PassError as e:
+            point["error"] = str(e)
+            points.append(point)
+            continue
+        key = tuple(sorted(plan.items()))
+        if key not in done_plans:
+            q, report = quantize(gc, calib, make_options(opts, weight_bits=plan))
+            done_plans[key] = {**output_metrics(ref, evaluate(q, evalx, simulated=True)),
+                               "report_weight_bytes": int(report["weight_bytes"])}
+        stats = plan_stats(plan, costs)
+        point.update(stats)
+        point.update(done_plans[key])
+        point["size_mb"] = stats["size_bytes"] / 1e6
+        point["predicted"] = float(sum(sens[n][b] for n, b in plan.items()))
+        point["plan"] = dict(plan)
+        points.append(point)
+    if progress:
+        progress("pareto", len(jobs), len(jobs))
+    result = {
+        "model": g.name, "method": method, "kind": kind,
+        "samples": {"calibration": prepare_calib(gc, calib).n, "evaluation": int(ref.shape[0])},
+        "params": int(params), "float_size_bytes": int(4 * params), "options": opts.to_dict(),
+        "sensitivity": {n: {str(b): v for b, v in s.items()} for n, s in sens.items()},
+        "points": points,
+    }
+    if out_json is not None:
+        text = json.dumps(result, indent=1, sort_keys=True)
+        _atomic_write(Path(out_json), lambda p: Path(p).write_text(text))
+    if out_png is not None:
+        _atomic_write(Path(out_png), lambda p: plot(result, p))
+    return result
+
+
+def plot(result: Mapping, path: str | os.PathLike) -> None:
+    """Draw size (or BOPs) vs top-1 agreement and vs SQNR for the points of a ``pareto`` result."""
+    import matplotlib
+    matplotlib.use("Agg")
+    from matplotlib.figure import Figure
+
+    bops = result.get("kind") == "bops"
+    xkey, xlabel = ("bops", "GBOPs (weight bits x activation bits x MACs / 1e9)") if bops \
+        else ("size_mb", "weight size (MB, packed)")
+    scale = 1e-9 if bops else 1.0
+    ok = [p for p in result["points"] if "error" not in p]
+    fig = Figure(figsize=(11, 4.2), dpi=110)
+    axes = fig.subplots(1, 2)
+    for ax, ykey, ylabel in ((axes[0], "top1", "top-1 agreement with float"),
+                             (axes[1], "sqnr_db", "output SQNR vs float (dB)")):
+        ilp = sorted((p for p in ok if p["kind"] == "ilp"), key=lambda p: p[xkey])
+        ax.plot([p[xkey] * scale for p in ilp], [p[ykey] for p in ilp], "o-", color="tab:blue",
+                label=f"ILP plans ({result.get('method')})")
+        for p in ilp:
+            ax.annotate(f"{p['avg_bits']:.2f}b", (p[xkey] * scale, p[ykey]), textcoords="offset points",
+                        xytext=(4, -10), fontsize=7, color="tab:blue")
+        uni = [p for p in ok if p["kind"] == "uniform"]
+        ax.plot([p[xkey] * scale for p in uni], [p[ykey] for p in uni], "s", color="tab:red", label="uniform")
+        for p in uni:
+            ax.annotate(p["label"].replace("uniform ", ""), (p[xkey] * scale, p[ykey]), textcoords="offset points",
+                        xytext=(5, 4), fontsize=8, color="tab:red")
+        ax.set_xlabel(xlabel)
+        ax.set_ylabel(ylabel)
+        ax.grid(True, alpha=0.3)
+        ax.legend(loc="lower right", fontsize=8)
+    fig.suptitle(f"{result.get('model', 'model')}: mixed-precision plans vs uniform weights")
+    fig.tight_layout()
+    fig.savefig(path, format="png")

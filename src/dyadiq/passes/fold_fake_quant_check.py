@@ -1,0 +1,177 @@
+# SPDX-License-Identifier: Apache-2.0
+"""The last steps of ``fold_fake_quant``: inherit QuantTypes, fix weights and biases, check for integerize.
+
+- data-movement outputs without a QuantType keep their input's (numerics.md rule 5; ``concat`` when all
+  inputs share one);
+- conv2d / linear weights become signed symmetric <= 8-bit codes on axis 0: exactly when the codes
+  ``q - zp`` fit (e.g. uint8 with zp 128 is int8), else re-quantized to 8 bits per output channel
+  (``scale = max|w| / 127``, at most half a new LSB per weight) and reported;
+- biases lose their QuantType; ``round(b / (s_x s_w))`` must give back the model's int32 codes (kind
+  ``bias`` otherwise, in LSBs of the layer output);
+- reported for integerize: unquantized values that are not fused into a clamp, per-channel activations,
+  ops without an integer lowering or with constant operands, multipliers outside the dyadic range.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from ..ir.graph import Node
+from ..ir.numerics import dyadic, fake_quant, quantize
+from ..ir.types import QuantType
+from .annotate_quant import CLAMPS, FUSE_FROM, inherits
+from .integerize import LUT_OPS, MOVE_OPS
+
+LOWERED = frozenset({"conv2d", "linear", "add", "mul", "matmul", "avgpool", "global_avgpool", "mean", "pad",
+                     "concat"}) | MOVE_OPS | LUT_OPS
+
+
+def _note(f, node, kind, value, max_lsb, message):
+    from .fold_fake_quant import note
+    note(f.report, node, kind, value, max_lsb, message)
+
+
+def inherit(f, outputs: list[str]) -> None:
+    for n in f.nodes:
+        o = n.outputs[0]
+        if o in f.quant or not f.values[o].type.is_float:
+            continue
+        qs = [f.quant.get(i) for i in n.inputs]
+        if n.op == "concat" and len(set(qs)) == 1 and qs[0] is not None and not qs[0].per_channel:
+            f.quant[o] = qs[0]
+        elif inherits(n) and qs and qs[0] is not None and not qs[0].per_channel and n.inputs[0] not in f.consts:
+            f.quant[o] = qs[0]
+
+
+def _signed_bits(lo: int, hi: int) -> int:
+    b = 2
+    while not (-(1 << (b - 1)) <= lo and hi <= (1 << (b - 1)) - 1):
+        b += 1
+    return b
+
+
+def _requantize8(w: np.ndarray) -> tuple[np.ndarray, QuantType]:
+    m = np.abs(w.reshape(w.shape[0], -1)).max(axis=1).astype(np.float64)
+    q = QuantType.make(8, True, np.where(m > 0, m / 127, 1.0), 0, 0)
+    return fake_quant(w, q), q
+
+
+def fix_weight(f, n: Node) -> None:
+    w = n.inputs[1]
+    if w not in f.consts:
+        _note(f, n, "unsupported", w, None, f"weight %{w} is computed at run time; integerize needs a constant")
+        return
+    arr, q = f.consts[w], f.quant.get(w)
+    why = None
+    if q is None:
+        why = "is not quantized in the model"
+    elif q.per_channel and q.axis != 0:
+        why = f"is quantized per channel along axis {q.axis}, not the output channels"
+    elif not (q.signed and q.bits <= 8 and not any(q.zero_point)):
+        codes = f.codes.get(w)
+        c = (codes if codes is not None else quantize(arr, q)) - q.zp_array(arr.ndim)
+        bits = _signed_bits(int(c.min(initial=0)), int(c.max(initial=0)))
+        if bits <= 8:                       # the same real values on a signed symmetric grid: exact
+            f.quant[w] = QuantType.make(max(bits, min(q.bits, 8)) if q.signed else bits, True, q.scale, 0, q.axis)
+            f.codes[w] = c
+            return
+        why = f"is {q} with codes q - zp needing {bits} signed bits"
+    if why is None:
+        return
+    new, q8 = _requantize8(arr)
+    f.put_const(w, new.astype(arr.dtype), q8)
+    f.codes.pop(w, None)
+    _note(f, n, "weight", w, 0.5, f"weight %{w} {why}; re-quantized to 8-bit symmetric per output channel "
+          f"(each weight moves by at most half a new LSB)")
+
+
+def check_bias(f, n: Node, qy: QuantType | None) -> None:
+    b = n.inputs[2]
+    if b not in f.consts:
+        _note(f, n, "unsupported", b, None, f"bias %{b} is computed at run time; integerize needs a constant")
+        return
+    qb = f.quant.pop(b, None)
+    codes, qx, qw = f.codes.get(b), f.quant.get(n.inputs[0]), f.quant.get(n.inputs[1])
+    if qb is None or codes is None or qx is None or qw is None or qx.per_channel:
+        return
+    o = f.consts[n.inputs[1]].shape[0]
+    acc = qx.scale[0] * np.broadcast_to(np.asarray(qw.scale, np.float64), (o,))
+    diff = np.abs(np.rint(f.consts[b].astype(np.float64) / acc) - codes.reshape(-1))
+    if diff.max(initial=0) > 0:
+        lsb = float((diff * acc).max() / qy.scale[0]) if qy is not None and not qy.per_channel else None
+        _note(f, n, "bias", b, lsb, f"bias %{b}: round(b / (s_x s_w)) differs from the model's int32 codes by "
+              f"up to {int(diff.max())} accumulator steps (scale {qb.scale[0]:.6g} vs s_x s_w {acc[0]:.6g})")
+
+
+def fused_end(f, name: str, consumers, outputs) -> str | None:
+    """The clamp-chain value whose QuantType a fused ``name`` uses (None if it is not fused)."""
+    cur = name
+    while cur not in f.quant:
+        c = consumers.get(cur, [])
+        if len(c) != 1 or c[0].op not in CLAMPS or cur in outputs:
+            return None
+        cur = c[0].outputs[0]
+    return cur
+
+
+def fix_layers(f, outputs: list[str]) -> None:
+    consumers: dict[str, list[Node]] = {}
+    for n in f.nodes:
+        for i in n.inputs:
+            consumers.setdefault(i, []).append(n)
+    for n in f.nodes:
+        if n.op not in ("conv2d", "linear"):
+            continue
+        fix_weight(f, n)
+        end = fused_end(f, n.outputs[0], consumers, outputs)
+        if len(n.inputs) == 3:
+            check_bias(f, n, f.quant.get(end) if end else None)
+
+
+def _multiplier(f, n: Node, qy: QuantType) -> None:
+    q = [f.quant.get(i) for i in n.inputs]
+    if any(v is None or (v.per_channel and i not in f.consts) for v, i in zip(q, n.inputs)) or qy.per_channel:
+        return
+    s = [np.asarray(v.scale, np.float64) for v in q]
+    if n.op in ("conv2d", "linear"):
+        M, what = s[0] * s[1] / qy.scale[0], "requantize multiplier s_x s_w / s_y"
+    elif n.op == "add":
+        M, what = np.maximum(s[0], s[1]) / qy.scale[0], "add operand multiplier s_in / s_y"
+    else:
+        M, what = s[0] * s[1] / qy.scale[0], "requantize multiplier s_a s_b / s_y"
+    try:
+        dyadic(M, what=what)
+    except ValueError as e:
+        _note(f, n, "multiplier-range", n.outputs[0], None, str(e))
+
+
+def check_contract(f, outputs: list[str]) -> None:
+    consumers: dict[str, list[Node]] = {}
+    for n in f.nodes:
+        for i in n.inputs:
+            consumers.setdefault(i, []).append(n)
+    for name in f.g.inputs:
+        if f.values[name].type.is_float and name not in f.quant:
+            _note(f, None, "unquantized", name, None, f"graph input %{name} is not quantized in the model")
+    for n in f.nodes:
+        o = n.outputs[0]
+        if n.op not in LOWERED:
+            _note(f, n, "unsupported", o, None, f"op {n.op} has no integer lowering")
+        const_ins = [i for k, i in enumerate(n.inputs) if i in f.consts and not (n.op in ("conv2d", "linear")
+                                                                               and k > 0)]
+        if const_ins:
+            _note(f, n, "unsupported", const_ins[0], None,
+                  f"constant operand %{const_ins[0]} of {n.op} (integerize takes constants only as "
+                  f"conv2d / linear weights and biases)")
+        if not f.values[o].type.is_float:
+            continue
+        q = f.quant.get(o)
+        end = o if q is not None else (fused_end(f, o, consumers, outputs) if n.op in FUSE_FROM else None)
+        if end is None:
+            _note(f, n, "unquantized", o, None, f"%{o} is not quantized in the model and not fused into a "
+                                                 f"following relu/clip (quantize it, e.g. by calibration)")
+            continue
+        if q is not None and q.per_channel:
+            _note(f, n, "per-channel-activation", o, None, f"%{o} is quantized per channel ({q}); "
+                                                             f"integerize needs per-tensor activations")
+        elif n.op in ("conv2d", "linear", "add", "mul", "matmul"):
+            _multiplier(f, n, f.quant[end])
