@@ -40,10 +40,22 @@ def output_metrics(ref: np.ndarray, got: np.ndarray) -> dict[str, float]:
     return {"top1": float((r.argmax(1) == q.argmax(1)).mean()), "sqnr_db": float(sqnr.mean())}
 
 
-def evaluate(g: Graph, x, *, simulated: bool, chunk: int = 32) -> np.ndarray:
-    """First output of ``g`` on the samples ``x`` (torch; ``simulated`` fake-quantizes like the interpreter)."""
-    import torch
+def evaluate(g: Graph, x, *, simulated: bool, mode: str = "torch", chunk: int = 32) -> np.ndarray:
+    """First output of ``g`` on the samples ``x``.
+
+    ``mode="torch"`` runs ``torch_eval`` (fast; ``simulated`` fake-quantizes like the interpreter);
+    ``"interp"`` runs the numpy interpreter (``simulated`` or float). The two round the same way but
+    accumulate in different orders, so a value within float error of a rounding boundary can round to a
+    neighbouring level; in a deep network such flips spread, and the two simulations differ like two
+    equally good quantizations (EfficientNet-Lite0 W8A8: ~29 dB apart), so use either for statistics.
+    """
     from .passes.calibrate import prepare_calib
+    if mode == "interp":
+        from .interp.run import run_batched
+        return run_batched(g, x, "simulated" if simulated else "float")
+    if mode != "torch":
+        raise PassError(f"unknown evaluation mode {mode!r} (choose torch or interp)")
+    import torch
     from .passes.torch_eval import TorchGraph
     cs = prepare_calib(g, x)
     tg = TorchGraph(g, outputs=g.outputs[:1], simulated=simulated)
@@ -72,7 +84,7 @@ def pareto(g: Graph, calib, evalx, out_png: str | os.PathLike | None, out_json: 
            avg_bits: Sequence[float] = AVG_BITS, kind: str = "size", method: str = "hessian",
            sens: Mapping[str, Mapping[int, float]] | None = None, sens_options=None, options=None,
            candidates: Sequence[int] = (2, 3, 4, 5, 6, 8), uniform: Sequence[int] = (8, 6, 4),
-           progress: Progress | None = None) -> dict:
+           eval_mode: str = "torch", progress: Progress | None = None) -> dict:
     """Sweep budgets, solve, quantize, evaluate; write ``out_png`` / ``out_json`` (if given); return the JSON."""
     from .passes.calibrate import prepare_calib
     from .passes.canonicalize import canonicalize
@@ -96,7 +108,7 @@ def pareto(g: Graph, calib, evalx, out_png: str | os.PathLike | None, out_json: 
         raise PassError(f"no sensitivity for layer(s) {missing}")
     params = sum(c.params for c in costs.values())
     macs_bits = sum(c.macs * c.act_bits for c in costs.values())
-    ref = evaluate(gc, evalx, simulated=False)
+    ref = evaluate(gc, evalx, simulated=False, mode=eval_mode)
 
     jobs: list[dict] = []
     for a in avg_bits:
@@ -121,7 +133,7 @@ def pareto(g: Graph, calib, evalx, out_png: str | os.PathLike | None, out_json: 
         key = tuple(sorted(plan.items()))
         if key not in done_plans:
             q, report = quantize(gc, calib, make_options(opts, weight_bits=plan))
-            done_plans[key] = {**output_metrics(ref, evaluate(q, evalx, simulated=True)),
+            done_plans[key] = {**output_metrics(ref, evaluate(q, evalx, simulated=True, mode=eval_mode)),
                                "report_weight_bytes": int(report["weight_bytes"])}
         stats = plan_stats(plan, costs)
         point.update(stats)
@@ -133,7 +145,7 @@ def pareto(g: Graph, calib, evalx, out_png: str | os.PathLike | None, out_json: 
     if progress:
         progress("pareto", len(jobs), len(jobs))
     result = {
-        "model": g.name, "method": method, "kind": kind,
+        "model": g.name, "method": method, "kind": kind, "eval_mode": eval_mode,
         "samples": {"calibration": prepare_calib(gc, calib).n, "evaluation": int(ref.shape[0])},
         "params": int(params), "float_size_bytes": int(4 * params), "options": opts.to_dict(),
         "sensitivity": {n: {str(b): v for b, v in s.items()} for n, s in sens.items()},
@@ -154,10 +166,13 @@ def plot(result: Mapping, path: str | os.PathLike) -> None:
     from matplotlib.figure import Figure
 
     bops = result.get("kind") == "bops"
-    xkey, xlabel = ("bops", "GBOPs (weight bits x activation bits x MACs / 1e9)") if bops \
-        else ("size_mb", "weight size (MB, packed)")
-    scale = 1e-9 if bops else 1.0
     ok = [p for p in result["points"] if "error" not in p]
+    if bops:
+        xkey, xlabel, scale = "bops", "GBOPs (MACs x weight bits x activation bits / 1e9)", 1e-9
+    elif max((p["size_bytes"] for p in ok), default=0) < 100_000:
+        xkey, xlabel, scale = "size_bytes", "weight size (kB, packed)", 1e-3
+    else:
+        xkey, xlabel, scale = "size_bytes", "weight size (MB, packed)", 1e-6
     fig = Figure(figsize=(11, 4.2), dpi=110)
     axes = fig.subplots(1, 2)
     for ax, ykey, ylabel in ((axes[0], "top1", "top-1 agreement with float"),

@@ -169,6 +169,12 @@ def test_data_movement(op, attrs):
     assert_compiled_equals_interp(one_op(op, {"x": x}, **attrs), x)
 
 
+def test_gather_with_negative_constant_indices():
+    x = i8((2, 5, 3))
+    g = one_op("gather", {"x": x}, {"i": np.array([[4, -1], [0, -5]], np.int64)}, axis=1)
+    assert_compiled_equals_interp(g, x)
+
+
 def test_concat_and_multiple_outputs():
     b = GraphBuilder()
     x, y = b.input("x", (1, 2, 3), "i8"), b.input("y", (1, 4, 3), "i8")

@@ -121,8 +121,18 @@ def test_integerized_graphs_are_refused():
         to_onnx_qdq(integerize(q))
 
 
+def sqnr_db(ref, x):
+    ref, x = ref.astype(np.float64), x.astype(np.float64)
+    return 10 * np.log10((ref ** 2).sum() / ((ref - x) ** 2).sum())
+
+
 @pytest.mark.slow
 def test_efficientnet_lite0_export_matches_simulated():
+    # Not "99.9% within 1 step": a rounding tie broken differently anywhere (float summation order)
+    # flips a code, and depthwise layers with large taps turn one flipped input into 5-25 steps, so
+    # no two implementations agree that closely on this net (dyadiq's own integer vs simulated modes:
+    # ~95% within 1 step). Measured here: ~95% within 1 step, ORT-vs-simulated logits at ~30 dB SQNR
+    # against ~16 dB for the quantization itself, same top-1.
     torch = pytest.importorskip("torch")
     from dyadiq.frontend import from_torch
     from dyadiq.passes.pipeline import quantize
@@ -132,7 +142,10 @@ def test_efficientnet_lite0_export_matches_simulated():
     q, _ = quantize(g, x[:8], bias_correct=False)
     sess = ort.InferenceSession(to_onnx_qdq(q).SerializeToString())
     ev = photo_crops(3, split="eval")
-    s = q.quant_of(q.outputs[0]).scale[0]
-    err = np.concatenate([np.abs(sess.run(None, {q.inputs[0]: ev[i:i + 1]})[0] - run(q, ev[i:i + 1], "simulated"))
-                          .ravel() / s for i in range(len(ev))])
-    assert np.mean(err <= 1.0 + 1e-3) >= 0.999
+    got = np.concatenate([sess.run(None, {q.inputs[0]: ev[i:i + 1]})[0] for i in range(len(ev))])
+    sim = np.concatenate([run(q, ev[i:i + 1], "simulated") for i in range(len(ev))])
+    flt = np.concatenate([run(g, ev[i:i + 1]) for i in range(len(ev))])
+    err = np.abs(got - sim) / q.quant_of(q.outputs[0]).scale[0]
+    assert np.mean(err <= 1.0 + 1e-3) >= 0.9
+    assert sqnr_db(sim, got) >= sqnr_db(flt, sim) + 10
+    assert np.array_equal(got.argmax(1), sim.argmax(1))

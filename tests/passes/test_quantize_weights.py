@@ -104,3 +104,16 @@ def test_dynamic_weights_are_rejected():
     g = b.build([b.op("linear", [x, w], "y")])
     with pytest.raises(PassError, match=r"\[%y linear\] weight %w is not a constant"):
         quantize_weights(g)
+
+
+def test_biases_go_on_the_int32_grid_of_the_layer_input_and_weight_scales():
+    from dyadiq.passes.annotate_quant import act_quant
+    g = two_layers()
+    b1 = RNG.normal(size=4).astype(np.float32)
+    g = g.replace(constants={**g.constants, "b1": b1}).with_quant("x", act_quant(-2.0, 2.0))
+    q = quantize_weights(g)
+    step = q.quant_of("x").scale[0] * np.asarray(q.quant_of("w1").scale)
+    k = q.const("b1").astype(np.float64) / step
+    assert np.array_equal(np.rint(k), np.rint(b1 / step)) and np.allclose(k, np.rint(k), atol=1e-3)
+    assert np.all(np.abs(q.const("b1") - b1) <= step / 2 + 1e-7)
+    assert q.quant_of("b1") is None                                   # biases still carry no QuantType

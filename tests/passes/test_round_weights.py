@@ -83,6 +83,34 @@ def test_gptq_never_increases_layer_error_over_nearest(kind, per_channel, bits):
     assert e_gptq <= e_near * (1 + 1e-9)
 
 
+def test_float32_layer():
+    """A float32 model: the Gram matrix is summed per batch in float32, the weights stay float32."""
+    g64 = layer_graph("conv3x3", 4)
+    b = GraphBuilder()
+    x = b.input("x", g64.type_of("x").shape, "f32")
+    w = b.const("w", g64.const("w").astype(np.float32), g64.quant_of("w"))
+    g = b.build([b.op("conv2d", [x, w], name="y", pad=(1, 1, 1, 1))])
+    data = calib_data(g).astype(np.float32)
+    out = round_weights(g, data)
+    assert out.const("w").dtype == np.float32
+    assert np.array_equal(fake_quant(out.const("w"), out.quant_of("w")), out.const("w"))
+    assert output_error(g, out.const("w"), data) < 0.9 * output_error(g, nearest_weight(g), data)
+
+
+def test_asymmetric_weights():
+    """A zero point shifts the code range to [qmin - zp, qmax - zp]; the result is still on the grid."""
+    g = layer_graph("conv3x3", 4)
+    w = g.const("w").reshape(8, -1)
+    lo, hi = np.minimum(w.min(axis=1), 0), np.maximum(w.max(axis=1), 0)
+    scale = (hi - lo) / 15
+    q = QuantType.make(4, True, scale, np.clip(-8 - np.rint(lo / scale), -8, 7).astype(int), axis=0)
+    g = g.with_quant("w", q)
+    data = calib_data(g)
+    out = round_weights(g, data)
+    assert np.array_equal(fake_quant(out.const("w"), q), out.const("w"))
+    assert output_error(g, out.const("w"), data) <= output_error(g, nearest_weight(g), data) * (1 + 1e-9)
+
+
 @pytest.mark.parametrize("kind", sorted(LAYERS))
 def test_gptq_beats_nearest_at_4_bits(kind):
     g = layer_graph(kind, 4, per_channel=True)
@@ -291,6 +319,41 @@ def test_second_layer_error_on_its_actual_inputs(sequential):
             tot += float(np.sum((k([xin, g.const("w1")], n.attr_dict)[0] - k([xin, w1], n.attr_dict)[0]) ** 2))
         return tot
     assert err(out.const("w1")) <= err(near) * (1 + 1e-9)
+
+
+def test_compensate_fits_the_float_output_from_the_quantized_input():
+    """compensate: layer 2 minimizes ||W x - Wq xq|| (x from the float model, xq from the quantized one)."""
+    g = two_layer_graph()
+    data = np.random.default_rng(3).normal(size=(6, 4, 6, 6))
+    plain, comp = round_weights(g, data), round_weights(g, data, compensate=True)
+    assert np.array_equal(plain.const("w0"), comp.const("w0"))
+    n = g.node("conv1")
+    conv = op_def("conv2d").kernel
+
+    def err(w1):
+        tot = 0.0
+        for x in data[:, None]:
+            xf, xq = run_all(g, x)["act"], run_all(comp, x)["act"]
+            tot += float(np.sum((conv([xf, g.const("w1")], n.attr_dict)[0] - conv([xq, w1], n.attr_dict)[0]) ** 2))
+        return tot
+    e_comp = err(comp.const("w1"))
+    assert e_comp <= err(fake_quant(g.const("w1"), g.quant_of("w1"))) * (1 + 1e-9)
+    assert e_comp < err(plain.const("w1"))
+
+
+def test_compensate_with_correct_bias_keeps_the_float_model_mean_output():
+    g = two_layer_graph()
+    data = np.random.default_rng(3).normal(size=(6, 4, 6, 6))
+    out = round_weights(g, data, compensate=True, correct_bias=True)
+    y = np.concatenate([run(g, x) for x in data[:, None]])
+    yq = np.concatenate([run(out, x) for x in data[:, None]])
+    np.testing.assert_allclose((yq - y).mean(axis=(0, 2, 3)), 0, atol=1e-9)
+
+
+def test_compensate_needs_sequential():
+    g = two_layer_graph()
+    with pytest.raises(PassError, match="sequential"):
+        round_weights(g, np.zeros((2, 4, 6, 6)), compensate=True, sequential=False)
 
 
 def test_sequential_and_float_inputs_differ():

@@ -91,7 +91,6 @@ class _Emitter:
         self.g, self.pack, self.tvm, self.R, self.op = g, pack, tvm, relax, relax.op
         self.bb = relax.BlockBuilder()
         self.env: dict = {}
-        self.weights = {n.inputs[1] for n in g.nodes if n.op in WEIGHT_OPS}
 
     def emit(self, expr):
         return self.bb.emit(expr)
@@ -109,10 +108,10 @@ class _Emitter:
 
     # ---- weights --------------------------------------------------------------------------------
     def weight(self, name: str, arr: np.ndarray):
-        """The int8 weight ``arr`` (layout as used by the kernel), unpacked in-graph when sub-byte."""
+        """The weight ``arr`` (in the layout the kernel uses), unpacked in-graph when below 8 bits."""
         bits = weight_bits(self.g, name)
         if not self.pack or bits >= 8:
-            return const(arr.astype(np.int8))
+            return const(arr)
         op, n = self.op, arr.size
         groups = -(-n // 8)
         packed = pack_bits(arr, bits)
@@ -321,7 +320,11 @@ class _Emitter:
         return self.op.nn.pad(x, widths, mode, float(n.attr("value", 0)))
 
     def gather(self, n: Node, x, idx):
-        return self.op.take(x, self.cast(idx, "int64"), axis=int(n.attr("axis", 0)))
+        axis = int(n.attr("axis", 0)) % self.g.type_of(n.inputs[0]).rank
+        if not self.g.is_const(n.inputs[1]):
+            raise CodegenError("gather indices must be a constant", node=n)
+        size = self.g.type_of(n.inputs[0]).shape[axis]
+        return self.op.take(x, const(np.asarray(self.g.const(n.inputs[1]), np.int64) % size), axis=axis)
 
     # ---- driver ---------------------------------------------------------------------------------
     def run(self):

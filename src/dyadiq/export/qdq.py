@@ -10,9 +10,9 @@
   after the dequantize (exactly the clamp to ``[qmin, qmax]``, as the grid values are float32-exact);
 - a constant with a QuantType (the conv/linear weights) is stored as integers (int8 / uint8, or
   16-bit) plus ``DequantizeLinear`` (``axis`` for per-channel); other constants stay float, except
-  a conv/linear bias, stored as int32 ``round(b / (s_x s_w))`` + ``DequantizeLinear`` as the QDQ format
-  expects (onnxruntime fuses QDQ conv/gemm into QLinearConv/QGemm only so, and misreads a float bias
-  there); this rounding is integerize's, below half an accumulator step;
+  a conv/linear bias, stored as the QDQ format has it: int32 ``round(b / (s_x s_w))`` +
+  ``DequantizeLinear`` (``int_bias=False``: float). ``quantize`` already puts biases on that grid, so
+  this is exact; onnxruntime would otherwise round a float bias so itself when it fuses the layer;
 - every float op becomes its ONNX op (opset 21): ``linear`` is ``Gemm(transB=1)`` on 2-D inputs, else
   ``MatMul(x, Transpose(w)) + b``; ``silu`` is ``x * Sigmoid(x)``.
 So onnxruntime computes what ``interp.run(q, x, mode="simulated")`` computes, up to float rounding.

@@ -47,13 +47,20 @@ def _bind(g: Graph, inputs) -> dict[str, np.ndarray]:
     return env
 
 
-def run_all(g: Graph, inputs, mode: str = "float") -> dict[str, np.ndarray]:
-    """Every value of the graph (inputs, constants, node outputs) after running it."""
+def executed_graph(g: Graph, mode: str) -> Graph:
+    """The graph a mode executes: ``g`` itself, or its integerized form for ``integer``."""
     if mode not in MODES:
         raise InterpError(f"unknown mode {mode!r} (choose from {', '.join(MODES)})")
     if mode == "integer":
         from ..passes.integerize import integerize
-        g = integerize(g)
+        return integerize(g)
+    return g
+
+
+def run_all(g: Graph, inputs, mode: str = "float") -> dict[str, np.ndarray]:
+    """Every value of the executed graph (inputs, constants, node outputs); in ``integer`` mode these are
+    the values of ``executed_graph(g, "integer")``."""
+    g = executed_graph(g, mode)
     sim = mode == "simulated"
     env = _bind(g, inputs)
     if sim:
@@ -71,7 +78,8 @@ def run_all(g: Graph, inputs, mode: str = "float") -> dict[str, np.ndarray]:
 
 def run(g: Graph, inputs, mode: str = "float") -> list[np.ndarray] | np.ndarray:
     """Graph outputs (a single array when the graph has one output)."""
-    env = run_all(g, inputs, mode)
+    g = executed_graph(g, mode)
+    env = run_all(g, inputs, "float" if mode == "integer" else mode)
     outs = [env[o] for o in g.outputs]
     return outs[0] if len(outs) == 1 else outs
 
@@ -82,5 +90,7 @@ def run_batched(g: Graph, data: Sequence[np.ndarray] | np.ndarray, mode: str = "
     data = np.asarray(data)
     if data.shape[0] % b:
         raise InterpError(f"{data.shape[0]} samples do not split into batches of {b}")
+    g = executed_graph(g, mode)
+    mode = "float" if mode == "integer" else mode
     outs = [run(g, data[i:i + b], mode) for i in range(0, data.shape[0], b)]
     return np.concatenate(outs, axis=0)

@@ -41,6 +41,7 @@ class QuantizeOptions:
     bias_correct: bool = True
     first_last_bits: int | None = None                # first and last conv/linear at this width
     percentile: float = 99.99                         # for calib_method="percentile"
+    rounding: str = "nearest"                         # nearest | gptq (layer-wise error feedback)
 
     def __post_init__(self):
         wb = self.weight_bits
@@ -59,6 +60,8 @@ class QuantizeOptions:
             raise PassError(f"unknown calibration method {self.calib_method!r} (choose from {', '.join(METHODS)})")
         if self.first_last_bits is not None:
             check_weight_bits(self.first_last_bits, " (first_last_bits)")
+        if self.rounding not in ("nearest", "gptq"):
+            raise PassError(f"unknown rounding {self.rounding!r} (choose from nearest, gptq)")
         if not 50 < float(self.percentile) <= 100:
             raise PassError(f"percentile must be in (50, 100], got {self.percentile}")
         for name in ("per_channel", "equalize", "bias_correct"):

@@ -1,28 +1,37 @@
 # SPDX-License-Identifier: Apache-2.0
 """Weight rounding by layer-wise reconstruction: choose each quantized weight's integer code so that the
-layer output on calibration data moves as little as possible (GPTQ, optionally AdaRound or exact).
+layer output on calibration data moves as little as possible (GPTQ; also AdaRound, exact, nearest).
 
-Every ``conv2d`` / ``linear`` whose constant weight ``W`` carries a QuantType keeps that QuantType (its
-scales are fixed); only the codes ``q`` change, chosen to minimize
+Every ``conv2d`` / ``linear`` whose constant float weight ``W`` carries a QuantType keeps that QuantType
+(its scales are fixed); only the codes ``q`` change, chosen to minimize
 
-    ||W X - s q X||^2 = sum_r d_r^T H d_r,     H = sum over calibration columns x of x x^T,
+    ||W X - Wq X||^2 = sum_r d_r^T H d_r,     d_r = w_r - s_r q_r,     H = sum over columns x of x x^T,
 
 ``X`` the layer's input columns: im2col patches of a conv's (zero-padded) input, per group ([groups,
-C/groups*KH*KW, positions]; a depthwise conv is one tiny problem per channel, solved together), rows of
-a linear's input. ``H`` is accumulated batch by batch in float64, so memory does not grow with the
-calibration set. Solvers and their math: ``gptq.py``. Row by row the result is the better of the
-solver's codes and round-to-nearest on this objective, so no output channel gets worse than
-round-to-nearest on the calibration data. Codes lie in ``[-(2^(b-1)-1), 2^(b-1)-1]`` for symmetric
-signed weights (``qmin`` too when round-to-nearest already uses it, e.g. an imported model), in
-``[qmin - zp, qmax - zp]`` otherwise. The weights are replaced by ``dequantize(q)``: on their grid.
+C/groups*KH*KW, positions]; a depthwise conv is one tiny problem per channel, all solved together), rows
+of a linear's input. ``H`` is summed batch by batch (float64), so it does not grow with the calibration
+set. Solvers and their math: ``gptq.py``. Row by row the result is the better of the solver's codes and
+round-to-nearest on the objective, so no output channel gets worse than round-to-nearest on the
+calibration data. Codes lie in ``[-(2^(b-1)-1), 2^(b-1)-1]`` for symmetric signed weights (``qmin``
+too where round-to-nearest already uses it: imported weights), in ``[qmin - zp, qmax - zp]`` otherwise.
+The weights become ``dequantize(q)``, on their grid.
 
-Inputs ``X`` come from one walk over the graph in topological order holding every calibration batch
-(memory: the calibration set times the widest live activations): when the walk reaches a layer it
-solves that layer, and with ``sequential`` the layer then runs with its rounded weights, so later layers
-see the quantized-weight model (float activations), as in GPTQ; otherwise the float model. Nodes that
-feed no quantized layer are not run. A weight shared by several layers is rounded at its first use,
-from that layer's inputs. Round-to-nearest of a weight requires its float values: run
-``quantize_weights(..., snap=False)`` first (snapped weights are already on the grid and stay there).
+- ``sequential`` (default): one walk over the graph in topological order with every calibration batch
+  (memory: the calibration set times the live activations) solves each layer when it reaches it and
+  then runs it with its rounded weights, so later layers see the quantized-weight model's inputs ``Xq``
+  (float activations), as in GPTQ. Otherwise every layer sees the float model's inputs.
+- ``compensate`` (sequential only; GPTAQ-style "asymmetric" reconstruction): minimize
+  ``||W X - Wq Xq||^2`` instead, ``X`` from the float model (walked alongside), so a layer also undoes
+  the error of the layers before it: rounds the ridge target ``W* = W (C^T + lam I)(H + lam I)^-1``,
+  ``H = Xq Xq^T``, ``C = Xq X^T``, ``lam = damp * mean(diag H)`` (see ``solve_layer``).
+- ``correct_bias``: also choose the bias: the codes minimize the error left after the mean output shift
+  is removed (``H`` and ``C`` centered), and ``b -= Wq mean(Xq) - W mean(X)`` per output channel (a bias
+  constant is created when the layer has none or shares it; layers with a computed bias are not
+  corrected). Rounding discards the float weights that ``bias_correct`` needs, so use this instead.
+
+Nodes that feed no quantized layer are not run. A weight shared by several layers is rounded at its
+first use, from that layer's inputs. Round-to-nearest needs the float values: quantize with
+``quantize_weights(..., snap=False)`` first (weights already on the grid stay as they are).
 """
 from __future__ import annotations
 
@@ -248,9 +257,10 @@ def _walk(g: Graph, batches, layers: dict[str, Node], solve: Callable, *, sequen
             wname, x = n.inputs[1], n.inputs[0]
             centered = correct_bias and (len(n.inputs) < 3 or g.is_const(n.inputs[2]))
             st = LayerStats()
+            wshape = consts[wname].shape
             for k, env in enumerate(envs):
-                wshape = consts[wname].shape
-                st.add(columns(n, env[x], wshape), columns(n, fenvs[k][x], wshape) if fenvs else None, centered)
+                cf = columns(n, fenvs[k].get(x, consts.get(x)), wshape) if fenvs else None
+                st.add(columns(n, env.get(x, consts.get(x)), wshape), cf, centered)
             try:
                 new[wname], shift = solve_layer(g, n, st, solve, damp)
             except (np.linalg.LinAlgError, ValueError) as e:

@@ -51,7 +51,7 @@ class SensitivityOptions:
     method: str = "hessian"                      # hessian | measured
     candidates: tuple[int, ...] = CANDIDATES
     samples: int = 32                            # calibration samples used (the first ones)
-    probes: int = 8                              # Hutchinson probes (hessian)
+    probes: int = 4                              # Hutchinson probes per chunk (hessian)
     estimator: str = "output"                    # output | parameter (hessian)
     chunk: int = 16                              # samples per torch call (memory vs speed)
     per_channel: bool = True                     # weight quantizer, as in QuantizeOptions

@@ -92,13 +92,23 @@ def _slice(n: Node, g: Graph) -> Fn:
 
 
 def _pad(n: Node, g: Graph) -> Fn:
-    rank = g.type_of(n.inputs[0]).rank
+    shape = g.type_of(n.inputs[0]).shape
+    rank = len(shape)
     p = tuple(n.attr("pads"))
-    widths = [w for i in reversed(range(rank)) for w in (p[i], p[i + rank])]
-    mode = {"constant": "constant", "reflect": "reflect", "edge": "replicate"}[n.attr("mode", "constant")]
+    mode = n.attr("mode", "constant")
     if mode == "constant":
+        widths = [w for i in reversed(range(rank)) for w in (p[i], p[i + rank])]
         return lambda x: F.pad(x[0], widths, value=float(n.attr("value", 0)))
-    return lambda x: F.pad(x[0], widths, mode=mode)
+    # reflect / edge on any dims: gather the source index of every padded position (numpy's rule)
+    picks = [(ax, torch.from_numpy(np.pad(np.arange(shape[ax]), (p[ax], p[ax + rank]), mode=mode).astype(np.int64)))
+             for ax in range(rank) if p[ax] or p[ax + rank]]
+
+    def fn(x):
+        y = x[0]
+        for ax, ix in picks:
+            y = torch.index_select(y, ax, ix)
+        return y
+    return fn
 
 
 def _gather(n: Node, g: Graph) -> Fn:

@@ -33,7 +33,7 @@ import numpy as np
 from ..codegen.tvm import WEIGHT_OPS, weight_bits
 from ..errors import ArtifactError, InputError
 from ..ir.graph import Graph
-from ..ir.types import DTYPES
+from ..ir.types import DTYPES, TensorType
 
 FORMAT = "dyadiq.artifact"
 FORMAT_VERSION = 1
@@ -224,16 +224,26 @@ class Artifact:
         self.manifest = manifest
 
     @property
-    def inputs(self) -> list[dict]:
-        return self.manifest["inputs"]
+    def inputs(self) -> list[str]:
+        """Input names, in call order."""
+        return [s["name"] for s in self.manifest["inputs"]]
 
     @property
-    def outputs(self) -> list[dict]:
-        return self.manifest["outputs"]
+    def outputs(self) -> list[str]:
+        """Output names, in the order ``run`` returns them."""
+        return [s["name"] for s in self.manifest["outputs"]]
+
+    @property
+    def input_types(self) -> dict[str, TensorType]:
+        return {s["name"]: TensorType(tuple(s["shape"]), s["dtype"]) for s in self.manifest["inputs"]}
+
+    @property
+    def output_types(self) -> dict[str, TensorType]:
+        return {s["name"]: TensorType(tuple(s["shape"]), s["dtype"]) for s in self.manifest["outputs"]}
 
     def run(self, x) -> np.ndarray | list[np.ndarray]:
         """Outputs for inputs ``x`` (array, sequence or dict); one array when there is one output."""
-        outs = self._run(bind_inputs(self.inputs, x))
+        outs = self._run(bind_inputs(self.manifest["inputs"], x))
         return outs[0] if len(outs) == 1 else outs
 
     def save(self, path: str | os.PathLike) -> Path:
@@ -248,5 +258,5 @@ class Artifact:
         raise NotImplementedError
 
     def __repr__(self) -> str:
-        ins = ", ".join(f"{s['name']}: {s['dtype']}{s['shape']}" for s in self.inputs)
+        ins = ", ".join(f"{k}: {t}" for k, t in self.input_types.items())
         return f"<{type(self).__name__} target={self.target} ({ins})>"

@@ -23,7 +23,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..codegen.tvm import to_relax
+from ..codegen.tvm import module_constants, to_relax
 from ..errors import ArtifactError, CodegenError, InputError
 from ..ir.graph import Graph
 from .artifact import Artifact, graph_manifest
@@ -251,6 +251,7 @@ def compile_cpu(ig: Graph, *, mcpu: str | None = None, tune: int = 0, cache_dir=
                 "mcpu": target.attrs.get("mcpu", "generic"), "arch": host_arch(),
                 "triple": codegen.llvm_get_system_triple(), "required_cpu_features": required_features(target),
                 "entry": "main", "tvm_version": tvm.__version__,
+                "library_constant_bytes": int(sum(c.nbytes for c in module_constants(mod))),
                 "tuning": {"trials": tune, "database": tuning["work_dir"] if tuning else None}}
     return CpuArtifact(manifest, ex, ig)
 
@@ -263,7 +264,7 @@ def load_cpu(folder: Path, manifest: dict) -> "CpuArtifact":
         lib = tvm.runtime.load_module(str(folder / LIB))
     except Exception as e:  # noqa: BLE001
         raise ArtifactError(f"{folder / LIB}: cannot be loaded ({str(e).strip().splitlines()[-1]})") from e
-    return CpuArtifact(manifest, lib, folder / GRAPH if (folder / GRAPH).is_file() else None)
+    return CpuArtifact(manifest, lib, folder / GRAPH if (folder / GRAPH).is_file() else None, folder / LIB)
 
 
 class CpuArtifact(Artifact):
@@ -271,10 +272,10 @@ class CpuArtifact(Artifact):
 
     target = "cpu"
 
-    def __init__(self, manifest: dict, module, graph: Graph | Path | None = None):
+    def __init__(self, manifest: dict, module, graph: Graph | Path | None = None, lib_path: Path | None = None):
         super().__init__(manifest)
-        self.module, self._graph = module, graph
-        self._vm = None
+        self.module, self._graph, self._lib_path = module, graph, lib_path
+        self._vm = self._main = None
 
     @property
     def graph(self) -> Graph | None:
@@ -293,18 +294,37 @@ class CpuArtifact(Artifact):
         return self._vm
 
     def _run(self, arrays: list[np.ndarray]) -> list[np.ndarray]:
-        import tvm
-        dev = tvm.cpu()
-        res = self.vm[self.manifest.get("entry", "main")](*[tvm.runtime.tensor(a, dev) for a in arrays])
+        import tvm_ffi
+        if self._main is None:
+            self._main = self.vm[self.manifest.get("entry", "main")]
+        res = self._main(*[tvm_ffi.from_dlpack(_aligned(a)) for a in arrays])     # zero-copy in
         outs = [res] if len(self.outputs) == 1 else list(res)
         return [o.numpy() for o in outs]
 
     def _write_files(self, folder: Path) -> None:
-        self.module.export_library(str(folder / LIB))
-        if self.graph is not None:
+        import shutil
+        if self._lib_path is not None:                 # loaded from a folder: copy the verified files
+            shutil.copyfile(self._lib_path, folder / LIB)
+        else:
+            self.module.export_library(str(folder / LIB))
+        if isinstance(self._graph, Path):
+            shutil.copyfile(self._graph, folder / GRAPH)
+        elif self._graph is not None:
             from ..ir.serialize import save as save_dyq
-            save_dyq(self.graph, folder / GRAPH)
+            save_dyq(self._graph, folder / GRAPH)
         (folder / README).write_text(readme(self.manifest))
+
+
+def _aligned(a: np.ndarray, align: int = 64) -> np.ndarray:
+    """``a`` itself when C-contiguous, writeable and ``align``-byte aligned (TVM's buffer alignment),
+    else such a copy."""
+    if a.flags.c_contiguous and a.flags.writeable and a.ctypes.data % align == 0:
+        return a
+    raw = np.empty(a.nbytes + align, np.uint8)
+    off = -raw.ctypes.data % align
+    out = raw[off:off + a.nbytes].view(a.dtype).reshape(a.shape)
+    out[...] = a
+    return out
 
 
 def readme(m: dict) -> str:

@@ -1,0 +1,126 @@
+# SPDX-License-Identifier: Apache-2.0
+"""``dyadiq quantize`` and ``dyadiq compile``: argument declarations and runners (registered in cli.py)."""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from contextlib import contextmanager
+from pathlib import Path
+
+from .errors import InputError
+
+
+def _bits(text: str):
+    if text == "auto":
+        return "auto"
+    try:
+        return int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected 2..8 or auto, got {text!r}") from None
+
+
+def quantize_args(p: argparse.ArgumentParser) -> None:
+    from .data import PREPROCESS
+    from .passes.calibrate import METHODS
+    p.add_argument("model", help="a float model (.pt2, .onnx) or a .dyq graph")
+    p.add_argument("-o", "--output", required=True, help="the quantized graph, OUT.dyq (written atomically)")
+    p.add_argument("--calib", required=True, help="calibration data: .npy (samples on axis 0), .npz (one array "
+                   "per input) or a folder of images (with --preprocess)")
+    p.add_argument("--preprocess", choices=sorted(PREPROCESS), help="preprocessing for an image folder")
+    p.add_argument("--per-channel", action=argparse.BooleanOptionalAction, default=True,
+                   help="per-channel weight scales (default) or one scale per tensor")
+    p.add_argument("--weight-bits", type=_bits, default=8, help="weight width 2..8, or auto (needs a budget)")
+    p.add_argument("--first-last-bits", type=int, default=None, help="width of the first and last layer")
+    p.add_argument("--act-bits", type=int, default=8, help="activation width (default 8)")
+    p.add_argument("--calib-method", choices=METHODS, default="minmax")
+    p.add_argument("--equalize", action=argparse.BooleanOptionalAction, default=None,
+                   help="cross-layer equalization (default: only with per-tensor weights)")
+    p.add_argument("--bias-correct", action=argparse.BooleanOptionalAction, default=True,
+                   help="empirical bias correction (default on)")
+    p.add_argument("--rounding", choices=("nearest", "gptq"), default=None,
+                   help="weight rounding: round-to-nearest or GPTQ error feedback")
+    p.add_argument("--size-budget", type=int, help="with --weight-bits auto: weight bytes budget")
+    p.add_argument("--bops-budget", type=float, help="with --weight-bits auto: bit-operations budget")
+    p.add_argument("--latency-budget", type=float, help="with --weight-bits auto: latency budget in ms")
+    p.add_argument("--sensitivity", choices=("hessian", "measured"), default="measured",
+                   help="with --weight-bits auto: per-layer sensitivity")
+    p.add_argument("--report", help="write the quantization report as JSON")
+
+
+@contextmanager
+def progress_bar():
+    """A rich progress bar on a TTY (a ``progress(stage, done, total)`` callback), else a no-op."""
+    if not sys.stderr.isatty():
+        yield None
+        return
+    from rich.progress import BarColumn, Progress, TaskProgressColumn, TextColumn, TimeElapsedColumn
+    with Progress(TextColumn("{task.description:>16}"), BarColumn(), TaskProgressColumn(),
+                  TimeElapsedColumn(), transient=True) as bar:
+        tasks: dict[str, int] = {}
+
+        def update(stage: str, done: int, total: int) -> None:
+            if stage not in tasks:
+                tasks[stage] = bar.add_task(stage, total=total)
+            bar.update(tasks[stage], completed=done, total=total)
+        yield update
+
+
+def cmd_quantize(args: argparse.Namespace) -> int:
+    from . import api
+    from .data import load_calib
+    from .ir.serialize import atomic_write, dump_bytes
+    from .passes.pipeline import quantize
+
+    out = Path(args.output)
+    if out.suffix != ".dyq":
+        raise InputError(f"{out}: the output must be a .dyq file")
+    if not out.parent.exists():
+        raise InputError(f"{out.parent}: no such folder")
+    g = api.load(args.model)
+    calib = load_calib(args.calib, g, preprocess=args.preprocess)
+    opts = dict(per_channel=args.per_channel, act_bits=args.act_bits, calib_method=args.calib_method,
+                equalize=args.equalize, bias_correct=args.bias_correct, first_last_bits=args.first_last_bits)
+    if args.rounding is not None:
+        opts["rounding"] = args.rounding
+    budgets = {k: v for k, v in (("size_bytes", args.size_budget), ("bops", args.bops_budget),
+                                 ("latency_ms", args.latency_budget)) if v is not None}
+    with progress_bar() as progress:
+        if args.weight_bits == "auto":
+            from .mixed import quantize_auto
+            if not budgets:
+                raise InputError("--weight-bits auto needs --size-budget, --bops-budget or --latency-budget")
+            q, report = quantize_auto(g, calib, budgets, sensitivity=args.sensitivity, progress=progress, **opts)
+        else:
+            if budgets:
+                raise InputError("budgets apply only with --weight-bits auto")
+            q, report = quantize(g, calib, weight_bits=args.weight_bits, progress=progress, **opts)
+    data = dump_bytes(q)
+    if args.report:
+        atomic_write(args.report, json.dumps(report, indent=1, sort_keys=True, default=str).encode())
+    atomic_write(out, data)
+    print(f"wrote {out} ({len(q.nodes)} nodes, weight bytes {report.get('weight_bytes', 0):,})")
+    return 0
+
+
+def compile_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("model", help="a quantized graph (.dyq)")
+    p.add_argument("--target", required=True, help="cpu (TVM LLVM)")
+    p.add_argument("-o", "--output", required=True, help="the artifact folder")
+    p.add_argument("--mcpu", default=None, help="LLVM CPU name (default: a safe target for this host)")
+    p.add_argument("--tune", type=int, default=0, metavar="N", help="MetaSchedule trials (0: no tuning)")
+
+
+def cmd_compile(args: argparse.Namespace) -> int:
+    from . import api
+    from .targets import TARGETS, compile as build
+
+    if args.target not in TARGETS:
+        raise InputError(f"unknown target {args.target!r} (known: {', '.join(TARGETS)})")
+    if args.tune < 0:
+        raise InputError(f"--tune must be >= 0, got {args.tune}")
+    q = api.load(args.model)
+    art = build(q, args.target, mcpu=args.mcpu, tune=args.tune)
+    art.save(args.output)
+    print(f"wrote {args.output} (target {args.target})")
+    return 0
