@@ -46,7 +46,7 @@ def sweep(tmp_path_factory):
     torch.set_num_threads(1)
     try:
         result = pareto(tiny_cnn(), calib, evalx, d / "p.png", d / "p.json", avg_bits=(1.0, 3.0, 4.0, 5.0),
-                        sens_options=None, uniform=(8, 4))
+                        uniform=(8, 4))
     finally:
         torch.set_num_threads(old)
     return d, result

@@ -160,7 +160,6 @@ def test_save_load_round_trip_is_bit_exact(w8, saved):
     assert set(m["files"]) == {"README.md", "graph.dyq", "model.so"}
 
 
-@pytest.mark.xfail(reason="ir.serialize does not round-trip 0-d constants yet (int32[1] vs i32[])", strict=False)
 def test_artifact_carries_the_integer_graph(w8, saved):
     assert targets.load_artifact(saved).graph == w8[1]
 

@@ -38,7 +38,7 @@ def _sha(b: bytes) -> str:
 def dump_bytes(g: Graph) -> bytes:
     """The .dyq file contents of ``g`` (byte-identical for equal graphs)."""
     text = print_mlir(g).encode()
-    weights = st_save({k: np.ascontiguousarray(v) for k, v in sorted(g.constants.items())}) if g.constants else b""
+    weights = st_save({k: np.asarray(v, order="C") for k, v in sorted(g.constants.items())}) if g.constants else b""
     meta = json.dumps({"format": FORMAT, "version": FORMAT_VERSION,
                        "sha256": {"graph.mlir": _sha(text), "weights.safetensors": _sha(weights)}},
                       sort_keys=True, indent=1).encode()

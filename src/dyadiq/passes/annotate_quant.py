@@ -54,11 +54,27 @@ def act_quant(lo: float, hi: float, bits: int = 8) -> QuantType:
     return QuantType.make(bits, True, scale, zp)
 
 
+def is_clamp(g: Graph, n: Node | None) -> bool:
+    """``relu``, ``clip``, or ``minimum`` / ``maximum`` with one constant bound (a per-channel clamp)."""
+    if n is None:
+        return False
+    if n.op in CLAMPS:
+        return True
+    return n.op in ("minimum", "maximum") and sum(g.is_const(i) for i in n.inputs) == 1
+
+
 def is_fused(g: Graph, name: str, consumers: Mapping[str, list[Node]], producer: Node | None) -> bool:
-    """``name`` is a conv/linear/matmul/add output read only by one relu/clip (and not a graph output)."""
+    """``name`` comes out of conv/linear/matmul/add (possibly through clamps) and is read only by one
+    clamp (and is not a graph output): the clamp chain's last output carries the QuantType."""
     c = consumers.get(name, [])
-    return (producer is not None and producer.op in FUSE_FROM and len(c) == 1 and c[0].op in CLAMPS
-            and name not in g.outputs)
+    if producer is None or name in g.outputs or len(c) != 1 or not is_clamp(g, c[0]):
+        return False
+    if producer.op in FUSE_FROM:
+        return True
+    if not is_clamp(g, producer):
+        return False
+    src = next(i for i in producer.inputs if not g.is_const(i))
+    return is_fused(g, src, consumers, g.producers().get(src))
 
 
 def inherits(n: Node) -> bool:
@@ -68,7 +84,12 @@ def inherits(n: Node) -> bool:
     return n.attr("mode", "constant") in ("reflect", "edge") or float(n.attr("value", 0.0)) == 0.0
 
 
-def _clamped(n: Node | None, lo: float, hi: float) -> tuple[float, float]:
+def _clamped(n: Node | None, lo: float, hi: float, g: Graph | None = None) -> tuple[float, float]:
+    if n is not None and g is not None and n.op in ("minimum", "maximum") and is_clamp(g, n):
+        c = next(np.asarray(g.const(i)) for i in n.inputs if g.is_const(i))
+        if n.op == "minimum":
+            return min(lo, float(c.max())), min(hi, float(c.max()))
+        return max(lo, float(c.min())), max(hi, float(c.min()))
     if n is not None and n.op == "relu":
         return max(lo, 0.0), max(hi, 0.0)
     if n is not None and n.op == "clip":
@@ -102,7 +123,7 @@ def annotate_activations(g: Graph, ranges: Mapping[str, tuple[float, float]], *,
         if name not in ranges:
             raise PassError(f"no calibration range for value %{name}", node=node)
         lo, hi = ranges[name]
-        return _clamped(producers.get(name), float(lo), float(hi))
+        return _clamped(producers.get(name), float(lo), float(hi), g)
 
     for cat, ins in _shared_concats(g, consumers, producers, own).items():
         node = producers[cat]

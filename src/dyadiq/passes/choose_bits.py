@@ -18,6 +18,7 @@ tensor counted once); biases and requantization constants are not included. A bu
 from __future__ import annotations
 
 import math
+import time
 from dataclasses import dataclass
 from typing import Mapping, Sequence
 
@@ -266,3 +267,29 @@ def _joint_message(budget: Budget, cost_rows, A, lo, hi, budget_row) -> str:
         return f"the budgets ({', '.join(f'{_LABEL[k][0]} {_fmt(k, v)}' for k, v in budget.items())}) are infeasible"
     return (f"{label} budget {_fmt(kind, getattr(budget, kind))} is infeasible together with the {others} "
             f"budget: the smallest plan within the other budgets needs {_fmt(kind, res.fun)}")
+
+
+def plan_bits(g: Graph, calib, budget: Budget, *, options=None, method: str = "hessian",
+              candidates: Sequence[int] = CANDIDATES, sens_options=None, progress=None) -> tuple[dict[str, int], dict]:
+    """``--weight-bits auto``: sensitivities of ``g`` as ``quantize(options)`` will see it, then the ILP.
+
+    Returns ``(plan, info)``; pass ``weight_bits=plan`` to ``quantize`` with the same ``options``. ``info``
+    holds the sensitivities, the plan's predicted size / BOPs and the solve time (JSON-ready).
+    """
+    from .pipeline import make_options
+    from .sensitivity import make_sensitivity_options, prepare_graph, sensitivities
+    opts = make_options(options)
+    sopts = make_sensitivity_options(sens_options, method=method, candidates=tuple(candidates),
+                                     per_channel=opts.per_channel, equalize=opts.equalize)
+    prep = prepare_graph(g, equalize=opts.equalize)
+    t = time.perf_counter()
+    sens = sensitivities(prep, calib, options=sopts, progress=progress, prepared=True)
+    t_sens = time.perf_counter() - t
+    costs = layer_costs(prep, act_bits=opts.act_bits)
+    t = time.perf_counter()
+    plan = choose_bits(sens, costs, budget, sopts.candidates)
+    info = {"method": sopts.method, "budget": dict(budget.items()), "plan": dict(plan),
+            "predicted": plan_stats(plan, costs), "sensitivity": {k: {str(b): v for b, v in s.items()}
+                                                                  for k, s in sens.items()},
+            "timings_s": {"sensitivity": round(t_sens, 3), "solve": round(time.perf_counter() - t, 4)}}
+    return plan, info

@@ -23,7 +23,8 @@ each with weights ``W[g]`` of ``R`` rows (output channels) by ``K`` columns (inp
   |2h - 1|^beta)``, ``e = z - floor(z) - h``, ``beta`` annealed 20 -> 2 after a warm-up without the
   regularizer; then ``h`` is rounded to {0, 1}. Deterministic (no sampling, no random init).
 
-``objective`` gives the per-row error; ``round_weights`` keeps, row by row, the better of a solver's codes
+``ridge_target`` gives the target a compensating ``round_weights`` rounds instead of ``W``. ``objective``
+gives the per-row error; ``round_weights`` keeps, row by row, the better of a solver's codes
 and round-to-nearest, so no row gets worse than round-to-nearest on the calibration data.
 """
 from __future__ import annotations

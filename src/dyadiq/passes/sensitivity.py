@@ -27,7 +27,7 @@ layers is charged to the first of them (the others get 0). Runs with torch (``to
 from __future__ import annotations
 
 from dataclasses import dataclass, fields, replace
-from typing import Callable, Mapping, Sequence
+from typing import Callable, Sequence
 
 import numpy as np
 
@@ -106,11 +106,17 @@ def weight_errors(g: Graph, candidates: Sequence[int] = CANDIDATES, *, per_chann
     return out
 
 
-def sensitivities(g: Graph, calib, method: str = "hessian", candidates: Sequence[int] = CANDIDATES,
+def sensitivities(g: Graph, calib, method: str | None = None, candidates: Sequence[int] | None = None,
                   progress: Progress | None = None, *, options: SensitivityOptions | None = None,
                   prepared: bool = False, **kw) -> Sensitivity:
-    """``layer -> bits -> sensitivity`` (see module docstring); ``prepared``: ``g`` is already prepared."""
-    opts = make_sensitivity_options(options, method=method, candidates=tuple(candidates), **kw)
+    """``layer -> bits -> sensitivity`` (module docstring) of every conv2d/linear layer of ``g`` prepared as
+    ``quantize`` prepares it (``prepared=True``: ``g`` already is). ``method``, ``candidates`` and ``kw``
+    override fields of ``options`` (``SensitivityOptions``); ``progress(stage, done, total)``."""
+    if method is not None:
+        kw["method"] = method
+    if candidates is not None:
+        kw["candidates"] = tuple(candidates)
+    opts = make_sensitivity_options(options, **kw)
     if not prepared:
         g = prepare_graph(g, equalize=opts.equalize)
     with _threads(opts.threads):
