@@ -28,10 +28,14 @@ DYADIQ_CONFIGS = {
     "W8A8 per-channel, no CLE/BC": dict(per_channel=True, equalize=False, bias_correct=False),
     "W8A8 per-channel, BC": dict(per_channel=True, equalize=False, bias_correct=True),
     "W8A8 per-channel, CLE+BC": dict(per_channel=True, equalize=True, bias_correct=True),
+    "W8A8 per-tensor, CLE+GPTQ+BC": dict(per_channel=False, equalize=True, bias_correct=True, rounding="gptq"),
+    "W8A8 per-channel, GPTQ+BC": dict(per_channel=True, equalize=False, bias_correct=True, rounding="gptq"),
     "W4A8 per-channel (8-bit ends), no CLE/BC": dict(per_channel=True, weight_bits=4, first_last_bits=8,
                                                      equalize=False, bias_correct=False),
     "W4A8 per-channel (8-bit ends), CLE+BC": dict(per_channel=True, weight_bits=4, first_last_bits=8,
                                                   equalize=True, bias_correct=True),
+    "W4A8 per-channel (8-bit ends), GPTQ+BC": dict(per_channel=True, weight_bits=4, first_last_bits=8,
+                                                   equalize=False, bias_correct=True, rounding="gptq"),
 }
 
 

@@ -89,3 +89,17 @@ def test_output_metrics():
     m = output_metrics(ref, np.array([[1.0, 0.1], [1.0, 0.0]]))
     assert m["top1"] == 0.5
     assert m["sqnr_db"] == pytest.approx((10 * np.log10(1 / 0.01) + 10 * np.log10(4 / 5)) / 2)
+
+
+def test_without_evaluation_data_the_last_quarter_of_the_calibration_set_is_held_out(tmp_path):
+    from dyadiq.errors import InputError
+    from dyadiq.pareto import holdout
+    g = tiny_cnn()
+    data = np.random.default_rng(2).normal(size=(16, 3, 10, 10)).astype(np.float32)
+    cal, ev = holdout(g, data)
+    assert cal["x"].shape[0] == 12 and np.array_equal(ev["x"], data[12:])
+    with pytest.raises(InputError, match="at least two batches"):
+        holdout(g, data[:1])
+    result = pareto(g, data, None, None, tmp_path / "p.json", avg_bits=(4.0,), uniform=())
+    assert result["samples"] == {"calibration": 12, "evaluation": 4}
+    assert not (tmp_path / "p.png").exists() and (tmp_path / "p.json").exists()

@@ -67,6 +67,20 @@ def evaluate(g: Graph, x, *, simulated: bool, mode: str = "torch", chunk: int = 
     return np.concatenate(outs)
 
 
+def holdout(g: Graph, calib, fraction: float = 0.25) -> tuple[dict, dict]:
+    """Split calibration samples into (calibration, evaluation): the last ``fraction`` (whole batches,
+    at least one) is held out for evaluation; ``InputError`` when fewer than two batches are given."""
+    from .errors import InputError
+    from .passes.calibrate import prepare_calib
+    cs = prepare_calib(g, calib)
+    if cs.n_batches < 2:
+        raise InputError(f"{cs.n} calibration samples: need at least two batches of {cs.batch} "
+                         "to hold some out for evaluation (or give evaluation data)")
+    k = min(cs.n_batches - 1, max(1, round(cs.n_batches * fraction)))
+    cut = cs.n - k * cs.batch
+    return ({n: a[:cut] for n, a in cs.arrays.items()}, {n: a[cut:] for n, a in cs.arrays.items()})
+
+
 def _atomic_write(path: Path, write: Callable[[str], None]) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=path.suffix, dir=path.parent)
@@ -85,7 +99,10 @@ def pareto(g: Graph, calib, evalx, out_png: str | os.PathLike | None, out_json: 
            sens: Mapping[str, Mapping[int, float]] | None = None, sens_options=None, options=None,
            candidates: Sequence[int] = (2, 3, 4, 5, 6, 8), uniform: Sequence[int] = (8, 6, 4),
            eval_mode: str = "torch", progress: Progress | None = None) -> dict:
-    """Sweep budgets, solve, quantize, evaluate; write ``out_png`` / ``out_json`` (if given); return the JSON."""
+    """Sweep budgets, solve, quantize, evaluate; write ``out_png`` / ``out_json`` (if given); return the JSON.
+
+    ``evalx`` (held-out inputs, like ``calib``): None holds out the last quarter of ``calib`` (``holdout``).
+    """
     from .passes.calibrate import prepare_calib
     from .passes.canonicalize import canonicalize
     from .passes.choose_bits import Budget, choose_bits, layer_costs, plan_stats
@@ -98,6 +115,8 @@ def pareto(g: Graph, calib, evalx, out_png: str | os.PathLike | None, out_json: 
     sopts = make_sensitivity_options(sens_options, method=method, candidates=tuple(candidates),
                                      per_channel=opts.per_channel, equalize=opts.equalize)
     gc = canonicalize(g)
+    if evalx is None:
+        calib, evalx = holdout(gc, calib)
     prep = prepare_graph(gc, equalize=opts.equalize)
     if sens is None:
         sens = sensitivities(prep, calib, options=sopts, progress=progress, prepared=True)

@@ -696,3 +696,4 @@ row("aten.constant_pad_nd")(lambda cx, a: _pad(cx, a["self"], a["pad"], "constan
 for _d in (1, 2, 3):
     row(f"aten.reflection_pad{_d}d")(lambda cx, a: _pad(cx, a["self"], a["padding"], "reflect", None))
     row(f"aten.replication_pad{_d}d")(lambda cx, a: _pad(cx, a["self"], a["padding"], "replicate", None))
+from . import torch_qdq  # noqa: E402,F401  (QAT fake-quant / PT2E rows, registered on import)

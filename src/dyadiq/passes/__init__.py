@@ -12,6 +12,8 @@ PASSES: dict[str, str] = {
     "calibrate": "calibrate:calibrate",
     "quantize-weights": "quantize_weights:quantize_weights",
     "bias-correct": "bias_correct:bias_correct",
+    "round-weights": "round_weights:round_weights",
+    "fold-fake-quant": "fold_fake_quant:fold_fake_quant",
     "integerize": "integerize:integerize",
 }
 

@@ -17,7 +17,10 @@ tensor counted once); biases and requantization constants are not included. A bu
 """
 from __future__ import annotations
 
+import contextlib
 import math
+import os
+import sys
 import time
 from dataclasses import dataclass
 from typing import Mapping, Sequence
@@ -194,8 +197,9 @@ def choose_bits(sens: Mapping[str, Mapping[int, float]], costs: Mapping[str, Lay
     scale = float(np.abs(s).max()) or 1.0
     c = s / scale
     _check_each_budget(budget, cost_rows, var, layers, fixed)
-    res = milp(c, constraints=cons, integrality=np.ones(nv), bounds=Bounds(0, 1),
-               options={"time_limit": float(time_limit), "mip_rel_gap": 0.0, "disp": False})
+    with _quiet_stdout():
+        res = milp(c, constraints=cons, integrality=np.ones(nv), bounds=Bounds(0, 1),
+                   options={"time_limit": float(time_limit), "mip_rel_gap": 0.0, "disp": False})
     if res.x is None:
         if res.status == 2:
             raise PassError(_joint_message(budget, cost_rows, A, lo, hi, budget_row))
@@ -236,6 +240,27 @@ def _polish(plan: dict[str, int], sens, var, cost_rows, budget: Budget, owner) -
     return plan
 
 
+@contextlib.contextmanager
+def _quiet_stdout():
+    """Silence file descriptor 1 around a solve: the HiGHS bundled with scipy prints a debug line
+    (``HighsMipSolverData::transformNewIntegerFeasibleSolution tmpSolver.run();``) from C for some
+    programs even with ``disp=False``."""
+    try:
+        sys.stdout.flush()
+        saved = os.dup(1)
+    except (OSError, ValueError, AttributeError):
+        yield
+        return
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    try:
+        os.dup2(devnull, 1)
+        yield
+    finally:
+        os.dup2(saved, 1)
+        os.close(saved)
+        os.close(devnull)
+
+
 def _check_each_budget(budget: Budget, cost_rows, var, layers, fixed) -> None:
     """PassError when one budget alone is below its cheapest plan (each layer at its cheapest width)."""
     for kind, limit in budget.items():
@@ -259,8 +284,9 @@ def _joint_message(budget: Budget, cost_rows, A, lo, hi, budget_row) -> str:
     keep = [r for r in range(len(lo)) if r != budget_row[kind]]
     sub = LinearConstraint(A[keep], np.array(lo)[keep], np.array(hi)[keep])
     nv = A.shape[1]
-    res = milp(cost_rows[kind], constraints=sub, integrality=np.ones(nv), bounds=Bounds(0, 1),
-               options={"time_limit": 30.0, "disp": False})
+    with _quiet_stdout():
+        res = milp(cost_rows[kind], constraints=sub, integrality=np.ones(nv), bounds=Bounds(0, 1),
+                   options={"time_limit": 30.0, "disp": False})
     label, _ = _LABEL[kind]
     others = " and ".join(f"{_LABEL[k][0]} {_fmt(k, v)}" for k, v in budget.items() if k != kind)
     if res.x is None:

@@ -20,7 +20,8 @@ Patterns (``Q`` = ``quantize_linear``, ``DQ`` = ``dequantize_linear``, ``FQ`` = 
 What is not expressible exactly is approximated and recorded, one entry per node, in ``report``
 (``{"node", "op", "kind", "value", "max_lsb", "message"}``, ``max_lsb`` the expected worst deviation in
 LSBs of ``value``, None when integerize will refuse the graph): a value quantized twice with different
-parameters (``requantize``: identity + requantize, double rounding), a node reading the unquantized
+parameters (``requantize``: identity + requantize, double rounding, ``0.5 + 0.5 s_1 / s_2`` plus the part of
+the second range the first clips), a node reading the unquantized
 value of a quantized tensor (``raw-read``), weights that are asymmetric / wider than 8 bits / per-channel
 on another axis / unquantized (``weight``, re-quantized 8-bit symmetric per output channel unless the
 codes fit a signed <= 8-bit grid exactly), a bias whose int32 codes are not ``round(b / (s_x s_w))``
@@ -58,6 +59,21 @@ def fold_fake_quant_report(g: Graph) -> tuple[Graph, list[dict]]:
     return fold_fake_quant(g, report), report
 
 
+def quantize_missing(g: Graph, calib, *, bits: int = 8, method: str = "minmax") -> Graph:
+    """Give the values a pre-quantized model left float (e.g. a PT2E output) a QuantType by calibration."""
+    from .annotate_quant import annotate_activations
+    from .calibrate import collect_ranges
+    return annotate_activations(g, collect_ranges(g, calib, method, bits=bits), bits=bits)
+
+
+def _clipped(have: QuantType, want: QuantType) -> float:
+    """How far (in LSBs of ``want``) the range of ``want`` reaches beyond that of ``have``."""
+    (lo1, hi1), (lo2, hi2) = ([min(s * (q - z) for s, z in zip(v.scale, v.zero_point) for q in v.qrange),
+                               max(s * (q - z) for s, z in zip(v.scale, v.zero_point) for q in v.qrange)]
+                              for v in (have, want))
+    return max(0.0, lo1 - lo2, hi2 - hi1) / min(want.scale)
+
+
 def note(report: list, node: Node | None, kind: str, value: str, max_lsb, message: str) -> None:
     """Append one report entry."""
     report.append({"node": node.name if node is not None else value, "op": node.op if node is not None else "",
@@ -93,7 +109,7 @@ class _Folder(ConstFolder):
             ins = [self.res(i) for i in n.inputs]
             if n.op in QUANT_OPS:
                 self.quant_op(n, ins[0])
-            elif any(i in self.float_of for i in ins):
+            elif any(o == i and i in self.float_of for o, i in zip(n.inputs, ins)):   # reads integers
                 self.int_move(n, ins)
             else:
                 for orig, i in zip(n.inputs, ins):
@@ -117,7 +133,9 @@ class _Folder(ConstFolder):
     def quant_op(self, n: Node, x: str) -> None:
         a, qt = self.params(n)
         if x in self.consts:
-            self.alias[n.name] = self.quantized_const(n, x, a, qt)
+            c = self.quantized_const(n, x, a, qt)
+            if c != n.name:
+                self.alias[n.name] = c
         elif n.op == "dequantize_linear":
             src = self.float_of.get(x)
             if src is None:
@@ -153,15 +171,15 @@ class _Folder(ConstFolder):
         self.values[n.name] = Value(n.name, self.values[x].type)
         self.nodes.append(Node.make("identity", [x], n.name))
         self.quant[n.name], self.qnode[n.name] = qt, n
-        lsb = 0.5 + 0.5 * max(have.scale) / min(qt.scale)
+        lsb = 0.5 + 0.5 * max(have.scale) / min(qt.scale) + _clipped(have, qt)
         note(self.report, n, "requantize", n.name, lsb,
              f"%{x} is already quantized as {have}; quantizing it again as {qt} rounds twice")
         return n.name
 
     def int_move(self, n: Node, ins: list[str]) -> None:
         """A data-movement op on the integers of a Q: the same op on the float value."""
-        if n.op not in INT_MOVES or any(i not in self.float_of for i in ins):
-            bad = next(i for i in ins if i in self.float_of)
+        if n.op not in INT_MOVES or any(o != i or i not in self.float_of for o, i in zip(n.inputs, ins)):
+            bad = next(i for o, i in zip(n.inputs, ins) if o == i and i in self.float_of)
             raise PassError(f"reads the integer tensor %{bad} of a quantize_linear; only dequantize_linear "
                             f"and data movement can be folded", node=n)
         src = [self.float_of[i] for i in ins]

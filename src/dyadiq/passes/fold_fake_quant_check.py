@@ -1,13 +1,16 @@
 # SPDX-License-Identifier: Apache-2.0
 """The last steps of ``fold_fake_quant``: inherit QuantTypes, fix weights and biases, check for integerize.
 
-- data-movement outputs without a QuantType keep their input's (numerics.md rule 5; ``concat`` when all
-  inputs share one);
+- activations are signed (numerics.md): an unsigned QuantType (PT2E's uint8) becomes the signed one
+  with the same reals, ``zp - 2^(b-1)``; data-movement outputs without a QuantType keep their input's
+  (numerics.md rule 5; ``concat`` when all inputs share one);
 - conv2d / linear weights become signed symmetric <= 8-bit codes on axis 0: exactly when the codes
   ``q - zp`` fit (e.g. uint8 with zp 128 is int8), else re-quantized to 8 bits per output channel
   (``scale = max|w| / 127``, at most half a new LSB per weight) and reported;
 - biases lose their QuantType; ``round(b / (s_x s_w))`` must give back the model's int32 codes (kind
-  ``bias`` otherwise, in LSBs of the layer output);
+  ``bias`` otherwise, in LSBs of the layer output; float32 noise under 1e-3 LSB is not reported); codes
+  so large that ``|b| + max|x - z_x| sum|w_q|`` could overflow int32 (ORT clips biases of near-dead
+  channels with tiny weight scales to int32) are clamped, a change of a tiny fraction of an LSB;
 - reported for integerize: unquantized values that are not fused into a clamp, per-channel activations,
   ops without an integer lowering or with constant operands, multipliers outside the dyadic range.
 """
@@ -21,6 +24,8 @@ from ..ir.types import QuantType
 from .annotate_quant import CLAMPS, FUSE_FROM, inherits
 from .integerize import LUT_OPS, MOVE_OPS
 
+ACC_MARGIN = 1 << 8          # float32 biases near 2^31 are off by up to 2^7 accumulator steps
+MIN_REPORTED_LSB = 1e-3      # bias code differences below this (in output LSBs) are float32 noise
 LOWERED = frozenset({"conv2d", "linear", "add", "mul", "matmul", "avgpool", "global_avgpool", "mean", "pad",
                      "concat"}) | MOVE_OPS | LUT_OPS
 
@@ -31,6 +36,10 @@ def _note(f, node, kind, value, max_lsb, message):
 
 
 def inherit(f, outputs: list[str]) -> None:
+    for k, q in list(f.quant.items()):
+        if not q.signed and k not in f.consts:      # u8 (z) == i8 (z - 128): the same reals, signed codes
+            f.quant[k] = QuantType(q.bits, True, q.scale, tuple(z - (1 << (q.bits - 1)) for z in q.zero_point),
+                                   q.axis)
     for n in f.nodes:
         o = n.outputs[0]
         if o in f.quant or not f.values[o].type.is_float:
@@ -85,21 +94,40 @@ def fix_weight(f, n: Node) -> None:
 
 
 def check_bias(f, n: Node, qy: QuantType | None) -> None:
+    """Drop the bias QuantType; clamp codes that would overflow int32; compare with the model's codes."""
     b = n.inputs[2]
     if b not in f.consts:
         _note(f, n, "unsupported", b, None, f"bias %{b} is computed at run time; integerize needs a constant")
         return
     qb = f.quant.pop(b, None)
-    codes, qx, qw = f.codes.get(b), f.quant.get(n.inputs[0]), f.quant.get(n.inputs[1])
-    if qb is None or codes is None or qx is None or qw is None or qx.per_channel:
+    qx, qw = f.quant.get(n.inputs[0]), f.quant.get(n.inputs[1])
+    if qx is None or qw is None or qx.per_channel:
         return
-    o = f.consts[n.inputs[1]].shape[0]
+    w = f.consts[n.inputs[1]]
+    o = w.shape[0]
     acc = qx.scale[0] * np.broadcast_to(np.asarray(qw.scale, np.float64), (o,))
+    to_out = acc / qy.scale[0] if qy is not None and not qy.per_channel else None
+    bias = f.consts[b].astype(np.float64)
+    code = np.rint(bias / acc)
+    lo, hi = qx.qrange
+    dmax = max(hi - qx.zero_point[0], qx.zero_point[0] - lo)
+    room = (2**31 - 1 - ACC_MARGIN) - dmax * np.abs(quantize(w, qw).reshape(o, -1)).sum(axis=1)
+    over = np.abs(code) > room
+    if over.any():
+        code = np.clip(code, -room, room)
+        f.put_const(b, (code * acc).astype(f.consts[b].dtype), None)
+        steps = np.abs(np.rint(bias / acc) - code)
+        _note(f, n, "bias", b, None if to_out is None else float((steps * to_out).max()),
+              f"bias %{b}: {int(over.sum())} channel(s) clamped by up to {int(steps.max())} accumulator steps "
+              f"so the int32 accumulator cannot overflow (|bias| + {dmax} sum|w_q| < 2^31)")
+    codes = f.codes.get(b)
+    if qb is None or codes is None:
+        return
     diff = np.abs(np.rint(f.consts[b].astype(np.float64) / acc) - codes.reshape(-1))
-    if diff.max(initial=0) > 0:
-        lsb = float((diff * acc).max() / qy.scale[0]) if qy is not None and not qy.per_channel else None
+    lsb = None if to_out is None else float((diff * to_out).max())
+    if diff.max(initial=0) > 0 and (lsb is None or lsb >= MIN_REPORTED_LSB):
         _note(f, n, "bias", b, lsb, f"bias %{b}: round(b / (s_x s_w)) differs from the model's int32 codes by "
-              f"up to {int(diff.max())} accumulator steps (scale {qb.scale[0]:.6g} vs s_x s_w {acc[0]:.6g})")
+              f"up to {int(diff.max())} accumulator steps (bias scale {qb.scale[0]:.6g}, s_x s_w {acc[0]:.6g})")
 
 
 def fused_end(f, name: str, consumers, outputs) -> str | None:

@@ -87,7 +87,10 @@ class ConstFolder:
         w = dequantize_codes(codes, a)
         if n.op == "fake_quant":
             w = w.astype(arr.dtype)
-        name = x if n.op == "fake_quant" and self.orig_uses.get(x) == 1 else n.name
+        name = n.name
+        if self.orig_uses.get(x) == 1:       # the constant's own name (ORT's ``W_quantized`` -> ``W``)
+            stem = x[: -len("_quantized")] if x.endswith("_quantized") else x
+            name = x if n.op == "fake_quant" else (stem if stem != x and stem not in self.values else n.name)
         self.put_const(name, w, qt, codes)
         return name
 

@@ -1,7 +1,8 @@
 # SPDX-License-Identifier: Apache-2.0
 """Post-training quantization: the pass order and its options (``quantize``).
 
-    canonicalize -> [equalize] -> calibrate + annotate_activations -> quantize_weights -> [bias_correct]
+    canonicalize -> [equalize] -> calibrate + annotate_activations -> quantize_weights
+        -> [round_weights (GPTQ) | bias_correct]
 
 Activations are calibrated after equalization (it changes their ranges). Equalization runs by default
 only with per-tensor weights: with per-channel weights it can only hurt (it widens layer 2's channel
@@ -159,9 +160,14 @@ def quantize(g: Graph, calib, options: QuantizeOptions | None = None, *, progres
     g = stage("calibrate", calibrate)
     bits = layer_bits(g, opts)
     # bias correction needs the float weights next to their QuantTypes; it rounds them itself
+    gptq = opts.rounding == "gptq"
     g = stage("quantize_weights", lambda: quantize_weights(g, bits=bits, per_channel=opts.per_channel,
-                                                           snap=not opts.bias_correct))
-    if opts.bias_correct:
+                                                           snap=not (opts.bias_correct or gptq)))
+    if gptq:
+        # layer-wise reconstruction; its own bias correction replaces bias_correct (which needs float weights)
+        g = stage("round_weights", lambda: snap_weights(_load("round_weights", "round_weights")(
+            g, data, method="gptq", compensate=True, correct_bias=opts.bias_correct, progress=progress)))
+    elif opts.bias_correct:
         g = stage("bias_correct", lambda: snap_weights(
             _load("bias_correct", "bias_correct")(g, data, mode="empirical")))
     verify(g)

@@ -5,7 +5,8 @@ They exist only between a frontend and ``passes.fold_fake_quant``, which turns t
 
 - ``quantize_linear(x:f32) {scale, zero_point, axis?, bits, signed, qmin?, qmax?}`` -> integer
   ``q = clamp(round_half_even(x / scale) + zp, qmin, qmax)`` (``x / scale`` in float64), stored in the
-  smallest dyadiq integer dtype of ``bits`` (``i4``, ``u8``, ``i16``, ...);
+  smallest dyadiq integer dtype of ``bits`` (``i4``, ``u8``, ``i16``, ...) or in ``dtype`` when given
+  (torch keeps 4-bit codes in an int8 tensor);
 - ``dequantize_linear(q:int) {scale, zero_point, axis?, bits, signed}`` -> f32 ``scale * (q - zp)``;
 - ``fake_quant(x:f32) {same as quantize_linear}`` -> f32 ``dequantize(quantize(x))`` (torch
   ``fake_quantize_*``; also a dequantized constant weight, so folding sees its grid).
@@ -24,6 +25,8 @@ from ..types import QuantType, TensorType, int_dtype, int_range
 from .registry import norm_axis, register
 
 QUANT_OPS = frozenset({"quantize_linear", "dequantize_linear", "fake_quant"})
+INT_RANGES = {f"{'i' if s else 'u'}{b}": int_range(b, s) for b in (4, 8, 16, 32) for s in (True, False)}
+INT_RANGES["i64"] = int_range(64, True)
 
 
 def quant_type(a: dict, shape: tuple[int, ...]) -> QuantType:
@@ -96,7 +99,10 @@ def _quantize_linear():
     """Float -> integer codes (round half to even, clamp)."""
     def infer(t, a):
         _check(t[0], a, True)
-        return [t[0].with_dtype(int_dtype(int(a["bits"]), bool(a["signed"])))]
+        dt = a.get("dtype") or int_dtype(int(a["bits"]), bool(a["signed"]))
+        if dt not in INT_RANGES or INT_RANGES[dt][0] > qrange(a)[0] or INT_RANGES[dt][1] < qrange(a)[1]:
+            raise IRError(f"dtype {dt!r} cannot hold the codes [{qrange(a)[0]}, {qrange(a)[1]}]")
+        return [t[0].with_dtype(dt)]
 
     def kernel(x, a):
         return [quantize_codes(x[0], a).astype(infer([TensorType(x[0].shape, "f32")], a)[0].np_dtype)]
