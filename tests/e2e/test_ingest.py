@@ -242,7 +242,8 @@ def test_torch_fake_quant_qat_model(digits):
     model, xs = QATNet().eval(), data.x_test[:200]
     q, report = fold(dyadiq.from_torch(model, (xs[:1],)))
     assert [r["kind"] for r in report] == []
-    assert q.quant_of("x").zero_point == (-128,) and q.quant_of(q.outputs[0]).scale == (float(np.float32(0.1)),)   # torch computes in float32
+    assert q.quant_of("x").zero_point == (-128,)
+    assert q.quant_of(q.outputs[0]).scale == (float(np.float32(0.1)),)          # torch computes in float32
     d = torch_vs_integer(model, q, xs, 0.1)
     histogram("QAT fake-quant model, integer vs torch", d)
     assert np.mean(d <= 1) >= 0.999
@@ -308,7 +309,7 @@ def _qdq_model(path, scale=(0.1,), zp=np.int8(0), w_scale=(0.1, 0.1, 0.1, 0.1), 
     ({"scale": (0.0,)}, "quant_x", "scale must be positive"),
     ({"scale": (-0.5,)}, "quant_x", "scale must be positive"),
     ({"w_zp": np.full(4, 300, np.int16)}, "dequant_w", "zero point 300 is out of range [-128, 127]"),
-    ({"w_scale": (0.1, 0.1, 0.1), "w_zp": np.zeros(3, np.int8)}, "dequant_w", "3 scales for axis 0 of length 4"),
+    ({"w_scale": (0.1, 0.1, 0.1)}, "dequant_w", "3 scales for axis 0 of length 4"),
 ])
 def test_malformed_qdq_is_one_error_line_naming_the_node(tmp_path, capsys, kw, node, msg):
     path = _qdq_model(tmp_path / "bad.onnx", **kw)
@@ -320,3 +321,78 @@ def test_malformed_qdq_is_one_error_line_naming_the_node(tmp_path, capsys, kw, n
 def test_wellformed_qdq_model_inspects(tmp_path, capsys):
     assert main(["inspect", str(_qdq_model(tmp_path / "ok.onnx"))]) == 0
     assert "dequantize_linear" in capsys.readouterr().out
+
+
+# ---- QOperator nodes, one by one ------------------------------------------------------------------------
+def _qop_model(path):
+    """Q -> QLinearConv -> QLinearAdd -> QLinearGlobalAveragePool -> QLinearConcat(p, QLinearSigmoid(p))
+    -> Reshape -> QLinearMatMul -> DQ, the com.microsoft ones as onnxruntime writes them."""
+    from onnx import TensorProto, helper, numpy_helper
+
+    # scales without small ratios: 0.05 / 0.06 = 5/6 would make exact rounding ties common, and a dyadic
+    # requantize rounds ties half up where the float definition rounds them to even
+    r = np.random.default_rng(1)
+    c = {"sx": np.float32(0.02), "zx": np.int8(-3), "w": r.integers(-127, 128, (4, 4, 3, 3)).astype(np.int8),
+         "sw": r.uniform(0.002, 0.01, 4).astype(np.float32), "zw": np.zeros(4, np.int8),
+         "b": r.integers(-500, 500, 4).astype(np.int32), "s1": np.float32(0.0513), "z1": np.int8(5),
+         "sa": np.float32(0.0617), "za": np.int8(-10), "sp": np.float32(0.0298), "zp": np.int8(0),
+         "ss": np.float32(1 / 256), "zs": np.int8(-128), "sc": np.float32(0.0311), "zc": np.int8(-20),
+         "shape": np.array([1, 8], np.int64), "wm": r.integers(-127, 128, (8, 5)).astype(np.int8),
+         "swm": np.float32(0.0101), "zwm": np.int8(0), "sm": np.float32(0.0203), "zm": np.int8(1)}
+    ms = "com.microsoft"
+    nodes = [helper.make_node("QuantizeLinear", ["input", "sx", "zx"], ["xq"]),
+             helper.make_node("QLinearConv", ["xq", "sx", "zx", "w", "sw", "zw", "s1", "z1", "b"], ["c1"],
+                              pads=[1, 1, 1, 1]),
+             helper.make_node("QLinearAdd", ["c1", "s1", "z1", "xq", "sx", "zx", "sa", "za"], ["a"], domain=ms),
+             helper.make_node("QLinearGlobalAveragePool", ["a", "sa", "za", "sp", "zp"], ["p"], domain=ms),
+             helper.make_node("QLinearSigmoid", ["p", "sp", "zp", "ss", "zs"], ["sg"], domain=ms),
+             helper.make_node("QLinearConcat", ["sc", "zc", "p", "sp", "zp", "sg", "ss", "zs"], ["cat"],
+                              domain=ms, axis=1),
+             helper.make_node("Reshape", ["cat", "shape"], ["flat"]),
+             helper.make_node("QLinearMatMul", ["flat", "sc", "zc", "wm", "swm", "zwm", "sm", "zm"], ["m"]),
+             helper.make_node("DequantizeLinear", ["m", "sm", "zm"], ["y"])]
+    graph = helper.make_graph(nodes, "qop", [helper.make_tensor_value_info("input", TensorProto.FLOAT, [1, 4, 6, 6])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 5])],
+                              [numpy_helper.from_array(np.asarray(v), k) for k, v in c.items()])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17), helper.make_opsetid(ms, 1)])
+    onnx.save(model, str(path))
+    return path
+
+
+def test_qoperator_nodes_of_both_domains(tmp_path):
+    path = _qop_model(tmp_path / "qop.onnx")
+    q, report = fold(dyadiq.load(path))
+    assert report == [] and {"add", "global_avgpool", "sigmoid", "concat", "linear", "conv2d"} <= set(q.count_ops())
+    xs = np.random.default_rng(2).normal(size=(64, 1, 4, 6, 6)).astype(np.float32)[:, 0]
+    d, _, got = compare_onnx(path, q, xs)
+    histogram("QOperator nodes, integer vs onnxruntime", d)
+    g = dyadiq.load(path)                   # the definition: DQ -> float op -> Q (float mode of the import)
+    exact = lsb(np.concatenate([run(g, xs[i:i + 1]) for i in range(len(xs))]), got, q.quant_of(q.outputs[0]).scale[0])
+    histogram("QOperator nodes, integer vs the QDQ definition", exact)
+    assert np.mean(d <= 1) >= 0.99 and np.mean(exact <= 1) >= 0.99
+
+
+def test_conv_integer_and_matmul_integer_import_as_float_ops(tmp_path):
+    from onnx import TensorProto, helper, numpy_helper
+
+    r = np.random.default_rng(3)      # |w| <= 63: onnxruntime's u8s8 kernels saturate int16 pair sums beyond
+    inits = {"s": np.float32(0.05), "z": np.uint8(128), "w": r.integers(-63, 64, (4, 4, 3, 3)).astype(np.int8),
+             "wz": np.int8(0), "m": r.integers(-63, 64, (4 * 4 * 4, 6)).astype(np.int8),
+             "shape": np.array([1, 64], np.int64), "k": np.float32(0.001)}
+    nodes = [helper.make_node("QuantizeLinear", ["x", "s", "z"], ["xq"]),
+             helper.make_node("ConvInteger", ["xq", "w", "z", "wz"], ["acc"]),
+             helper.make_node("Cast", ["acc"], ["accf"], to=TensorProto.FLOAT),
+             helper.make_node("Mul", ["accf", "k"], ["y1"]),
+             helper.make_node("Reshape", ["xq", "shape"], ["xf"]),
+             helper.make_node("MatMulInteger", ["xf", "m", "z"], ["mm"]),
+             helper.make_node("Cast", ["mm"], ["y2"], to=TensorProto.FLOAT)]
+    graph = helper.make_graph(nodes, "int", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 4, 4, 4])],
+                              [helper.make_tensor_value_info("y1", TensorProto.FLOAT, [1, 4, 2, 2]),
+                               helper.make_tensor_value_info("y2", TensorProto.FLOAT, [1, 6])],
+                              [numpy_helper.from_array(np.asarray(v), k) for k, v in inits.items()])
+    path = tmp_path / "int.onnx"
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), str(path))
+    g, s = dyadiq.load(path), session(path)
+    for x in r.normal(size=(8, 1, 4, 4, 4)).astype(np.float32):
+        for want, got in zip(s.run(None, {"x": x}), run(g, x)):
+            np.testing.assert_allclose(got, want, rtol=1e-6, atol=1e-6)

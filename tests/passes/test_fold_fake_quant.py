@@ -102,7 +102,8 @@ def test_bias_at_a_different_scale_is_reported():
     b = GraphBuilder()
     x = b.input("x", (1, 3, 8, 8))
     w, _, _, sw = weight(b, "w", (8, 3, 3, 3), bias=False)
-    bb = b.op("dequantize_linear", [b.const("bq", np.arange(8, dtype=np.int32) * 1000)], **qa(SX * sw * 1.3, 0, 32, axis=0))
+    codes = b.const("bq", np.arange(8, dtype=np.int32) * 1000)
+    bb = b.op("dequantize_linear", [codes], **qa(SX * sw * 1.3, 0, 32, axis=0))
     g = b.build([qdq(b, b.op("conv2d", [qdq(b, x, SX, ZX), w, bb]), SY, ZY)])
     _, report = fold_fake_quant_report(g)
     assert [r["kind"] for r in report] == ["bias"] and report[0]["max_lsb"] > 0
@@ -245,7 +246,8 @@ def test_value_quantized_twice_gets_a_requantized_copy():
     y2 = qdq(b, b.op("relu", [qdq(b, x, 0.01, 0)]), 0.01, 0)                  # x quantized a second way
     g = b.build([y1, y2])
     q, report = fold_fake_quant_report(g)
-    assert [r["kind"] for r in report] == ["requantize"] and report[0]["max_lsb"] == pytest.approx(0.5 + 0.5 * SX / 0.01)
+    assert [r["kind"] for r in report] == ["requantize"]
+    assert report[0]["max_lsb"] == pytest.approx(0.5 + 0.5 * SX / 0.01)
     assert q.count_ops()["identity"] == 1
     ig = integerize(q)
     d = np.concatenate([lsb(run(ig, v)[1], run(g, v)[1], 0.01).ravel() for v in X])
@@ -344,3 +346,11 @@ def test_printed_ir_round_trips_and_stats_list_the_folded_quant_params():
     stats = graph_stats(fold_fake_quant(g))
     rows = {r["value"]: r for r in stats["quant"]}
     assert rows["x"]["scale"] == [SX] and rows["x"]["zero_point"] == [ZX] and rows["w"]["axis"] == 0
+
+
+def test_integer_graph_output_is_an_error():
+    b = GraphBuilder()
+    x = b.input("x", (1, 4))
+    g = b.build([b.op("quantize_linear", [x], name="q", **qa(0.1, 0))])
+    with pytest.raises(PassError, match="graph output %q is the integer tensor"):
+        fold_fake_quant(g)

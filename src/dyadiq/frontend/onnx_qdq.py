@@ -63,22 +63,20 @@ def qparams(cx: NodeContext, x: str, s_idx: int, z_idx: int, kind: tuple[int, bo
     s = np.asarray(cx.const_input(s_idx, "scale") if scale is None else scale)
     if s.dtype.kind != "f":
         raise cx.fail(f"scale has element type {s.dtype}; expected a float type")
-    z = cx.const_input(z_idx, "zero point") if z_idx is not None else None
-    z = np.zeros(1, np.int64) if z is None else np.asarray(z).astype(np.int64)
-    s = s.astype(np.float64).reshape(-1) if s.ndim <= 1 else None
-    if s is None:
+    if s.ndim > 1:
         raise cx.fail("scale must be a scalar or a 1-D tensor (blocked quantization is not supported)")
+    s = s.astype(np.float64).reshape(-1)
+    z = cx.const_input(z_idx, "zero point") if z_idx is not None else None
+    z = np.zeros(1, np.int64) if z is None else np.asarray(z).astype(np.int64).reshape(-1)
     a = {"bits": kind[0], "signed": kind[1], "scale": tuple(float(v) for v in s),
-         "zero_point": tuple(int(v) for v in (z.reshape(-1) if z.size == s.size else np.repeat(z.reshape(-1)[:1], s.size)))}
-    if z.size not in (1, s.size):
-        raise cx.fail(f"{z.size} zero points for {s.size} scales")
+         "zero_point": tuple(int(v) for v in (np.repeat(z, s.size) if z.size == 1 else z))}
     if s.size > 1:
         rank = cx.rank(x)
         ax = int(cx.attr("axis", 1) if axis is None else axis)
         if not -rank <= ax < rank:
             raise cx.fail(f"axis {ax} out of range for rank {rank}")
         a["axis"] = ax % rank
-    try:
+    try:                                      # lengths, positive scales, zero points in range
         quant_type(a, cx.shape(x))
     except IRError as e:
         raise cx.fail(str(e)) from None

@@ -3,7 +3,9 @@
 
 - ``float``: every op in float as imported.
 - ``simulated``: float ops, but every value that carries a QuantType (inputs, weights, activations) is
-  fake-quantized right where it is produced: exactly the rounding the integer code does.
+  fake-quantized right where it is produced: exactly the rounding the integer code does. It computes in
+  float64 (outputs are returned as float32), so the only differences from the integer code are exact
+  rounding ties and the 2^-31 approximation of each requantize multiplier, not float32 accumulation error.
 - ``integer``: the integerized graph (``passes.integerize``) with exact integer kernels (golden reference).
 """
 from __future__ import annotations
@@ -64,23 +66,41 @@ def run_all(g: Graph, inputs, mode: str = "float") -> dict[str, np.ndarray]:
     sim = mode == "simulated"
     env = _bind(g, inputs)
     if sim:
-        env = {k: fake_quant(v, g.quant_of(k)) if g.quant_of(k) and v.dtype.kind == "f" else v for k, v in env.items()}
+        env = {k: fake_quant(_f64(v), g.quant_of(k)) if g.quant_of(k) and v.dtype.kind == "f" else _f64(v)
+               for k, v in env.items()}
     for k, arr in g.constants.items():
         q = g.quant_of(k)
-        env[k] = fake_quant(arr, q) if sim and q is not None and arr.dtype.kind == "f" else arr
+        env[k] = (fake_quant(_f64(arr), q) if q is not None and arr.dtype.kind == "f" else _f64(arr)) if sim else arr
     for n in g.nodes:
-        outs = op_def(n.op).kernel([env[i] for i in n.inputs], n.attr_dict)
+        args = [env[i] for i in n.inputs]
+        if sim and n.op in ("conv2d", "linear") and len(args) == 3:
+            args[2] = _bias_on_grid(g, n, args[2])
+        outs = op_def(n.op).kernel(args, n.attr_dict)
         for o, v in zip(n.outputs, outs):
             q = g.quant_of(o)
             env[o] = fake_quant(v, q) if sim and q is not None and v.dtype.kind == "f" else v
     return env
 
 
+def _bias_on_grid(g: Graph, n, b: np.ndarray) -> np.ndarray:
+    """The bias the integer code adds: ``round(b / (s_x s_w)) * s_x s_w`` (float64), when both are quantized."""
+    qx, qw = g.quant_of(n.inputs[0]), g.quant_of(n.inputs[1])
+    if qx is None or qw is None or qx.per_channel:
+        return b
+    step = qx.scale[0] * np.asarray(qw.scale, np.float64)
+    return np.rint(b / step) * step
+
+
+def _f64(a: np.ndarray) -> np.ndarray:
+    return a.astype(np.float64) if a.dtype == np.float32 else a
+
+
 def run(g: Graph, inputs, mode: str = "float") -> list[np.ndarray] | np.ndarray:
     """Graph outputs (a single array when the graph has one output)."""
     g = executed_graph(g, mode)
     env = run_all(g, inputs, "float" if mode == "integer" else mode)
-    outs = [env[o] for o in g.outputs]
+    outs = [env[o].astype(np.float32) if env[o].dtype == np.float64 and g.type_of(o).dtype == "f32" else env[o]
+            for o in g.outputs]
     return outs[0] if len(outs) == 1 else outs
 
 

@@ -37,7 +37,7 @@ from ..ir.graph import Graph, Node, Value, verify
 from ..ir.ops.fake_quant import QUANT_OPS, qrange, quant_type
 from ..ir.types import QuantType
 from . import fold_fake_quant_check as check
-from .fold_fake_quant_consts import ConstFolder
+from .fold_fake_quant_consts import ConstFolder, note
 
 INT_MOVES = frozenset({"reshape", "transpose", "slice", "identity", "maxpool", "pad", "concat"})
 
@@ -72,13 +72,6 @@ def _clipped(have: QuantType, want: QuantType) -> float:
                                max(s * (q - z) for s, z in zip(v.scale, v.zero_point) for q in v.qrange)]
                               for v in (have, want))
     return max(0.0, lo1 - lo2, hi2 - hi1) / min(want.scale)
-
-
-def note(report: list, node: Node | None, kind: str, value: str, max_lsb, message: str) -> None:
-    """Append one report entry."""
-    report.append({"node": node.name if node is not None else value, "op": node.op if node is not None else "",
-                   "kind": kind, "value": value, "max_lsb": None if max_lsb is None else float(max_lsb),
-                   "message": message})
 
 
 class _Folder(ConstFolder):
@@ -119,11 +112,11 @@ class _Folder(ConstFolder):
         outputs = []
         for o in self.g.outputs:
             r = self.res(o)
-            if r in self.float_of:
+            if r == o and r in self.float_of:
                 raise PassError(f"graph output %{o} is the integer tensor of a quantize_linear; "
                                 f"dyadiq needs float graph outputs (dequantize it in the model)")
             outputs.append(r)
-        self.raw_reads(outputs)
+        self.raw_reads()
         self.fold_constants()
         check.inherit(self, outputs)
         check.fix_layers(self, outputs)
@@ -197,7 +190,7 @@ class _Folder(ConstFolder):
         self.quant[n.name] = qt
         self.float_of[n.name] = n.name
 
-    def raw_reads(self, outputs: list[str]) -> None:
+    def raw_reads(self) -> None:
         """Nodes that read a value directly although the model quantized it for its other readers."""
         for n, i in self.direct:
             q = self.qnode.get(i)

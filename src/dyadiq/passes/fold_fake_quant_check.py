@@ -22,6 +22,7 @@ from ..ir.graph import Node
 from ..ir.numerics import dyadic, fake_quant, quantize
 from ..ir.types import QuantType
 from .annotate_quant import CLAMPS, FUSE_FROM, inherits
+from .fold_fake_quant_consts import note
 from .integerize import LUT_OPS, MOVE_OPS
 
 ACC_MARGIN = 1 << 8          # float32 biases near 2^31 are off by up to 2^7 accumulator steps
@@ -31,11 +32,11 @@ LOWERED = frozenset({"conv2d", "linear", "add", "mul", "matmul", "avgpool", "glo
 
 
 def _note(f, node, kind, value, max_lsb, message):
-    from .fold_fake_quant import note
     note(f.report, node, kind, value, max_lsb, message)
 
 
 def inherit(f, outputs: list[str]) -> None:
+    """Signed activation QuantTypes; data movement (and concat of one QuantType) inherits its input's."""
     for k, q in list(f.quant.items()):
         if not q.signed and k not in f.consts:      # u8 (z) == i8 (z - 128): the same reals, signed codes
             f.quant[k] = QuantType(q.bits, True, q.scale, tuple(z - (1 << (q.bits - 1)) for z in q.zero_point),
@@ -123,7 +124,7 @@ def check_bias(f, n: Node, qy: QuantType | None) -> None:
     codes = f.codes.get(b)
     if qb is None or codes is None:
         return
-    diff = np.abs(np.rint(f.consts[b].astype(np.float64) / acc) - codes.reshape(-1))
+    diff = np.where(over, 0, np.abs(np.rint(f.consts[b].astype(np.float64) / acc) - codes.reshape(-1)))
     lsb = None if to_out is None else float((diff * to_out).max())
     if diff.max(initial=0) > 0 and (lsb is None or lsb >= MIN_REPORTED_LSB):
         _note(f, n, "bias", b, lsb, f"bias %{b}: round(b / (s_x s_w)) differs from the model's int32 codes by "
@@ -142,6 +143,7 @@ def fused_end(f, name: str, consumers, outputs) -> str | None:
 
 
 def fix_layers(f, outputs: list[str]) -> None:
+    """Weights to signed symmetric <= 8-bit grids on axis 0; biases checked against the model's codes."""
     consumers: dict[str, list[Node]] = {}
     for n in f.nodes:
         for i in n.inputs:
@@ -173,6 +175,7 @@ def _multiplier(f, n: Node, qy: QuantType) -> None:
 
 
 def check_contract(f, outputs: list[str]) -> None:
+    """Report what integerize will refuse or approximate (see the module docstring)."""
     consumers: dict[str, list[Node]] = {}
     for n in f.nodes:
         for i in n.inputs:

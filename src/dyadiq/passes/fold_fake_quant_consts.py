@@ -41,6 +41,13 @@ def moved_axis(n: Node, in_shape: tuple[int, ...], axis: int) -> int | None:
     return None
 
 
+def note(report: list, node: Node | None, kind: str, value: str, max_lsb, message: str) -> None:
+    """Append one report entry ``{node, op, kind, value, max_lsb, message}``."""
+    report.append({"node": node.name if node is not None else value, "op": node.op if node is not None else "",
+                   "kind": kind, "value": value, "max_lsb": None if max_lsb is None else float(max_lsb),
+                   "message": message})
+
+
 class ConstFolder:
     """State shared by the folding steps: values, constants, QuantTypes, integer codes, nodes, report."""
 

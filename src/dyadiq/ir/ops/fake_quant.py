@@ -38,6 +38,13 @@ def quant_type(a: dict, shape: tuple[int, ...]) -> QuantType:
     zp = np.asarray(a["zero_point"], np.int64).reshape(-1)
     if scale.size == 0:
         raise IRError("no scale given")
+    axis = a.get("axis")
+    if axis is not None:
+        axis = norm_axis(int(axis), len(shape))
+        if scale.size != shape[axis]:
+            raise IRError(f"{scale.size} scales for axis {axis} of length {shape[axis]} (shape {list(shape)})")
+    elif scale.size != 1:
+        raise IRError(f"{scale.size} scales but no axis (per-tensor needs one)")
     if zp.size not in (1, scale.size):
         raise IRError(f"{zp.size} zero points for {scale.size} scales")
     bad = ~(np.isfinite(scale) & (scale > 0))
@@ -47,13 +54,6 @@ def quant_type(a: dict, shape: tuple[int, ...]) -> QuantType:
     if zp.min() < lo or zp.max() > hi:
         z = int(zp[(zp < lo) | (zp > hi)][0])
         raise IRError(f"zero point {z} is out of range [{lo}, {hi}] of {'' if signed else 'u'}int{bits}")
-    axis = a.get("axis")
-    if axis is not None:
-        axis = norm_axis(int(axis), len(shape))
-        if scale.size != shape[axis]:
-            raise IRError(f"{scale.size} scales for axis {axis} of length {shape[axis]} (shape {list(shape)})")
-    elif scale.size != 1:
-        raise IRError(f"{scale.size} scales but no axis (per-tensor needs one)")
     return QuantType.make(bits, signed, scale, zp, axis)
 
 
