@@ -48,7 +48,19 @@ def load(path: str | os.PathLike) -> Graph:
     if loader is None:
         raise InputError(f"{p}: unknown model file type {p.suffix or '(none)'!r} "
                          f"(expected one of {', '.join(LOADERS)})")
-    return loader(p)
+    return fold_imported_quantization(loader(p))
+
+
+FAKE_QUANT_OPS = frozenset({"quantize_linear", "dequantize_linear", "fake_quant"})
+
+
+def fold_imported_quantization(g: Graph) -> Graph:
+    """A pre-quantized model (ONNX QDQ / QOperator, torch fake-quant, PT2E) with its quantization ops
+    folded into QuantTypes on values (``passes.fold_fake_quant``); other graphs unchanged."""
+    if not any(n.op in FAKE_QUANT_OPS for n in g.nodes):
+        return g
+    from .passes.fold_fake_quant import fold_fake_quant
+    return fold_fake_quant(g)
 
 
 def load_artifact(path: str | os.PathLike):
