@@ -143,7 +143,7 @@ def test_efficientnet_lite0_qdq_from_onnxruntime(tmp_path):
     calib, xs = photo_crops(16, split="calib"), photo_crops(64, split="eval")
     path = ort_quantize(export_onnx(efficientnet_lite0(), calib[:1], tmp_path / "effnet.onnx"),
                         tmp_path / "effnet_qdq.onnx", calib)
-    q, report = fold(dyadiq.load(path))
+    q, report = fold(dyadiq.from_onnx(path))
     assert {r["kind"] for r in report} <= {"bias"} and all(r["max_lsb"] < 0.01 for r in report)
     assert not {"quantize_linear", "dequantize_linear", "fake_quant"} & set(q.count_ops())
     d, top1, _ = compare_onnx(path, q, xs)
@@ -174,7 +174,7 @@ def test_digits_qoperator_from_onnxruntime(digits):
     path = ort_quantize(fp32, d / "digits_qop.onnx", data.x_train[:64], fmt="QOperator")
     ops = {n.op_type for n in onnx.load(str(path)).graph.node}
     assert {"QLinearConv", "QGemm"} <= ops and "Conv" not in ops
-    q, report = fold(dyadiq.load(path))
+    q, report = fold(dyadiq.from_onnx(path))
     assert report == []
     d_lsb, top1, _ = compare_onnx(path, q, data.x_test[:200])
     histogram("digits QOperator, integer vs onnxruntime", d_lsb)
@@ -189,7 +189,7 @@ def test_digits_int4_weights_qdq_opset21(digits):
     m = onnx.load(str(path))
     assert {n.domain for n in m.graph.node} == {""}
     assert any(i.data_type == onnx.TensorProto.INT4 for i in m.graph.initializer)
-    q, report = fold(dyadiq.load(path))
+    q, report = fold(dyadiq.from_onnx(path))
     assert report == []
     layers = [n for n in q.nodes if n.op in ("conv2d", "linear")]
     assert len(layers) == 4 and all(q.quant_of(n.inputs[1]).bits == 4 for n in layers)
@@ -318,9 +318,11 @@ def test_malformed_qdq_is_one_error_line_naming_the_node(tmp_path, capsys, kw, n
     assert len(err) == 1 and err[0].startswith("error: ") and node in err[0] and msg in err[0], err
 
 
-def test_wellformed_qdq_model_inspects(tmp_path, capsys):
-    assert main(["inspect", str(_qdq_model(tmp_path / "ok.onnx"))]) == 0
-    assert "dequantize_linear" in capsys.readouterr().out
+def test_wellformed_qdq_model_inspects_with_per_value_quantization(tmp_path, capsys):
+    assert main(["inspect", str(_qdq_model(tmp_path / "ok.onnx")), "--stats"]) == 0
+    out = capsys.readouterr().out
+    assert "dequantize_linear" not in out          # folded into QuantTypes on load
+    assert "quantized values" in out
 
 
 # ---- QOperator nodes, one by one ------------------------------------------------------------------------
@@ -361,12 +363,12 @@ def _qop_model(path):
 
 def test_qoperator_nodes_of_both_domains(tmp_path):
     path = _qop_model(tmp_path / "qop.onnx")
-    q, report = fold(dyadiq.load(path))
+    q, report = fold(dyadiq.from_onnx(path))
     assert report == [] and {"add", "global_avgpool", "sigmoid", "concat", "linear", "conv2d"} <= set(q.count_ops())
     xs = np.random.default_rng(2).normal(size=(64, 1, 4, 6, 6)).astype(np.float32)[:, 0]
     d, _, got = compare_onnx(path, q, xs)
     histogram("QOperator nodes, integer vs onnxruntime", d)
-    g = dyadiq.load(path)                   # the definition: DQ -> float op -> Q (float mode of the import)
+    g = dyadiq.from_onnx(path)                   # the definition: DQ -> float op -> Q (float mode of the import)
     exact = lsb(np.concatenate([run(g, xs[i:i + 1]) for i in range(len(xs))]), got, q.quant_of(q.outputs[0]).scale[0])
     histogram("QOperator nodes, integer vs the QDQ definition", exact)
     assert np.mean(d <= 1) >= 0.99 and np.mean(exact <= 1) >= 0.99
@@ -392,7 +394,7 @@ def test_conv_integer_and_matmul_integer_import_as_float_ops(tmp_path):
                               [numpy_helper.from_array(np.asarray(v), k) for k, v in inits.items()])
     path = tmp_path / "int.onnx"
     onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), str(path))
-    g, s = dyadiq.load(path), session(path)
+    g, s = dyadiq.from_onnx(path), session(path)
     for x in r.normal(size=(8, 1, 4, 4, 4)).astype(np.float32):
         for want, got in zip(s.run(None, {"x": x}), run(g, x)):
             np.testing.assert_allclose(got, want, rtol=1e-6, atol=1e-6)
