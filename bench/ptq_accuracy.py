@@ -44,12 +44,12 @@ def run_graph(g, data, mode):
     return run_batched(g, data, mode)
 
 
-def dyadiq_rows(model, calib, evalx, ref, only=None):
+def dyadiq_rows(model, calib, evalx, ref, only=None, skip=None):
     import dyadiq
     g = dyadiq.from_torch(model, (evalx[:BATCH],))
     rows = []
     for name, opts in DYADIQ_CONFIGS.items():
-        if only and only not in name:
+        if (only and only not in name) or (skip and skip in name):
             continue
         t0 = time.perf_counter()
         q, _ = dyadiq.quantize(g, calib, **opts)
@@ -100,6 +100,7 @@ def main(argv=None) -> None:
     ap.add_argument("--calib", type=int, default=64)
     ap.add_argument("--only", choices=["dyadiq", "ort"])
     ap.add_argument("--config", help="substring of the dyadiq configs to run")
+    ap.add_argument("--skip", help="substring of the dyadiq configs to leave out (e.g. GPTQ)")
     ap.add_argument("--out", type=Path, default=Path(__file__).parent / "results")
     args = ap.parse_args(argv)
     import torch
@@ -112,7 +113,7 @@ def main(argv=None) -> None:
         ref = np.concatenate([model(torch.from_numpy(evalx[i:i + BATCH])).numpy() for i in range(0, args.n, BATCH)])
     rows = []
     if args.only != "ort":
-        rows += dyadiq_rows(model, calib, evalx, ref, args.config)
+        rows += dyadiq_rows(model, calib, evalx, ref, args.config, args.skip)
     if args.only != "dyadiq":
         rows += ort_rows(model, calib, evalx, ref)
     meta = {"model": "EfficientNet-Lite0", "eval crops": args.n, "calibration crops": args.calib,
