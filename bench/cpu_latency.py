@@ -58,21 +58,23 @@ def ort_models(model, calib, x, d: Path) -> dict[str, Path]:
 
 
 def per_layer(art, x, runs: int = 5) -> list[dict]:
-    """Per-kernel time of the artifact's VM (TVM profiler), slowest first."""
+    """Per-kernel wall time of the artifact's VM calls (VM instrument hook), summed by kernel, slowest first."""
     import tvm
     from tvm import relax
-    vm = relax.VirtualMachine(art.module, tvm.cpu(), profile=True)
-    args = [tvm.runtime.tensor(np.ascontiguousarray(x), tvm.cpu())]
-    rep = vm.profile("main", *args)
-    rows = []
-    for call in rep.calls:
-        name = str(call["Name"])
-        dur = call["Duration (us)"]
-        us = float(getattr(dur, "microseconds", dur))
-        rows.append({"kernel": name, "ms": us / 1e3})
+    vm = relax.VirtualMachine(art.module, tvm.cpu())
     agg: dict[str, float] = {}
-    for r in rows:
-        agg[r["kernel"]] = agg.get(r["kernel"], 0.0) + r["ms"]
+    start: dict[str, float] = {}
+
+    def instrument(func, name, before, ret, *args):
+        if before:
+            start[name] = time.perf_counter()
+        else:
+            agg[name] = agg.get(name, 0.0) + (time.perf_counter() - start.pop(name, time.perf_counter())) * 1e3 / runs
+        return 0
+    vm.set_instrument(tvm.runtime.convert(instrument) if hasattr(tvm.runtime, "convert") else instrument)
+    arg = tvm.runtime.tensor(np.ascontiguousarray(x), tvm.cpu())
+    for _ in range(runs):
+        vm["main"](arg)
     return sorted(({"kernel": k, "ms": v} for k, v in agg.items()), key=lambda r: -r["ms"])
 
 
