@@ -32,6 +32,8 @@ class DemoState:
     graphs: dict[str, tuple[Any, str]] = field(default_factory=dict)
     logits: dict[str, np.ndarray] = field(default_factory=dict)
     summary: dict[str, dict] = field(default_factory=dict)
+    quantized: Any = None                            # the quantized Graph
+    artifact: Any = None                             # the compiled CPU artifact
 
 
 def step_model(s: DemoState) -> None:
@@ -57,7 +59,31 @@ def step_capture(s: DemoState) -> None:
     s.console.print(f"  graph: {len(g.nodes)} nodes, {len(g.constants)} constants")
 
 
-# future steps: step_quantize adds s.graphs["int8"] = (q, "simulated"); step_compile builds an artifact
+def step_quantize(s: DemoState) -> None:
+    """W8A8 per-channel post-training quantization on 32 calibration crops (other crops than the test ones)."""
+    from . import quantize
+    from .zoo import photo_crops
+
+    g = s.graphs["float"][0]
+    q, report = quantize(g, photo_crops(32, split="calib"), per_channel=True)
+    s.graphs["W8A8 simulated"] = (q, "simulated")
+    s.quantized = q
+    s.console.print(f"  weight bytes {report['weight_bytes']:,} (float: {4 * sum(L['params'] for L in report['layers']):,})")
+
+
+def step_compile(s: DemoState) -> None:
+    """Lower to integer-only dyadic code and compile it for this CPU with TVM."""
+    from . import compile as build
+
+    s.artifact = build(s.quantized, target="cpu")
+    s.console.print(f"  target {s.artifact.manifest.get('mcpu', '?')}, "
+                    f"{sum(1 for n in s.artifact.graph.nodes)} integer ops")
+
+
+def step_run_artifact(s: DemoState) -> None:
+    """Run the compiled integer artifact on every crop."""
+    s.logits["W8A8 cpu artifact"] = np.concatenate([s.artifact.run(s.images[i:i + 1]) for i in range(s.n)])
+    s.graphs["W8A8 cpu artifact"] = (None, "integer (TVM)")
 
 
 def step_run(s: DemoState) -> None:
@@ -65,7 +91,8 @@ def step_run(s: DemoState) -> None:
     from .interp.run import run_batched
 
     for label, (g, mode) in s.graphs.items():
-        s.logits[label] = run_batched(g, s.images, mode=mode)
+        if g is not None:
+            s.logits[label] = run_batched(g, s.images, mode=mode)
 
 
 def _sqnr_db(ref: np.ndarray, out: np.ndarray) -> float:
@@ -94,8 +121,10 @@ def step_report(s: DemoState) -> None:
 STEPS: list[tuple[str, Callable[[DemoState], None]]] = [
     ("model", step_model),
     ("capture", step_capture),
-    # ("quantize", step_quantize), ("compile", step_compile),
+    ("quantize", step_quantize),
+    ("compile", step_compile),
     ("run", step_run),
+    ("run artifact", step_run_artifact),
     ("report", step_report),
 ]
 
