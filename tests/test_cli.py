@@ -331,7 +331,7 @@ def test_demo_needs_at_least_one_crop(capsys):
 
 
 @pytest.mark.slow
-def test_demo_float_interpreter_agrees_with_torch():
+def test_demo_quantizes_compiles_and_runs_the_artifact():
     from io import StringIO
 
     from rich.console import Console
@@ -340,6 +340,9 @@ def test_demo_float_interpreter_agrees_with_torch():
     buf = StringIO()
     summary = demo(n=2, console=Console(file=buf, width=120))
     assert summary["float"]["agreement"] == 1.0 and summary["float"]["sqnr_db"] > 60
+    sim, art = summary["W8A8 simulated"], summary["W8A8 cpu artifact"]
+    assert art == sim                      # the integer artifact computes exactly what simulated mode predicts
+    assert sim["sqnr_db"] > 10
     assert "top-1 agreement" in buf.getvalue()
 
 
