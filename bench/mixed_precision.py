@@ -10,8 +10,8 @@ hand-made plan) it compares
   (sensitivity ``u_l * n_l * 4^-b``), so they fill the same budget; the best by top-1 (then SQNR),
 - uniform W4 with the first and last layer at 8 bits (its own size), and uniform W8 for reference.
 
-Every plan goes through the same pipeline (per-channel weights, CLE, bias correction, 8-bit minmax
-activations) and is evaluated in simulated mode (torch) on the proxy crops against the float model:
+Every plan goes through the same pipeline (``dyadiq.quantize`` defaults: per-channel weights, bias
+correction, 8-bit minmax activations) and is evaluated in simulated mode (torch) on the proxy crops against the float model:
 top-1 / top-5 agreement and mean logit SQNR. Writes bench/results/mixed_precision.{json,md}.
 
     python bench/mixed_precision.py [--n 256] [--calib 32] [--random 5] [--avg 4.5 5.0]
@@ -66,7 +66,7 @@ def main(argv=None) -> None:
     calib = photo_crops(args.calib, split="calib")
     evalx = photo_crops(args.n, split="eval")
     g = canonicalize(dyadiq.from_torch(model, (evalx[:BATCH],)))
-    prep = prepare_graph(g)
+    prep = prepare_graph(g)                      # as quantize's defaults prepare it (per-channel: no CLE)
     costs = layer_costs(prep)
     names = list(costs)
     params = sum(c.params for c in costs.values())
@@ -148,7 +148,8 @@ def main(argv=None) -> None:
 
     meta = {"model": "EfficientNet-Lite0 (50 conv/linear layers, %d weights)" % params,
             "eval crops": args.n, "calibration crops": args.calib,
-            "pipeline": "per-channel symmetric weights, CLE (clamped), bias correction, A8 minmax; simulated (torch)",
+            "pipeline": "dyadiq.quantize defaults (per-channel symmetric weights, no CLE, bias correction, "
+                        "round-to-nearest, A8 minmax); simulated in torch",
             "sensitivity": f"hessian: {args.calib} crops x {args.probes} probes/chunk; measured: "
                            f"{args.measured_samples} crops, bias-corrected",
             "sensitivity time (s)": timings, "ILP solve time max (s)": round(max(solve_s), 3),

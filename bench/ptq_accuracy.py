@@ -86,11 +86,16 @@ def ort_rows(model, calib, evalx, ref):
                                 activation_type=QuantType.QInt8, weight_type=QuantType.QInt8,
                                 calibrate_method=getattr(CalibrationMethod, method),
                                 extra_options={"ActivationSymmetric": False, "WeightSymmetric": True})
-                sess = ort.InferenceSession(str(qpath), providers=["CPUExecutionProvider"])
-                out = np.concatenate([sess.run(None, {"input": evalx[i:i + 1]})[0] for i in range(len(evalx))])
-                rows.append({"config": f"onnxruntime QDQ {'per-channel' if per_channel else 'per-tensor'} {method}",
-                             **agreement(ref, out)})
-                print(rows[-1], flush=True)
+                # default session (QDQ fused into its int8 kernels) and the reference semantics (no fusion)
+                for label, level in (("", ort.GraphOptimizationLevel.ORT_ENABLE_ALL),
+                                     (", unfused", ort.GraphOptimizationLevel.ORT_DISABLE_ALL)):
+                    so = ort.SessionOptions()
+                    so.graph_optimization_level = level
+                    sess = ort.InferenceSession(str(qpath), so, providers=["CPUExecutionProvider"])
+                    out = np.concatenate([sess.run(None, {"input": evalx[i:i + 1]})[0] for i in range(len(evalx))])
+                    rows.append({"config": f"onnxruntime QDQ {'per-channel' if per_channel else 'per-tensor'} "
+                                           f"{method}{label}", **agreement(ref, out)})
+                    print(rows[-1], flush=True)
     return rows
 
 

@@ -117,7 +117,7 @@ def pareto(g: Graph, calib, evalx, out_png: str | os.PathLike | None, out_json: 
     gc = canonicalize(g)
     if evalx is None:
         calib, evalx = holdout(gc, calib)
-    prep = prepare_graph(gc, equalize=opts.equalize)
+    prep = prepare_graph(gc, equalize=opts.equalize, per_channel=opts.per_channel)
     if sens is None:
         sens = sensitivities(prep, calib, options=sopts, progress=progress, prepared=True)
     sens = {k: {int(b): float(v) for b, v in s.items()} for k, s in sens.items()}

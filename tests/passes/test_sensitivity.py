@@ -300,3 +300,15 @@ def test_progress_reports_every_step():
 def test_bad_options_are_refused(bad, match):
     with pytest.raises(PassError, match=match):
         SensitivityOptions(**bad)
+
+
+def test_the_graph_is_prepared_as_the_pipeline_prepares_it():
+    from dyadiq.passes.canonicalize import canonicalize
+    from dyadiq.passes.sensitivity import pipeline_equalizes
+    assert [pipeline_equalizes(e, pc) for e, pc in ((None, True), (None, False), (True, True), (False, False))] \
+        == [False, True, True, False]
+    g = small_cnn()
+    assert prepare_graph(g) == canonicalize(g)                       # per-channel default: no equalization
+    eq = prepare_graph(g, equalize=None, per_channel=False)
+    assert [n.name for n in weighted_layers(eq)] == ["c1", "dw", "fc"]
+    assert not np.array_equal(eq.const("w1"), g.const("w1"))         # c1 -> dw were equalized

@@ -193,9 +193,12 @@ def choose_bits(sens: Mapping[str, Mapping[int, float]], costs: Mapping[str, Lay
         row([(i, float(v)) for i, v in enumerate(coef) if v], -np.inf, float(limit))
     A = coo_matrix((vals, (rows, cols)), shape=(len(lo), nv)).tocsr()
     cons = LinearConstraint(A, np.array(lo), np.array(hi))
+    # each layer takes exactly one width, so subtracting its least sensitivity changes no plan's rank;
+    # it leaves the coefficients that matter (the excess over each layer's best) at full relative precision
     s = np.array([float(sens[n][b]) for n, b in var])
-    scale = float(np.abs(s).max()) or 1.0
-    c = s / scale
+    least = {n: min(float(sens[n][b]) for m, b in var if m == n) for n in layers}
+    s = s - np.array([least[n] for n, _ in var])
+    c = s / (float(s.max()) or 1.0)
     _check_each_budget(budget, cost_rows, var, layers, fixed)
     with _quiet_stdout():
         res = milp(c, constraints=cons, integrality=np.ones(nv), bounds=Bounds(0, 1),
@@ -307,7 +310,7 @@ def plan_bits(g: Graph, calib, budget: Budget, *, options=None, method: str = "h
     opts = make_options(options)
     sopts = make_sensitivity_options(sens_options, method=method, candidates=tuple(candidates),
                                      per_channel=opts.per_channel, equalize=opts.equalize)
-    prep = prepare_graph(g, equalize=opts.equalize)
+    prep = prepare_graph(g, equalize=opts.equalize, per_channel=opts.per_channel)
     t = time.perf_counter()
     sens = sensitivities(prep, calib, options=sopts, progress=progress, prepared=True)
     t_sens = time.perf_counter() - t

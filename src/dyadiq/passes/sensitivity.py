@@ -21,7 +21,8 @@ its Hessian there is the Gauss-Newton / Fisher matrix ``H = mean_n J_n^T (diag p
 
 ``Q_b`` is the pipeline's weight quantizer (``quantize_weights.weight_quant``: symmetric, per channel
 by default). The graph is prepared as ``quantize`` prepares it (canonicalize, then equalize with clamped
-scales), so layer names and weights are those the pipeline will quantize. A weight shared by several
+scales when the options say so), so layer names and weights are those the pipeline will quantize; the
+sensitivities assume round-to-nearest (``rounding="gptq"`` makes the errors smaller). A weight shared by several
 layers is charged to the first of them (the others get 0). Runs with torch (``torch_eval``).
 """
 from __future__ import annotations
@@ -55,7 +56,7 @@ class SensitivityOptions:
     estimator: str = "output"                    # output | parameter (hessian)
     chunk: int = 16                              # samples per torch call (memory vs speed)
     per_channel: bool = True                     # weight quantizer, as in QuantizeOptions
-    equalize: bool = True                        # prepare the graph as quantize(equalize=True) does
+    equalize: bool | None = None                 # as QuantizeOptions.equalize (None: per-tensor weights only)
     bias_correct: bool = True                    # measured: correct each layer's output shift
     seed: int = 0
     threads: int | None = None                   # torch intra-op threads (None: leave as is)
@@ -84,11 +85,17 @@ def make_sensitivity_options(options: SensitivityOptions | None = None, **kw) ->
     return replace(options or SensitivityOptions(), **kw)
 
 
-def prepare_graph(g: Graph, *, equalize: bool = True) -> Graph:
-    """The float graph ``quantize`` will quantize: canonicalized, then equalized (clamped scales)."""
+def pipeline_equalizes(equalize: bool | None, per_channel: bool) -> bool:
+    """Whether ``quantize`` equalizes with these options (``None``: only with per-tensor weights)."""
+    return bool(equalize) or (equalize is None and not per_channel)
+
+
+def prepare_graph(g: Graph, *, equalize: bool | None = None, per_channel: bool = True) -> Graph:
+    """The float graph ``quantize`` will quantize: canonicalized, then equalized (clamped scales) when
+    ``pipeline_equalizes(equalize, per_channel)``."""
     from .canonicalize import canonicalize
     g = canonicalize(g)
-    if equalize:
+    if pipeline_equalizes(equalize, per_channel):
         from .equalize import equalize as eq
         g = eq(g, clamp_scales=True)
     return g
@@ -118,7 +125,7 @@ def sensitivities(g: Graph, calib, method: str | None = None, candidates: Sequen
         kw["candidates"] = tuple(candidates)
     opts = make_sensitivity_options(options, **kw)
     if not prepared:
-        g = prepare_graph(g, equalize=opts.equalize)
+        g = prepare_graph(g, equalize=opts.equalize, per_channel=opts.per_channel)
     with _threads(opts.threads):
         if opts.method == "hessian":
             traces = hessian_traces(g, calib, options=opts, progress=progress, prepared=True)
@@ -201,7 +208,7 @@ def hessian_traces(g: Graph, calib, *, options: SensitivityOptions | None = None
     from .torch_eval import TorchGraph
     opts = make_sensitivity_options(options, **kw)
     if not prepared:
-        g = prepare_graph(g, equalize=opts.equalize)
+        g = prepare_graph(g, equalize=opts.equalize, per_channel=opts.per_channel)
     owners = _owners(g)
     logits = _logit_names(g)
     tg = TorchGraph(g, outputs=logits)
