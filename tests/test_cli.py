@@ -341,7 +341,8 @@ def test_demo_quantizes_compiles_and_runs_the_artifact():
     summary = demo(n=2, console=Console(file=buf, width=120))
     assert summary["float"]["agreement"] == 1.0 and summary["float"]["sqnr_db"] > 60
     sim, art = summary["W8A8 simulated"], summary["W8A8 cpu artifact"]
-    assert art == sim                      # the integer artifact computes exactly what simulated mode predicts
+    # the integer artifact computes what simulated mode predicts (up to the float rounding of dequantize)
+    assert art["agree"] == sim["agree"] and abs(art["sqnr_db"] - sim["sqnr_db"]) < 1e-3
     assert sim["sqnr_db"] > 10
     assert "top-1 agreement" in buf.getvalue()
 
