@@ -3,21 +3,19 @@
 the calibration data; analytic: from Gaussian statistics), weights end on their grid, nothing else moves."""
 from __future__ import annotations
 
-import os
 import re
-from pathlib import Path
 
 import numpy as np
 import pytest
 
+from golden_text import check_golden_text, golden_text
 from dyadiq.errors import InputError, PassError
 from dyadiq.interp import run_all
 from dyadiq.interp.run import run_batched
-from dyadiq.ir import GraphBuilder, QuantType, print_text, verify
+from dyadiq.ir import GraphBuilder, QuantType, verify
 from dyadiq.ir.numerics import fake_quant
 from dyadiq.passes.bias_correct import bias_correct, clamped_gaussian_mean
 
-GOLDEN = Path(__file__).resolve().parents[1] / "golden" / "bias-correct"
 
 
 def check_golden(name: str, before, after) -> None:
@@ -25,14 +23,8 @@ def check_golden(name: str, before, after) -> None:
 
     Bias digests are masked: corrected biases are sums over data, whose last bits depend on the BLAS.
     """
-    text = "# before\n" + print_text(before) + "# after bias-correct\n" + print_text(after)
-    text = re.sub(r"(\.bias = const \S+ )#[0-9a-f]{8}", r"\1#<digest>", text)
-    path = GOLDEN / f"{name}.dq"
-    if os.environ.get("DYADIQ_UPDATE_GOLDEN") == "1":
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(text)
-    assert path.exists(), f"{path} missing: run with DYADIQ_UPDATE_GOLDEN=1"
-    assert text == path.read_text()
+    text = re.sub(r"(\.bias = const \S+ )#[0-9a-f]{8}", r"\1#<digest>", golden_text("bias-correct", before, after))
+    check_golden_text("bias-correct", name, text)
 
 
 def weight_quant(w, bits=4):

@@ -2,32 +2,23 @@
 """canonicalize: every rule keeps the float function, fires where it should and nowhere else."""
 from __future__ import annotations
 
-import os
-from pathlib import Path
-
 import numpy as np
 import pytest
 
+from golden_text import check_golden_text, golden_text
 from dyadiq.errors import PassError
 from dyadiq.interp import run
-from dyadiq.ir import GraphBuilder, QuantType, print_text, verify
+from dyadiq.ir import GraphBuilder, QuantType, verify
 from dyadiq.ir.graph import Node
 from dyadiq.passes import canonicalize as canon_mod
 from dyadiq.passes.canonicalize import canonicalize
 
-GOLDEN = Path(__file__).resolve().parents[1] / "golden" / "canonicalize"
 RNG = np.random.default_rng(0)
 
 
 def check_golden(name: str, before, after) -> None:
     """Compare with tests/golden/canonicalize/<name>.dq; rewrite it when DYADIQ_UPDATE_GOLDEN=1."""
-    text = "# before\n" + print_text(before) + "# after canonicalize\n" + print_text(after)
-    path = GOLDEN / f"{name}.dq"
-    if os.environ.get("DYADIQ_UPDATE_GOLDEN") == "1":
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(text)
-    assert path.exists(), f"{path} missing: run with DYADIQ_UPDATE_GOLDEN=1"
-    assert text == path.read_text()
+    check_golden_text("canonicalize", name, golden_text("canonicalize", before, after))
 
 
 def rand(*shape, lo=None, hi=None, rng=None):

@@ -3,28 +3,19 @@
 an activation channel when clamped, rewrites ReLU6 into an exact per-channel clamp, absorbs high biases."""
 from __future__ import annotations
 
-import os
-from pathlib import Path
-
 import numpy as np
 import pytest
 
+from golden_text import check_golden_text, golden_text
 from dyadiq.interp import run, run_all
 from dyadiq.ir import GraphBuilder, QuantType, print_text, verify
 from dyadiq.passes.equalize import equalize
 
-GOLDEN = Path(__file__).resolve().parents[1] / "golden" / "equalize"
 
 
 def check_golden(name: str, before, after) -> None:
     """Compare with tests/golden/equalize/<name>.dq; rewrite it when DYADIQ_UPDATE_GOLDEN=1."""
-    text = "# before\n" + print_text(before) + "# after equalize\n" + print_text(after)
-    path = GOLDEN / f"{name}.dq"
-    if os.environ.get("DYADIQ_UPDATE_GOLDEN") == "1":
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(text)
-    assert path.exists(), f"{path} missing: run with DYADIQ_UPDATE_GOLDEN=1"
-    assert text == path.read_text()
+    check_golden_text("equalize", name, golden_text("equalize", before, after))
 
 
 def unbalanced(rng, *shape):

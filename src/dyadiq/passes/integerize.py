@@ -26,7 +26,7 @@ from ..ir.numerics import dequantize, dyadic, quantize
 from ..ir.ops import op_def
 from ..ir.ops.elementwise import UNARY
 from ..ir.ops.nn import avgpool_divisor
-from ..ir.types import QuantType, int_dtype
+from ..ir.types import DTYPES, QuantType, int_dtype
 
 ACC_OPS = {"conv2d", "linear", "matmul", "add"}
 CLAMP_OPS = {"relu", "clip", "minimum", "maximum"}
@@ -264,7 +264,7 @@ class _Lowering:
         codes = np.arange(lo, hi + 1, dtype=np.int64)
         real = dequantize(codes, qx)
         (fx,) = op_def(n.op).kernel([real], n.attr_dict)
-        table = quantize(np.asarray(fx), qo).astype(_np(_dtype(qo)))
+        table = quantize(np.asarray(fx), qo).astype(DTYPES[_dtype(qo)])
         y = self.b.op("lut", [x, self.b.const(f"{n.name}.table", table)], n.name, quant=qo, in_min=lo)
         self.bind(n.name, y, qo)
 
@@ -328,11 +328,6 @@ class _Lowering:
                 y = self.b.op("dequantize", [y], f"{name}.dq", scale=q.scale, zero_point=q.zero_point, **axis)
             outs.append(y)
         return self.b.build(outs)
-
-
-def _np(dtype: str):
-    from ..ir.types import DTYPES
-    return DTYPES[dtype]
 
 
 def integerize(g: Graph, *, raw: bool = False) -> Graph:

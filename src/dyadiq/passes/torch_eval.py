@@ -77,18 +77,23 @@ def _reduce(fn):
     return build
 
 
-def _slice(n: Node, g: Graph) -> Fn:
-    shape = g.type_of(n.inputs[0]).shape
-    idx = _slices(shape, n.attr_dict)
-    picks = [(ax, torch.from_numpy(np.arange(shape[ax])[sl].astype(np.int64)))
-             for ax, sl in enumerate(idx) if sl != slice(None)]
-
+def _select(picks: list[tuple[int, "torch.Tensor"]]) -> Fn:
+    """``index_select`` of the input along each (axis, indices) pair in turn."""
     def fn(x):
         y = x[0]
         for ax, ix in picks:
             y = torch.index_select(y, ax, ix)
         return y
     return fn
+
+
+def _slice(n: Node, g: Graph) -> Fn:
+    shape = g.type_of(n.inputs[0]).shape
+    idx = _slices(shape, n.attr_dict)
+    picks = [(ax, torch.from_numpy(np.arange(shape[ax])[sl].astype(np.int64)))
+             for ax, sl in enumerate(idx) if sl != slice(None)]
+
+    return _select(picks)
 
 
 def _pad(n: Node, g: Graph) -> Fn:
@@ -103,12 +108,7 @@ def _pad(n: Node, g: Graph) -> Fn:
     picks = [(ax, torch.from_numpy(np.pad(np.arange(shape[ax]), (p[ax], p[ax + rank]), mode=mode).astype(np.int64)))
              for ax in range(rank) if p[ax] or p[ax + rank]]
 
-    def fn(x):
-        y = x[0]
-        for ax, ix in picks:
-            y = torch.index_select(y, ax, ix)
-        return y
-    return fn
+    return _select(picks)
 
 
 def _gather(n: Node, g: Graph) -> Fn:

@@ -29,6 +29,18 @@ from .window import hw_attrs, out_size, pad_nchw, windows
 EXACT_F64 = 1 << 53   # float64 BLAS is exact for integer sums below this bound
 
 
+def _qparams(a: dict, ndim: int) -> tuple[np.ndarray, np.ndarray]:
+    """(scale, zero point) of a quantize/dequantize node, shaped to broadcast over a rank-``ndim`` tensor."""
+    scale = np.asarray(a["scale"], np.float64)
+    zp = np.asarray(a["zero_point"], np.int64)
+    shape = [1] * ndim
+    if "axis" in a:
+        shape[a["axis"]] = -1
+    else:
+        shape = []
+    return scale.reshape(shape), zp.reshape(shape)
+
+
 def _is_int(t: TensorType) -> bool:
     return t.dtype.startswith(("i", "u")) and t.dtype != "i1"
 
@@ -54,14 +66,7 @@ def _quantize():
 
     def kernel(x, a):
         lo, hi = int_range(a["bits"], a["signed"])
-        scale = np.asarray(a["scale"], np.float64)
-        zp = np.asarray(a["zero_point"], np.int64)
-        if "axis" in a:
-            shape = [1] * x[0].ndim
-            shape[a["axis"]] = -1
-            scale, zp = scale.reshape(shape), zp.reshape(shape)
-        else:
-            scale, zp = scale.reshape(()), zp.reshape(())
+        scale, zp = _qparams(a, x[0].ndim)
         q = np.clip(np.rint(x[0].astype(np.float64) / scale) + zp, lo, hi)
         return [q.astype(infer([TensorType(x[0].shape, "f32")], a)[0].np_dtype)]
     return infer, kernel
@@ -75,12 +80,7 @@ def _dequantize():
         return [t[0].with_dtype("f32")]
 
     def kernel(x, a):
-        scale = np.asarray(a["scale"], np.float64)
-        zp = np.asarray(a["zero_point"], np.int64)
-        if "axis" in a:
-            shape = [1] * x[0].ndim
-            shape[a["axis"]] = -1
-            scale, zp = scale.reshape(shape), zp.reshape(shape)
+        scale, zp = _qparams(a, x[0].ndim)
         return [((x[0].astype(np.int64) - zp) * scale).astype(np.float32)]
     return infer, kernel
 
