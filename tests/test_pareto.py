@@ -13,12 +13,7 @@ from dyadiq.ir.builder import GraphBuilder  # noqa: E402
 from dyadiq.pareto import output_metrics, pareto  # noqa: E402
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    old = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(old)
+pytestmark = pytest.mark.usefixtures("torch_one_thread")
 
 
 def tiny_cnn():

@@ -17,13 +17,7 @@ from dyadiq.passes.sensitivity import (CANDIDATES, SensitivityOptions, hessian_t
 from dyadiq.passes.torch_eval import TorchGraph  # noqa: E402
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Tiny graphs: one torch thread is faster (and immune to a busy CI machine)."""
-    old = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(old)
+pytestmark = pytest.mark.usefixtures("torch_one_thread")
 
 
 def f32(rng, *shape, s=1.0):
