@@ -30,6 +30,10 @@ DYADIQ_CONFIGS = {
     "W8A8 per-channel, CLE+BC": dict(per_channel=True, equalize=True, bias_correct=True),
     "W8A8 per-tensor, CLE+GPTQ+BC": dict(per_channel=False, equalize=True, bias_correct=True, rounding="gptq"),
     "W8A8 per-channel, GPTQ+BC": dict(per_channel=True, equalize=False, bias_correct=True, rounding="gptq"),
+    "W8A8 per-tensor, CLE+GPTQ+BC, ILP 16-bit acts (3%)": dict(per_channel=False, equalize=True, bias_correct=True,
+                                                               rounding="gptq", wide_acts=0.03),
+    "W8A8 per-channel, GPTQ+BC, ILP 16-bit acts (3%)": dict(per_channel=True, equalize=False, bias_correct=True,
+                                                            rounding="gptq", wide_acts=0.03),
     "W4A8 per-channel (8-bit ends), no CLE/BC": dict(per_channel=True, weight_bits=4, first_last_bits=8,
                                                      equalize=False, bias_correct=False),
     "W4A8 per-channel (8-bit ends), CLE+BC": dict(per_channel=True, weight_bits=4, first_last_bits=8,
@@ -52,10 +56,12 @@ def dyadiq_rows(model, calib, evalx, ref, only=None, skip=None):
         if (only and only not in name) or (skip and skip in name):
             continue
         t0 = time.perf_counter()
-        q, _ = dyadiq.quantize(g, calib, **opts)
+        q, rep = dyadiq.quantize(g, calib, **opts)
         tq = time.perf_counter() - t0
         out = run_graph(q, evalx, "simulated")
-        rows.append({"config": f"dyadiq {name}", **agreement(ref, out), "quantize_s": round(tq, 1)})
+        wide = rep["activations"].get("wide")
+        rows.append({"config": f"dyadiq {name}", **agreement(ref, out), "quantize_s": round(tq, 1),
+                     **({"wide_acts": ", ".join(wide["chosen"])} if wide else {})})
         print(rows[-1], flush=True)
     return rows
 
@@ -123,7 +129,7 @@ def main(argv=None) -> None:
         rows += ort_rows(model, calib, evalx, ref)
     meta = {"model": "EfficientNet-Lite0", "eval crops": args.n, "calibration crops": args.calib,
             "cpu": cpu_description()["model"], "command": "python bench/ptq_accuracy.py " + " ".join(argv or sys.argv[1:])}
-    print(write_results("ptq_accuracy", rows, ["config", "top1", "top5", "top1_in_top5", "sqnr_db", "quantize_s"],
+    print(write_results("ptq_accuracy", rows, ["config", "top1", "top5", "top1_in_top5", "sqnr_db", "quantize_s", "wide_acts"],
                         meta, args.out))
 
 

@@ -337,6 +337,32 @@ def test_compensate_fits_the_float_output_from_the_quantized_input():
     assert e_comp < err(plain.const("w1"))
 
 
+def test_quantized_acts_fits_the_float_output_from_the_quantized_activations():
+    """quantized_acts: layer 2 sees its input as simulated mode does (fake-quantized), and fits the float
+    output from it better than a walk over float activations does."""
+    from dyadiq.passes.annotate_quant import act_quant
+    g = two_layer_graph()
+    data = np.random.default_rng(3).normal(size=(6, 4, 6, 6))
+    top = max(float(run_all(g, x)["act"].max()) for x in data[:, None])
+    qa = act_quant(0.0, top, 3)
+    g = g.with_quant("act", qa)
+    plain = round_weights(g, data, compensate=True)
+    qacts = round_weights(g, data, compensate=True, quantized_acts=True)
+    n, conv = g.node("conv1"), op_def("conv2d").kernel
+
+    def err(out):
+        tot = 0.0
+        for x in data[:, None]:
+            xf = run_all(g.with_quant("act", None), x)["act"]
+            xq = fake_quant(run_all(out.with_quant("act", None), x)["act"], qa)
+            tot += float(np.sum((conv([xf, g.const("w1")], n.attr_dict)[0]
+                                 - conv([xq, out.const("w1")], n.attr_dict)[0]) ** 2))
+        return tot
+    assert err(qacts) < err(plain)
+    with pytest.raises(PassError, match="sequential"):
+        round_weights(g, data, sequential=False, quantized_acts=True)
+
+
 def test_compensate_with_correct_bias_keeps_the_float_model_mean_output():
     g = two_layer_graph()
     data = np.random.default_rng(3).normal(size=(6, 4, 6, 6))

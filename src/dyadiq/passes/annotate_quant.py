@@ -54,6 +54,20 @@ def act_quant(lo: float, hi: float, bits: int = 8) -> QuantType:
     return QuantType.make(bits, True, scale, zp)
 
 
+def check_value_bits(g: Graph, bits: int, value_bits: Mapping[str, int] | None) -> dict[str, int]:
+    """Validated per-value activation widths (2..16, float values of ``g``)."""
+    if isinstance(bits, bool) or not isinstance(bits, (int, np.integer)) or not 2 <= bits <= 16:
+        raise PassError(f"activation bits must be 2..16, got {bits!r}")
+    out = {}
+    for k, v in (value_bits or {}).items():
+        if k not in g.values or g.is_const(k) or not g.type_of(k).is_float:
+            raise PassError(f"activation bits given for %{k}, which is not a float activation of the graph")
+        if isinstance(v, bool) or not isinstance(v, (int, np.integer)) or not 2 <= v <= 16:
+            raise PassError(f"activation bits for %{k} must be 2..16, got {v!r}")
+        out[k] = int(v)
+    return out
+
+
 def is_clamp(g: Graph, n: Node | None) -> bool:
     """``relu``, ``clip``, or ``minimum`` / ``maximum`` with one constant bound (a per-channel clamp)."""
     if n is None:
@@ -111,10 +125,16 @@ def _shared_concats(g: Graph, consumers, producers, own: set[str]) -> dict[str, 
     return out
 
 
-def annotate_activations(g: Graph, ranges: Mapping[str, tuple[float, float]], *, bits: int = 8) -> Graph:
-    """Set the activation QuantType of every value that needs one, from calibrated ``ranges``."""
-    if not 2 <= bits <= 16:
-        raise PassError(f"activation bits must be 2..16, got {bits}")
+def annotate_activations(g: Graph, ranges: Mapping[str, tuple[float, float]], *, bits: int = 8,
+                         value_bits: Mapping[str, int] | None = None) -> Graph:
+    """Set the activation QuantType of every value that needs one, from calibrated ``ranges``.
+
+    ``value_bits`` overrides the width ``bits`` per value name (e.g. a few 16-bit activations); the
+    values of a shared-scale concat take the widest of theirs."""
+    widths = check_value_bits(g, bits, value_bits)
+
+    def width(name: str) -> int:
+        return widths.get(name, bits)
     consumers, producers = g.consumers(), g.producers()
     own = {k for k, v in g.values.items() if v.quant is not None}   # already quantized: kept
     quant: dict[str, QuantType] = {}
@@ -128,7 +148,7 @@ def annotate_activations(g: Graph, ranges: Mapping[str, tuple[float, float]], *,
     for cat, ins in _shared_concats(g, consumers, producers, own).items():
         node = producers[cat]
         los, his = zip(*(rng(v, node) for v in [*ins, cat]))
-        q = act_quant(min(los), max(his), bits)
+        q = act_quant(min(los), max(his), max(width(v) for v in [*ins, cat]))
         for v in [*ins, cat]:
             quant[v] = q
 
@@ -137,7 +157,7 @@ def annotate_activations(g: Graph, ranges: Mapping[str, tuple[float, float]], *,
 
     for name in g.inputs:
         if g.type_of(name).is_float and name not in own and name not in quant:
-            quant[name] = act_quant(*rng(name), bits)
+            quant[name] = act_quant(*rng(name), width(name))
     for n in g.nodes:
         for o in n.outputs:
             if not g.type_of(o).is_float or o in own or o in quant:
@@ -148,7 +168,7 @@ def annotate_activations(g: Graph, ranges: Mapping[str, tuple[float, float]], *,
                     and not current(n.inputs[0]).per_channel:
                 quant[o] = current(n.inputs[0])
                 continue
-            quant[o] = act_quant(*rng(o, n), bits)
+            quant[o] = act_quant(*rng(o, n), width(o))
     if not quant:
         return g
     values = dict(g.values)

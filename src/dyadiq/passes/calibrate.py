@@ -342,9 +342,10 @@ def _float_values(g: Graph) -> list[str]:
 
 
 def collect_ranges(g: Graph, calib, method: str = "minmax", *, bits: int = 8, percentile: float = 99.99,
-                   progress: Progress | None = None, values: Iterable[str] | None = None
-                   ) -> dict[str, tuple[float, float]]:
-    """Run the float graph over ``calib`` and return ``value name -> (lo, hi)`` with ``lo <= 0 <= hi``."""
+                   progress: Progress | None = None, values: Iterable[str] | None = None,
+                   value_bits: Mapping[str, int] | None = None) -> dict[str, tuple[float, float]]:
+    """Run the float graph over ``calib`` and return ``value name -> (lo, hi)`` with ``lo <= 0 <= hi``
+    (``mse`` / ``entropy`` fit each value's width: ``value_bits`` by name, else ``bits``)."""
     from ..interp import run_all
 
     if method not in METHODS:
@@ -375,7 +376,7 @@ def collect_ranges(g: Graph, calib, method: str = "minmax", *, bits: int = 8, pe
     for v in names:
         a, b = lo[v], hi[v]
         if stats is not None:
-            ra, rb = stats[v].range(method, bits, percentile)
+            ra, rb = stats[v].range(method, (value_bits or {}).get(v, bits), percentile)
             a, b = max(a, ra), min(b, rb)
         out[v] = (min(float(a), 0.0), max(float(b), 0.0))
     return out

@@ -28,6 +28,10 @@ The weights become ``dequantize(q)``, on their grid.
   is removed (``H`` and ``C`` centered), and ``b -= Wq mean(Xq) - W mean(X)`` per output channel (a bias
   constant is created when the layer has none or shares it; layers with a computed bias are not
   corrected). Rounding discards the float weights that ``bias_correct`` needs, so use this instead.
+- ``quantized_acts`` (sequential only): the walk also fake-quantizes every activation that carries a
+  QuantType (as simulated mode does), so ``Xq`` is the fully quantized model's input and, with
+  ``compensate`` / ``correct_bias``, each layer also absorbs the mean shift and the correlated part of
+  the activation rounding before it (BRECQ/AdaRound-style inputs).
 
 Nodes that feed no quantized layer are not run. A weight shared by several layers is rounded at its
 first use, from that layer's inputs. Round-to-nearest needs the float values: quantize with
@@ -42,7 +46,7 @@ import numpy as np
 
 from ..errors import PassError
 from ..ir.graph import Graph, Node, verify
-from ..ir.numerics import dequantize, quantize
+from ..ir.numerics import dequantize, fake_quant, quantize
 from ..ir.ops import op_def
 from ..ir.ops.window import hw_attrs, out_size, pad_nchw, windows
 from . import gptq as solvers
@@ -54,7 +58,8 @@ METHODS = ("gptq", "adaround", "exhaustive", "nearest")
 
 def round_weights(g: Graph, calib, *, method: str = "gptq", damp: float = 0.01, block: int = 128,
                   sequential: bool = True, compensate: bool = False, act_order: bool = False,
-                  correct_bias: bool = False, progress: Progress | None = None) -> Graph:
+                  correct_bias: bool = False, quantized_acts: bool = False,
+                  progress: Progress | None = None) -> Graph:
     """Choose the integer codes of quantized conv/linear weights to minimize each layer's output error."""
     if method not in METHODS:
         raise PassError(f"round_weights: unknown method {method!r} (choose from {', '.join(METHODS)})")
@@ -70,8 +75,11 @@ def round_weights(g: Graph, calib, *, method: str = "gptq", damp: float = 0.01, 
     if compensate and not sequential:
         raise PassError("round_weights: compensate needs sequential=True (it fits the float model's outputs "
                         "from the quantized-weight model's inputs)")
+    if quantized_acts and not sequential:
+        raise PassError("round_weights: quantized_acts needs sequential=True")
     new, shifts = _walk(g, cs.batches(), layers, solve, sequential=bool(sequential), compensate=bool(compensate),
-                        correct_bias=bool(correct_bias), damp=float(damp), progress=progress)
+                        correct_bias=bool(correct_bias), damp=float(damp), quantized_acts=bool(quantized_acts),
+                        progress=progress)
     changed = {k: w for k, w in new.items() if not np.array_equal(w, g.const(k))}
     shifts = {k: d for k, d in shifts.items() if np.any(d != 0)}
     if not changed and not shifts:
@@ -239,8 +247,8 @@ def solve_layer(g: Graph, n: Node, st: LayerStats, solve: Callable,
 
 # ---- the walk ----------------------------------------------------------------------------------------
 def _walk(g: Graph, batches, layers: dict[str, Node], solve: Callable, *, sequential: bool, compensate: bool,
-          correct_bias: bool, damp: float,
-          progress: Progress | None) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:
+          correct_bias: bool, damp: float, quantized_acts: bool = False,
+          progress: Progress | None = None) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:
     """Rounded weights by constant name and bias shifts by layer name (see module docstring)."""
     needed = _ancestors(g, layers)
     last = {v: i for i, n in enumerate(g.nodes) if n.name in needed for v in n.inputs}
@@ -248,6 +256,8 @@ def _walk(g: Graph, batches, layers: dict[str, Node], solve: Callable, *, sequen
     biases: dict[str, np.ndarray] = {}           # layer -> corrected bias, for the layers after it
     envs = [dict(b) for b in batches]
     fenvs = [dict(e) for e in envs] if compensate else []      # the float model, alongside
+    if quantized_acts:
+        envs = [_fake_quant_acts(g, e, list(e)) for e in envs]
     new: dict[str, np.ndarray] = {}
     shifts: dict[str, np.ndarray] = {}
     for i, n in enumerate(g.nodes):
@@ -277,6 +287,8 @@ def _walk(g: Graph, batches, layers: dict[str, Node], solve: Callable, *, sequen
                 break
         for env in envs:
             _run_node(n, env, consts, biases)
+            if quantized_acts:
+                _fake_quant_acts(g, env, n.outputs)
         for env in fenvs:
             _run_node(n, env, g.constants, {})
         for env in envs + fenvs:
@@ -295,6 +307,15 @@ def _run_node(n: Node, env: dict, consts, biases: dict) -> None:
     else:
         outs = op_def(n.op).kernel(args, n.attr_dict)
     env.update(zip(n.outputs, outs))
+
+
+def _fake_quant_acts(g: Graph, env: dict, names) -> dict:
+    """Fake-quantize the float values ``names`` of ``env`` that carry a QuantType, in place."""
+    for v in names:
+        q = g.quant_of(v)
+        if q is not None and v in env and env[v].dtype.kind == "f":
+            env[v] = fake_quant(env[v], q)
+    return env
 
 
 def _ancestors(g: Graph, layers: dict[str, Node]) -> set[str]:

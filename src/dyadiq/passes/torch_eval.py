@@ -239,17 +239,22 @@ class TorchGraph:
     # ---- evaluation ------------------------------------------------------------------------------
     def values(self, inputs: Mapping[str, torch.Tensor], weights: Mapping[str, torch.Tensor] | None = None,
                *, base: Mapping[str, torch.Tensor] | None = None, nodes: Sequence[int] | None = None,
-               keep: Sequence[str] | None = None) -> dict[str, torch.Tensor]:
+               keep: Sequence[str] | None = None, taps: Mapping[str, torch.Tensor] | None = None
+               ) -> dict[str, torch.Tensor]:
         """Environment after running ``nodes`` (indices into ``self.nodes``; default all) on batch-B inputs.
 
         ``base`` supplies values computed earlier (so only a suffix of the graph need run); ``keep``
-        limits the returned names (default: the outputs).
+        limits the returned names (default: the outputs); ``taps`` are added to the named values as they
+        are made (zeros with ``requires_grad``: gradients with respect to activations).
         """
+        taps = taps or {}
         env: dict[str, torch.Tensor] = dict(self.constants)
         if weights:
             env.update({k: fake_quant(v, self.quants[k]) if k in self.quants else v for k, v in weights.items()})
         for k, v in inputs.items():
             env[k] = fake_quant(v, self.quants[k]) if k in self.quants else v
+            if k in taps:
+                env[k] = env[k] + taps[k]
         if base:
             env.update(base)
         for i in (range(len(self.nodes)) if nodes is None else nodes):
@@ -257,6 +262,8 @@ class TorchGraph:
             y = self.fns[i]([env[a] for a in n.inputs])
             q = self.quants.get(n.outputs[0])
             env[n.outputs[0]] = fake_quant(y, q) if q is not None and y.is_floating_point() else y
+            if n.outputs[0] in taps:
+                env[n.outputs[0]] = env[n.outputs[0]] + taps[n.outputs[0]]
         return {k: env[k] for k in (keep if keep is not None else self.outputs)}
 
     def run(self, x, weights: Mapping[str, torch.Tensor] | None = None, **kw) -> dict[str, torch.Tensor]:
