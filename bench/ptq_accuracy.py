@@ -34,6 +34,11 @@ DYADIQ_CONFIGS = {
                                                                rounding="gptq", wide_acts=0.03),
     "W8A8 per-channel, GPTQ+BC, ILP 16-bit acts (3%)": dict(per_channel=True, equalize=False, bias_correct=True,
                                                             rounding="gptq", wide_acts=0.03),
+    "mixed 4.5 bits (ILP, hessian), GPTQ+BC": dict(per_channel=True, bias_correct=True, rounding="gptq",
+                                                    _auto=dict(mean_bits=4.5, sensitivity="hessian")),
+    "mixed 4.5 bits (ILP, hessian), GPTQ+BC, ILP 16-bit acts (3%)": dict(
+        per_channel=True, bias_correct=True, rounding="gptq", wide_acts=0.03,
+        _auto=dict(mean_bits=4.5, sensitivity="hessian")),
     "W4A8 per-channel (8-bit ends), no CLE/BC": dict(per_channel=True, weight_bits=4, first_last_bits=8,
                                                      equalize=False, bias_correct=False),
     "W4A8 per-channel (8-bit ends), CLE+BC": dict(per_channel=True, weight_bits=4, first_last_bits=8,
@@ -56,7 +61,16 @@ def dyadiq_rows(model, calib, evalx, ref, only=None, skip=None):
         if (only and only not in name) or (skip and skip in name):
             continue
         t0 = time.perf_counter()
-        q, rep = dyadiq.quantize(g, calib, **opts)
+        opts = dict(opts)
+        auto = opts.pop("_auto", None)
+        if auto:                                 # ILP weight bits at a parameter-weighted mean width
+            from dyadiq.mixed import quantize_auto
+            from dyadiq.passes.quantize_weights import weighted_layers
+            params = sum(g.const(n.inputs[1]).size for n in weighted_layers(g))
+            q, rep = quantize_auto(g, calib, {"size_bytes": int(params * auto["mean_bits"] / 8)},
+                                   sensitivity=auto["sensitivity"], **opts)
+        else:
+            q, rep = dyadiq.quantize(g, calib, **opts)
         tq = time.perf_counter() - t0
         out = run_graph(q, evalx, "simulated")
         wide = rep["activations"].get("wide")

@@ -98,3 +98,78 @@ def test_without_evaluation_data_the_last_quarter_of_the_calibration_set_is_held
     result = pareto(g, data, None, None, tmp_path / "p.json", avg_bits=(4.0,), uniform=())
     assert result["samples"] == {"calibration": 12, "evaluation": 4}
     assert not (tmp_path / "p.png").exists() and (tmp_path / "p.json").exists()
+
+
+def test_the_plot_draws_exactly_the_json_numbers(sweep):
+    """The figure is drawn from the JSON file alone; its lines hold the JSON's points, in plotted units."""
+    from dyadiq.pareto import METRICS, figure
+    d, _ = sweep
+    result = json.loads((d / "p.json").read_text())
+    ok = [p for p in result["points"] if "error" not in p]
+    fig = figure(result)
+    axes = fig.axes[:2]
+    assert {p["label"] for p in ok if p["kind"] == "uniform"} == {"uniform W8", "uniform W4"}
+    for ax, (m, _) in zip(axes, METRICS):
+        assert ax.get_xlabel() == "packed weight size (kB = 1000 bytes)" and ax.get_ylabel()
+        lines = {line.get_label(): np.asarray(line.get_xydata()) for line in ax.get_lines()}
+        ilp = sorted((p for p in ok if p["kind"] == "ilp"), key=lambda p: p["size_bytes"])
+        uni = sorted((p for p in ok if p["kind"] == "uniform"), key=lambda p: p["size_bytes"])
+        def xy(points):
+            return np.array([[p["size_bytes"] / 1e3, p[m]] for p in points])
+        np.testing.assert_allclose(lines["ILP mixed precision (hessian sensitivity)"], xy(ilp), rtol=1e-12)
+        np.testing.assert_allclose(lines["uniform weight width"], xy(uni), rtol=1e-12)
+        texts = {t.get_text() for t in ax.texts}
+        assert {"W8", "W4"} <= texts and {f"{p['avg_bits']:.2f} b" for p in ilp} <= texts
+        # the frontier: exactly the points no other point beats in size and metric
+        front = sorted((p for p in ok if p["frontier"][m]), key=lambda p: p["size_bytes"])
+        for p in ok:
+            dominated = any(o["size_bytes"] <= p["size_bytes"] and o[m] >= p[m] and
+                            (o["size_bytes"] < p["size_bytes"] or o[m] > p[m]) for o in ok)
+            assert p["frontier"][m] == (not dominated)
+        step = lines["Pareto frontier"]
+        np.testing.assert_allclose(step, xy(front), rtol=1e-12)            # the step line joins them
+    top = [c for ax in axes for c in ax.child_axes if c.get_xlabel().startswith("mean weight bits")]
+    assert len(top) == 2                                   # a second x axis in mean weight bits
+
+
+def test_cli_pareto_writes_png_and_json(tmp_path, capsys):
+    from dyadiq import cli_pareto
+    from dyadiq.ir.serialize import save
+    save(tiny_cnn(), tmp_path / "tiny.dyq")
+    rng = np.random.default_rng(3)
+    np.save(tmp_path / "calib.npy", rng.normal(size=(8, 3, 10, 10)).astype(np.float32))
+    np.save(tmp_path / "eval.npy", rng.normal(size=(8, 3, 10, 10)).astype(np.float32))
+    rc = cli_pareto.main([str(tmp_path / "tiny.dyq"), "--calib", str(tmp_path / "calib.npy"), "--eval",
+                          str(tmp_path / "eval.npy"), "-o", str(tmp_path / "p.png"), "--avg-bits", "3,4",
+                          "--uniform", "8", "--sensitivity", "measured", "--sensitivity-samples", "4"])
+    out, err = capsys.readouterr()
+    assert rc == 0, err
+    assert "wrote" in out and (tmp_path / "p.png").read_bytes()[:4] == b"\x89PNG"
+    result = json.loads((tmp_path / "p.json").read_text())
+    assert result["model"] == "tiny" and result["method"] == "measured"
+    assert [p["label"] for p in result["points"]] == ["ILP 3 bits", "ILP 4 bits", "uniform W8"]
+    rc = cli_pareto.main([str(tmp_path / "tiny.dyq"), "--calib", str(tmp_path / "calib.npy"),
+                          "-o", str(tmp_path / "p.svg")])
+    _, err = capsys.readouterr()
+    assert rc == 2 and err.startswith("error: ") and "must be a .png" in err
+
+
+def test_the_docs_plot_and_table_match_the_docs_json():
+    """docs/mixed-precision.md embeds docs/pareto.png and copies every point of docs/pareto.json."""
+    from pathlib import Path
+    docs = Path(__file__).resolve().parents[1] / "docs"
+    text = (docs / "mixed-precision.md").read_text()
+    result = json.loads((docs / "pareto.json").read_text())
+    assert "](pareto.png)" in text and (docs / "pareto.png").read_bytes()[:4] == b"\x89PNG"
+    rows = {line.split("|")[1].strip(): [c.strip() for c in line.split("|")[2:-1]]
+            for line in text.splitlines() if line.startswith("| ILP ") or line.startswith("| uniform ")}
+    points = [p for p in result["points"] if "error" not in p]
+    assert set(rows) == {p["label"] for p in points}
+    assert {p["kind"] for p in points} == {"ilp", "uniform"}
+    for p in points:
+        bits, size, gbops, top1, sqnr = rows[p["label"]][:5]
+        assert float(bits) == pytest.approx(p["avg_bits"], abs=5e-4)
+        assert int(size.replace(",", "")) == p["size_bytes"] == p["report_weight_bytes"]
+        assert float(gbops) == pytest.approx(p["bops"] / 1e9, abs=0.05)
+        assert float(top1) == pytest.approx(p["top1"], abs=5e-5)
+        assert float(sqnr) == pytest.approx(p["sqnr_db"], abs=5e-3)

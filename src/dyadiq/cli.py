@@ -203,6 +203,8 @@ COMMANDS: dict[str, Command] = {
                        _lazy("cli_quantize", "compile_args"), _lazy("cli_quantize", "cmd_compile")),
     "run": Command("run a model on .npy/.npz inputs with the interpreter", _run_args, cmd_run),
     "demo": Command("EfficientNet-Lite0 end to end on photo crops", _demo_args, cmd_demo),
+    "pareto": Command("size/BOPs vs error of ILP mixed-precision plans -> PNG + JSON",
+                      _lazy("cli_pareto", "pareto_args"), _lazy("cli_pareto", "cmd_pareto")),
 }
 
 

@@ -40,9 +40,19 @@ def quantize_args(p: argparse.ArgumentParser) -> None:
                    help="empirical bias correction (default on)")
     p.add_argument("--rounding", choices=("nearest", "gptq"), default=None,
                    help="weight rounding: round-to-nearest or GPTQ error feedback")
+    p.add_argument("--wide-acts", type=float, default=None, metavar="FRACTION",
+                   help="give 16 bits to the activations an ILP picks, within this relative cost "
+                        "(mean of the extra BOPs and activation-memory fractions, e.g. 0.03)")
     p.add_argument("--size-budget", type=int, help="with --weight-bits auto: weight bytes budget")
     p.add_argument("--bops-budget", type=float, help="with --weight-bits auto: bit-operations budget")
-    p.add_argument("--latency-budget", type=float, help="with --weight-bits auto: latency budget in ms")
+    p.add_argument("--latency-budget", type=float, metavar="MS",
+                   help="with --weight-bits auto: latency budget in ms, the sum of per-layer latencies "
+                        "measured on the cpu target at each width")
+    p.add_argument("--latency-table", metavar="PATH", default=None,
+                   help="with --latency-budget: the cache of measured layer latencies "
+                        "(default ~/.cache/dyadiq/latency.json)")
+    p.add_argument("--latency-repeats", type=int, default=20, metavar="N",
+                   help="with --latency-budget: timed runs per layer and width (median; default 20)")
     p.add_argument("--sensitivity", choices=("hessian", "measured"), default="measured",
                    help="with --weight-bits auto: per-layer sensitivity")
     p.add_argument("--report", help="write the quantization report as JSON")
@@ -83,6 +93,8 @@ def cmd_quantize(args: argparse.Namespace) -> int:
                 equalize=args.equalize, bias_correct=args.bias_correct, first_last_bits=args.first_last_bits)
     if args.rounding is not None:
         opts["rounding"] = args.rounding
+    if args.wide_acts is not None:
+        opts["wide_acts"] = args.wide_acts
     budgets = {k: v for k, v in (("size_bytes", args.size_budget), ("bops", args.bops_budget),
                                  ("latency_ms", args.latency_budget)) if v is not None}
     with progress_bar() as progress:
@@ -90,7 +102,9 @@ def cmd_quantize(args: argparse.Namespace) -> int:
             from .mixed import quantize_auto
             if not budgets:
                 raise InputError("--weight-bits auto needs --size-budget, --bops-budget or --latency-budget")
-            q, report = quantize_auto(g, calib, budgets, sensitivity=args.sensitivity, progress=progress, **opts)
+            q, report = quantize_auto(g, calib, budgets, sensitivity=args.sensitivity, progress=progress,
+                                      latency_cache=args.latency_table, latency_repeats=args.latency_repeats,
+                                      **opts)
         else:
             if budgets:
                 raise InputError("budgets apply only with --weight-bits auto")

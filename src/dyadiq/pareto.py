@@ -9,8 +9,10 @@ it; the simulated quantized model is compared with the float model on held-out i
     top1    = mean_n [argmax y_q(n) == argmax y(n)]                  (agreement with float)
     sqnr_db = mean_n 10 log10(||y(n)||^2 / ||y_q(n) - y(n)||^2)      (per-sample output SQNR)
 
-Uniform plans (every layer at 8, 6, 4 bits) are added for reference. Writes a PNG (matplotlib, Agg)
-and a JSON file with the same numbers; both are written to a temporary file first, then renamed.
+Uniform plans (every layer at 8, 6, 4 bits) are added for reference; each point is marked on or off
+the Pareto frontier of all plans per metric. Writes a JSON file and a PNG (matplotlib, Agg) drawn from
+the JSON's numbers alone (``plot(json.load(f), png)`` redraws it); both are written to a temporary file
+first, then renamed. docs/mixed-precision.md explains the plot.
 """
 from __future__ import annotations
 
@@ -98,10 +100,12 @@ def pareto(g: Graph, calib, evalx, out_png: str | os.PathLike | None, out_json: 
            avg_bits: Sequence[float] = AVG_BITS, kind: str = "size", method: str = "hessian",
            sens: Mapping[str, Mapping[int, float]] | None = None, sens_options=None, options=None,
            candidates: Sequence[int] = (2, 3, 4, 5, 6, 8), uniform: Sequence[int] = (8, 6, 4),
-           eval_mode: str = "torch", progress: Progress | None = None) -> dict:
+           eval_mode: str = "torch", progress: Progress | None = None, name: str | None = None) -> dict:
     """Sweep budgets, solve, quantize, evaluate; write ``out_png`` / ``out_json`` (if given); return the JSON.
 
     ``evalx`` (held-out inputs, like ``calib``): None holds out the last quarter of ``calib`` (``holdout``).
+    ``name``: the model's name in the JSON and the plot's title (default: the graph's name). The PNG is
+    drawn from the JSON's numbers alone (``plot``).
     """
     from .passes.calibrate import prepare_calib
     from .passes.canonicalize import canonicalize
@@ -164,12 +168,14 @@ def pareto(g: Graph, calib, evalx, out_png: str | os.PathLike | None, out_json: 
     if progress:
         progress("pareto", len(jobs), len(jobs))
     result = {
-        "model": g.name, "method": method, "kind": kind, "eval_mode": eval_mode,
+        "model": name or g.name, "method": method, "kind": kind, "eval_mode": eval_mode,
         "samples": {"calibration": prepare_calib(gc, calib).n, "evaluation": int(ref.shape[0])},
-        "params": int(params), "float_size_bytes": int(4 * params), "options": opts.to_dict(),
+        "params": int(params), "float_size_bytes": int(4 * params), "macs_x_act_bits": int(macs_bits),
+        "options": opts.to_dict(),
         "sensitivity": {n: {str(b): v for b, v in s.items()} for n, s in sens.items()},
         "points": points,
     }
+    mark_frontier(points, "bops" if kind == "bops" else "size_bytes")
     if out_json is not None:
         text = json.dumps(result, indent=1, sort_keys=True)
         _atomic_write(Path(out_json), lambda p: Path(p).write_text(text))
@@ -178,39 +184,101 @@ def pareto(g: Graph, calib, evalx, out_png: str | os.PathLike | None, out_json: 
     return result
 
 
-def plot(result: Mapping, path: str | os.PathLike) -> None:
-    """Draw size (or BOPs) vs top-1 agreement and vs SQNR for the points of a ``pareto`` result."""
+METRICS = (("top1", "top-1 agreement with the float model"), ("sqnr_db", "output SQNR vs float (dB)"))
+
+
+def mark_frontier(points: list[dict], xkey: str) -> None:
+    """Set ``point["frontier"][metric]``: True when no other evaluated point is at most as large (``xkey``)
+    and at least as good, one of the two strictly (the Pareto frontier of all plans, ILP and uniform)."""
+    ok = [p for p in points if "error" not in p]
+    for p in ok:
+        p["frontier"] = {m: not any(o is not p and o[xkey] <= p[xkey] and o[m] >= p[m]
+                                    and (o[xkey] < p[xkey] or o[m] > p[m]) for o in ok)
+                         for m, _ in METRICS}
+
+
+def series(result: Mapping) -> dict:
+    """What ``plot`` draws, from a ``pareto`` result (or its JSON file's contents) alone: the x axis
+    (key, label, scale) and per metric the ``ilp``, ``uniform`` and ``frontier`` points as (x, y) in
+    plotted units, with their labels."""
+    bops = result.get("kind") == "bops"
+    ok = [p for p in result["points"] if "error" not in p]
+    if bops:
+        xkey, xlabel, scale = "bops", "bit operations (GBOPs = MACs x weight bits x activation bits / 1e9)", 1e-9
+    elif max((p["size_bytes"] for p in ok), default=0) < 100_000:
+        xkey, xlabel, scale = "size_bytes", "packed weight size (kB = 1000 bytes)", 1e-3
+    else:
+        xkey, xlabel, scale = "size_bytes", "packed weight size (MB = 10^6 bytes)", 1e-6
+    out = {"xkey": xkey, "xlabel": xlabel, "scale": scale, "metrics": {}}
+    for m, _ in METRICS:
+        def xy(pts):
+            return [(p[xkey] * scale, p[m]) for p in pts]
+        ilp = sorted((p for p in ok if p["kind"] == "ilp"), key=lambda p: p[xkey])
+        uni = sorted((p for p in ok if p["kind"] == "uniform"), key=lambda p: p[xkey])
+        front = sorted((p for p in ok if p.get("frontier", {}).get(m)), key=lambda p: p[xkey])
+        out["metrics"][m] = {"ilp": xy(ilp), "ilp_labels": [f"{p['avg_bits']:.2f} b" for p in ilp],
+                             "uniform": xy(uni), "uniform_labels": [p["label"].replace("uniform ", "") for p in uni],
+                             "frontier": xy(front)}
+    return out
+
+
+def figure(result: Mapping):
+    """The matplotlib Figure of a ``pareto`` result: size (or BOPs) vs top-1 agreement and vs SQNR."""
     import matplotlib
     matplotlib.use("Agg")
     from matplotlib.figure import Figure
 
-    bops = result.get("kind") == "bops"
+    s = series(result)
     ok = [p for p in result["points"] if "error" not in p]
-    if bops:
-        xkey, xlabel, scale = "bops", "GBOPs (MACs x weight bits x activation bits / 1e9)", 1e-9
-    elif max((p["size_bytes"] for p in ok), default=0) < 100_000:
-        xkey, xlabel, scale = "size_bytes", "weight size (kB, packed)", 1e-3
-    else:
-        xkey, xlabel, scale = "size_bytes", "weight size (MB, packed)", 1e-6
-    fig = Figure(figsize=(11, 4.2), dpi=110)
+    fig = Figure(figsize=(12, 4.8), dpi=120)
     axes = fig.subplots(1, 2)
-    for ax, ykey, ylabel in ((axes[0], "top1", "top-1 agreement with float"),
-                             (axes[1], "sqnr_db", "output SQNR vs float (dB)")):
-        ilp = sorted((p for p in ok if p["kind"] == "ilp"), key=lambda p: p[xkey])
-        ax.plot([p[xkey] * scale for p in ilp], [p[ykey] for p in ilp], "o-", color="tab:blue",
-                label=f"ILP plans ({result.get('method')})")
-        for p in ilp:
-            ax.annotate(f"{p['avg_bits']:.2f}b", (p[xkey] * scale, p[ykey]), textcoords="offset points",
-                        xytext=(4, -10), fontsize=7, color="tab:blue")
-        uni = [p for p in ok if p["kind"] == "uniform"]
-        ax.plot([p[xkey] * scale for p in uni], [p[ykey] for p in uni], "s", color="tab:red", label="uniform")
-        for p in uni:
-            ax.annotate(p["label"].replace("uniform ", ""), (p[xkey] * scale, p[ykey]), textcoords="offset points",
-                        xytext=(5, 4), fontsize=8, color="tab:red")
-        ax.set_xlabel(xlabel)
+    per_bit = None                                   # x units per mean weight bit (for the top axis)
+    if s["xkey"] == "size_bytes" and result.get("params"):
+        per_bit = result["params"] / 8 * s["scale"]
+    elif s["xkey"] == "bops" and result.get("macs_x_act_bits"):
+        per_bit = result["macs_x_act_bits"] * s["scale"]
+    for ax, (m, ylabel) in zip(axes, METRICS):
+        d = s["metrics"][m]
+        if d["frontier"]:
+            fx, fy = zip(*d["frontier"])
+            ax.step(fx, fy, where="post", color="0.6", lw=4, alpha=0.35, zorder=1, label="Pareto frontier")
+        if d["ilp"]:
+            x, y = zip(*d["ilp"])
+            ax.plot(x, y, "o-", color="tab:blue", ms=6, zorder=3,
+                    label=f"ILP mixed precision ({result.get('method')} sensitivity)")
+            for (px, py), text in zip(d["ilp"], d["ilp_labels"]):
+                ax.annotate(text, (px, py), textcoords="offset points", xytext=(0, -15), ha="center",
+                            fontsize=7.5, color="tab:blue", zorder=5,
+                            bbox={"boxstyle": "round,pad=0.1", "fc": "white", "ec": "none", "alpha": 0.8})
+        if d["uniform"]:
+            x, y = zip(*d["uniform"])
+            ax.plot(x, y, "s", color="tab:red", ms=7, zorder=4, label="uniform weight width")
+            for (px, py), text in zip(d["uniform"], d["uniform_labels"]):
+                ax.annotate(text, (px, py), textcoords="offset points", xytext=(0, -17), ha="center",
+                            fontsize=8.5, color="tab:red", fontweight="bold", zorder=5,
+                            bbox={"boxstyle": "round,pad=0.1", "fc": "white", "ec": "none", "alpha": 0.8})
+        ys = [p[m] for p in ok]
+        if ys:
+            lo, hi = min(ys), max(ys)
+            pad = 0.08 * (hi - lo or 1.0)
+            ax.set_ylim(lo - 2 * pad, hi + pad)
+        ax.margins(x=0.06)
+        ax.set_xlabel(s["xlabel"])
         ax.set_ylabel(ylabel)
         ax.grid(True, alpha=0.3)
-        ax.legend(loc="lower right", fontsize=8)
-    fig.suptitle(f"{result.get('model', 'model')}: mixed-precision plans vs uniform weights")
+        ax.legend(loc="lower right", fontsize=8, framealpha=0.9)
+        if per_bit:
+            top = ax.secondary_xaxis("top", functions=(lambda v, k=per_bit: v / k, lambda b, k=per_bit: b * k))
+            top.set_xlabel("mean weight bits (parameter-weighted)", fontsize=8.5)
+            top.tick_params(labelsize=8)
+    samples = result.get("samples", {})
+    fig.suptitle(f"{result.get('model', 'model')}: mixed-precision weight plans vs uniform widths "
+                 f"(A{result.get('options', {}).get('act_bits', 8)}, {samples.get('evaluation', '?')} held-out "
+                 f"inputs)", fontsize=11)
     fig.tight_layout()
-    fig.savefig(path, format="png")
+    return fig
+
+
+def plot(result: Mapping, path: str | os.PathLike) -> None:
+    """Write ``figure(result)`` as a PNG to ``path``."""
+    figure(result).savefig(path, format="png")

@@ -7,13 +7,15 @@ One binary ``x[l, b]`` per layer ``l`` and candidate width ``b``:
     subject to  sum_b x[l,b] = 1                                  for every layer
                 sum_{l,b} ceil(params_l * b / 8) x[l,b] <= size_bytes
                 sum_{l,b} macs_l * b * act_bits_l x[l,b] <= bops
-                sum_{l,b} latency_l[b] x[l,b] <= latency_ms       (tables from the caller)
+                sum_{l,b} latency_l[b] x[l,b] <= latency_ms       (per-layer tables, e.g. measured on the
+                                                                  target by ``dyadiq.latency_table``)
                 x[l,b] = x[m,b]                                   when l and m share one weight tensor
 
 solved exactly by HiGHS (``scipy.optimize.milp``). The size is the packed weight size the artifact
 manifest reports (``weights`` of ``weight_bytes``: ``ceil(bits * numel / 8)`` per weight tensor, each
-tensor counted once); biases and requantization constants are not included. A budget no plan meets is a
-``PassError`` that names the smallest plan's cost.
+tensor counted once), i.e. the manifest's ``weight_bytes_detail["weights"]``, exactly; biases and
+requantization constants (``quant_params``) are not included: they depend on the layer shapes, not on the
+widths. A budget no plan meets is a ``PassError`` that names the smallest plan's cost.
 """
 from __future__ import annotations
 
@@ -23,7 +25,7 @@ import os
 import sys
 import time
 from dataclasses import dataclass
-from typing import Mapping, Sequence
+from typing import Callable, Mapping, Sequence
 
 import numpy as np
 
@@ -299,26 +301,47 @@ def _joint_message(budget: Budget, cost_rows, A, lo, hi, budget_row) -> str:
 
 
 def plan_bits(g: Graph, calib, budget: Budget, *, options=None, method: str = "hessian",
-              candidates: Sequence[int] = CANDIDATES, sens_options=None, progress=None) -> tuple[dict[str, int], dict]:
+              candidates: Sequence[int] = CANDIDATES, sens_options=None, progress=None,
+              latency: Mapping[str, Mapping[int, float]] | Callable[[Graph, tuple[int, ...]], Mapping] | None = None
+              ) -> tuple[dict[str, int], dict]:
     """``--weight-bits auto``: sensitivities of ``g`` as ``quantize(options)`` will see it, then the ILP.
 
     Returns ``(plan, info)``; pass ``weight_bits=plan`` to ``quantize`` with the same ``options``. ``info``
-    holds the sensitivities, the plan's predicted size / BOPs and the solve time (JSON-ready).
+    holds the sensitivities, the plan's predicted size / BOPs / latency and the solve time (JSON-ready).
+
+    - ``latency``: per-layer tables (layer -> bits -> ms), or a function ``(prepared graph, widths) ->
+      tables`` such as ``latency_table.measure``, called before the sensitivities.
+    - ``first_last_bits`` in ``options`` fixes the first and last layer at that width, as ``quantize`` will.
+    - Budgets that no plan meets raise ``PassError`` before the (slow) sensitivities are computed.
+    - The predicted ``size_bytes`` is the packed weight size that the compiled artifact's manifest
+      reports as ``weight_bytes_detail["weights"]``, exactly (``weight_bytes``; each tensor once).
     """
     from .pipeline import make_options
     from .sensitivity import make_sensitivity_options, prepare_graph, sensitivities
     opts = make_options(options)
-    sopts = make_sensitivity_options(sens_options, method=method, candidates=tuple(candidates),
-                                     per_channel=opts.per_channel, equalize=opts.equalize)
     prep = prepare_graph(g, equalize=opts.equalize, per_channel=opts.per_channel)
+    names = [n.name for n in weighted_layers(prep)]
+    flb = opts.first_last_bits             # quantize() puts the first and last layer at this width
+    fixed = {names[0]: flb, names[-1]: flb} if flb is not None and names else {}
+    widths = tuple(sorted({*candidates, *fixed.values()}))
+    t = time.perf_counter()
+    tables = latency(prep, widths) if callable(latency) else latency
+    t_lat = time.perf_counter() - t
+    costs = layer_costs(prep, act_bits=opts.act_bits, latency=tables)
+    # the budgets alone (all sensitivities equal): infeasible ones fail here, before the sensitivities
+    choose_bits({n: {b: 0.0 for b in widths} for n in names}, costs, budget, candidates, fixed=fixed)
+    sopts = make_sensitivity_options(sens_options, method=method, candidates=widths,
+                                     per_channel=opts.per_channel, equalize=opts.equalize)
     t = time.perf_counter()
     sens = sensitivities(prep, calib, options=sopts, progress=progress, prepared=True)
     t_sens = time.perf_counter() - t
-    costs = layer_costs(prep, act_bits=opts.act_bits)
     t = time.perf_counter()
-    plan = choose_bits(sens, costs, budget, sopts.candidates)
+    plan = choose_bits(sens, costs, budget, candidates, fixed=fixed)
     info = {"method": sopts.method, "budget": dict(budget.items()), "plan": dict(plan),
             "predicted": plan_stats(plan, costs), "sensitivity": {k: {str(b): v for b, v in s.items()}
                                                                   for k, s in sens.items()},
             "timings_s": {"sensitivity": round(t_sens, 3), "solve": round(time.perf_counter() - t, 4)}}
+    if tables is not None:
+        info["latency_ms"] = {k: {str(b): float(v) for b, v in s.items()} for k, s in tables.items()}
+        info["timings_s"]["latency_table"] = round(t_lat, 3)
     return plan, info

@@ -235,7 +235,8 @@ def quantize(g: Graph, calib, options: QuantizeOptions | None = None, *, progres
         "calibration": {"samples": cs.n, "dropped": cs.dropped, "batch": cs.batch, "batches": cs.n_batches,
                         "method": opts.calib_method},
         "layers": layers,
-        "weight_bytes": sum(-(-d["params"] * d["bits"] // 8) for d in layers),
+        "weight_bytes": sum(-(-d["params"] * d["bits"] // 8)            # a shared weight counts once
+                            for d in {d["weight"]: d for d in layers}.values()),
         "activations": {"bits": opts.act_bits, "bits_by_value": dict(opts.act_bits_by_value), **wide,
                         "quantized": sum(1 for v in g.values.values()
                                          if v.quant is not None and not g.is_const(v.name))},

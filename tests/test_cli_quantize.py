@@ -1,0 +1,87 @@
+# SPDX-License-Identifier: Apache-2.0
+"""``dyadiq quantize`` as a user runs it.
+
+- the same command twice writes byte-identical ``.dyq`` files;
+- ``--rounding gptq`` and ``--wide-acts F`` reach the pipeline and the report;
+- bad input (weight bits 1 or 9, empty or wrongly shaped calibration data, a model file that cannot be
+  captured, a negative ``--wide-acts``) is one ``error:`` line, exit code 2, and no ``.dyq`` written.
+"""
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+
+import dyadiq
+from dyadiq import cli
+from dyadiq.ir.serialize import save
+from dyadiq.zoo.blocks import BLOCKS
+
+
+@pytest.fixture(scope="module")
+def model(tmp_path_factory):
+    d = tmp_path_factory.mktemp("cliq")
+    torch.manual_seed(0)
+    net, x = BLOCKS["mbv2_block"]()
+    save(dyadiq.from_torch(net, (x,)), d / "m.dyq")
+    np.save(d / "calib.npy", np.random.default_rng(0).standard_normal((8, *x.shape[1:])).astype(np.float32))
+    return d
+
+
+def _quantize(capsys, model, out, *extra):
+    rc = cli.main(["quantize", str(model / "m.dyq"), "-o", str(out), "--calib", str(model / "calib.npy"),
+                   *map(str, extra)])
+    cap = capsys.readouterr()
+    return rc, cap.err
+
+
+def test_same_command_twice_gives_identical_files(capsys, model, tmp_path):
+    a, b = tmp_path / "a.dyq", tmp_path / "b.dyq"
+    assert _quantize(capsys, model, a)[0] == 0
+    assert _quantize(capsys, model, b)[0] == 0
+    assert a.read_bytes() == b.read_bytes()
+
+
+def test_rounding_and_wide_acts_reach_the_report(capsys, model, tmp_path):
+    rc, err = _quantize(capsys, model, tmp_path / "q.dyq", "--rounding", "gptq", "--wide-acts", "0.5",
+                        "--report", tmp_path / "r.json")
+    assert rc == 0, err
+    report = json.loads((tmp_path / "r.json").read_text())
+    assert report["options"]["rounding"] == "gptq" and report["options"]["wide_acts"] == 0.5
+    chosen = report["activations"]["wide"]["chosen"]
+    q = dyadiq.load(tmp_path / "q.dyq")
+    assert chosen and all(q.quant_of(v).bits == 16 for v in chosen)
+
+
+@pytest.mark.parametrize("extra, calib, match", [
+    (("--weight-bits", "1"), None, "weight"),
+    (("--weight-bits", "9"), None, "weight"),
+    (("--wide-acts", "-0.1"), None, "wide_acts"),
+    ((), np.zeros((0, 16, 16, 16), np.float32), "empty|no calibration|0 samples"),
+    ((), np.zeros((4, 3, 16, 16), np.float32), "shape"),
+])
+def test_bad_input_is_one_error_line_and_no_file(capsys, model, tmp_path, extra, calib, match):
+    import re
+    args = list(extra)
+    if calib is not None:
+        np.save(tmp_path / "bad.npy", calib)
+        rc = cli.main(["quantize", str(model / "m.dyq"), "-o", str(tmp_path / "q.dyq"), "--calib",
+                       str(tmp_path / "bad.npy"), *args])
+        err = capsys.readouterr().err
+    else:
+        rc, err = _quantize(capsys, model, tmp_path / "q.dyq", *args)
+    assert rc == 2
+    lines = err.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error:") and re.search(match, lines[0], re.I), err
+    assert not (tmp_path / "q.dyq").exists()
+
+
+def test_a_model_that_cannot_be_captured(capsys, model, tmp_path):
+    (tmp_path / "broken.pt2").write_bytes(b"not a torch.export archive")
+    rc = cli.main(["quantize", str(tmp_path / "broken.pt2"), "-o", str(tmp_path / "q.dyq"), "--calib",
+                   str(model / "calib.npy")])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert rc == 2 and len(err) == 1 and err[0].startswith("error:")
+    assert not (tmp_path / "q.dyq").exists()
