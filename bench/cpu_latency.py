@@ -1,16 +1,23 @@
 # SPDX-License-Identifier: Apache-2.0
-"""CPU latency of EfficientNet-Lite0 (batch 1) at 1 and 2 threads, all measured in one run:
-dyadiq cpu artifact (untuned; tuned with --tune N), onnxruntime int8 (QDQ per-channel from quantize_static,
-u8 and s8 activations), onnxruntime fp32 and torch fp32. Median of --runs runs after warm-up.
-Also a per-layer table of the dyadiq artifact (TVM profiler). Writes bench/results/cpu_latency.{json,md}.
+"""CPU latency of EfficientNet-Lite0 (batch 1) at 1 and 2 threads, all configs interleaved in one process:
+dyadiq cpu artifacts (W8A8 and W4A8 with the hand-scheduled x86 kernels, W8A8 with TVM's generic lowering,
+optionally MetaSchedule-tuned), onnxruntime int8 (QDQ per-channel from quantize_static, u8 and s8
+activations), onnxruntime fp32 and torch fp32. Each config is timed in rounds of 5 calls, the rounds of all
+configs alternate, and the table gives the median call. Writes bench/results/cpu_latency.{json,md}.
+
+Per layer (1 thread): every fast dyadiq kernel (conv/linear + requantize [+ residual add], built alone) next
+to the same convolution as a one-op onnxruntime QLinearConv model (u8 activations, s8 per-channel weights),
+the two timed alternately; slowest relative to onnxruntime first. Writes cpu_latency_layers.{json,md}.
 
     python bench/cpu_latency.py [--runs 50] [--tune 0]
 """
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import statistics
+import subprocess
 import sys
 import tempfile
 import time
@@ -21,16 +28,45 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).parent))
 from common import cpu_description, write_results  # noqa: E402
 
+W8, W8_GENERIC, W4 = ("dyadiq cpu W8A8 per-channel (x86 kernels)", "dyadiq cpu W8A8 per-channel (TVM generic, untuned)",
+                      "dyadiq cpu W4A8 per-channel (x86 kernels)")
 
-def median_ms(fn, runs: int, warmup: int = 5) -> float:
-    for _ in range(warmup):
-        fn()
-    ts = []
-    for _ in range(runs):
-        t = time.perf_counter()
-        fn()
-        ts.append((time.perf_counter() - t) * 1e3)
-    return statistics.median(ts)
+
+def interleaved_ms(fns: dict, runs: int, per_round: int = 5, warmup: int = 3) -> dict[str, float]:
+    """Median ms per call of each function; rounds of ``per_round`` calls alternate between them."""
+    for fn, _ in fns.values():
+        for _ in range(warmup):
+            fn()
+    samples: dict[str, list[float]] = {k: [] for k in fns}
+    for r in range(max(1, runs // per_round)):
+        for k, (fn, every) in fns.items():
+            if r % every:
+                continue
+            for _ in range(per_round):
+                t = time.perf_counter()
+                fn()
+                samples[k].append((time.perf_counter() - t) * 1e3)
+    return {k: statistics.median(v) for k, v in samples.items()}
+
+
+# ---- models (built once by the driver) ----------------------------------------------------------------
+def build_models(d: Path) -> None:
+    """Quantize once: ``w8.dyq``, ``w4.dyq``, the onnxruntime models and the input, into ``d``."""
+    import torch
+
+    import dyadiq
+    from dyadiq.ir.serialize import save
+    from dyadiq.zoo import efficientnet_lite0, photo_crops
+    model = efficientnet_lite0()
+    calib = photo_crops(32, split="calib")
+    x = photo_crops(1, split="eval")
+    np.save(d / "x.npy", x)
+    g = dyadiq.from_torch(model, (torch.from_numpy(x),))
+    q, _ = dyadiq.quantize(g, calib, per_channel=True)
+    save(dyadiq.integerize(q), d / "w8.dyq")
+    q4, _ = dyadiq.quantize(g, calib, per_channel=True, weight_bits=4, first_last_bits=8)
+    save(dyadiq.integerize(q4), d / "w4.dyq")
+    ort_models(model, calib, x, d)
 
 
 def ort_models(model, calib, x, d: Path) -> dict[str, Path]:
@@ -46,113 +82,198 @@ def ort_models(model, calib, x, d: Path) -> dict[str, Path]:
             return next(self.it, None)
 
     fp32, pre = d / "fp32.onnx", d / "pre.onnx"
-    torch.onnx.export(model, (torch.from_numpy(x),), str(fp32), input_names=["input"], opset_version=17, dynamo=False)
-    quant_pre_process(str(fp32), str(pre))
+    if not fp32.exists():
+        torch.onnx.export(model, (torch.from_numpy(x),), str(fp32), input_names=["input"], opset_version=17,
+                          dynamo=False)
+        quant_pre_process(str(fp32), str(pre))
     out = {"onnxruntime fp32": fp32}
     for act, name in ((QuantType.QUInt8, "u8"), (QuantType.QInt8, "s8")):
         p = d / f"qdq_{name}.onnx"
-        quantize_static(str(pre), str(p), Reader(), quant_format=QuantFormat.QDQ, per_channel=True,
-                        activation_type=act, weight_type=QuantType.QInt8)
+        if not p.exists():
+            quantize_static(str(pre), str(p), Reader(), quant_format=QuantFormat.QDQ, per_channel=True,
+                            activation_type=act, weight_type=QuantType.QInt8)
         out[f"onnxruntime int8 QDQ per-channel ({name} act, s8 weights)"] = p
     return out
 
 
-def per_layer(art, x, runs: int = 5) -> list[dict]:
-    """Per-kernel wall time of the artifact's VM calls (VM instrument hook), summed by kernel, slowest first."""
-    import tvm
-    from tvm import relax
-    vm = relax.VirtualMachine(art.module, tvm.cpu())
-    agg: dict[str, float] = {}
-    start: dict[str, float] = {}
+def ort_session(path, threads: int):
+    import onnxruntime as ort
+    so = ort.SessionOptions()
+    so.intra_op_num_threads = threads
+    so.inter_op_num_threads = 1
+    return ort.InferenceSession(str(path), so, providers=["CPUExecutionProvider"])
 
-    def instrument(func, name, before, ret, *args):
-        if before:
-            start[name] = time.perf_counter()
+
+# ---- per layer ------------------------------------------------------------------------------------------
+def qlinearconv_model(x_shape, w: np.ndarray, bias: np.ndarray, attrs: dict):
+    """A one-op ONNX QLinearConv (u8 x, s8 per-channel w, int32 bias, u8 y) with dyadiq's conv attributes."""
+    from onnx import TensorProto, helper, numpy_helper
+    o = w.shape[0]
+    inits = [numpy_helper.from_array(np.asarray(v), n) for n, v in [
+        ("xs", np.float32(0.02)), ("xz", np.uint8(128)), ("w", w.astype(np.int8)),
+        ("ws", np.full(o, 0.01, np.float32)), ("wz", np.zeros(o, np.int8)), ("ys", np.float32(0.05)),
+        ("yz", np.uint8(128)), ("b", bias.astype(np.int32))]]
+    t, lft, b, r = attrs["pad"]
+    node = helper.make_node("QLinearConv", ["x", "xs", "xz", "w", "ws", "wz", "ys", "yz", "b"], ["y"],
+                            strides=list(attrs["stride"]), pads=[t, lft, b, r], dilations=list(attrs["dilation"]),
+                            group=attrs["groups"], kernel_shape=list(w.shape[2:]))
+    graph = helper.make_graph([node], "conv", [helper.make_tensor_value_info("x", TensorProto.UINT8, x_shape)],
+                              [helper.make_tensor_value_info("y", TensorProto.UINT8, None)], inits)
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)]).SerializeToString()
+
+
+def per_layer(ig, runs: int) -> list[dict]:
+    """Each fast kernel of ``ig`` built alone vs the same conv in onnxruntime QLinearConv (1 thread)."""
+    import tvm
+
+    from dyadiq.codegen.tvm import to_relax
+    from dyadiq.codegen.x86.lower import groups, select_isa
+    from dyadiq.ir.ops.window import hw_attrs
+    from dyadiq.targets.cpu import make_target
+    target = make_target()
+    isa = select_isa(target)
+    mod = to_relax(ig, isa=isa)
+    chains = groups(ig)
+    calls = []
+    from tvm import relax
+    relax.analysis.post_order_visit(mod["main"], lambda e: calls.append(e) if isinstance(e, relax.Call) and getattr(
+        e.op, "name", "") == "relax.call_tir" else None)
+    kernels = [(c.args[0], mod[c.args[0]], chains[mod[c.args[0]].attrs["dyadiq.node"]],
+                [(a.ty.shape, a.ty.dtype) for a in c.args[1].fields] + [(c.ty.shape, c.ty.dtype)]) for c in calls]
+    rng = np.random.default_rng(0)
+    dev = tvm.cpu()
+    rows = []
+    for gv, fn, ch, shapes in kernels:
+        n = ch.conv
+        lib = tvm.tirx.build(fn.with_attr("global_symbol", "kernel"), target=target)
+        args = [tvm.runtime.tensor(_rand(shape, dtype, rng), dev) for shape, dtype in shapes]
+        tvm_fn = lib.time_evaluator("kernel", dev, number=5, repeat=1)
+        xt = ig.type_of(n.inputs[0])
+        w = np.asarray(ig.const(n.inputs[1]), np.int8)
+        if n.op == "qlinear":
+            x_shape, w = (xt.shape[0], xt.shape[1], 1, 1), w.reshape(w.shape + (1, 1))
+            attrs = {"pad": (0, 0, 0, 0), "stride": (1, 1), "dilation": (1, 1), "groups": 1}
+            out_hw = (1, 1)
         else:
-            agg[name] = agg.get(name, 0.0) + (time.perf_counter() - start.pop(name, time.perf_counter())) * 1e3 / runs
-        return 0
-    vm.set_instrument(tvm.runtime.convert(instrument) if hasattr(tvm.runtime, "convert") else instrument)
-    arg = tvm.runtime.tensor(np.ascontiguousarray(x), tvm.cpu())
-    for _ in range(runs):
-        vm["main"](arg)
-    return sorted(({"kernel": k, "ms": v} for k, v in agg.items()), key=lambda r: -r["ms"])
+            _, s, p, dl = hw_attrs(n.attr_dict)
+            x_shape = xt.shape
+            attrs = {"pad": p, "stride": s, "dilation": dl, "groups": int(n.attr("groups", 1))}
+            out_hw = ig.type_of(n.name).shape[2:]
+        sess = ort_session_bytes(qlinearconv_model(list(x_shape), w, np.zeros(w.shape[0], np.int32), attrs))
+        xu8 = {"x": rng.integers(0, 256, size=x_shape).astype(np.uint8)}
+        t = interleaved_ms({"tvm": (lambda: tvm_fn(*args), 1), "ort": (lambda: sess.run(None, xu8), 1)},
+                           runs, per_round=1)
+        k = x_shape[1] // attrs["groups"] * w.shape[2] * w.shape[3]
+        macs = x_shape[0] * out_hw[0] * out_hw[1] * w.shape[0] * k
+        tvm_ms = t["tvm"] / 5        # one sample = one time_evaluator call = 5 kernel calls
+        rows.append({"layer": n.name, "kernel": gv.name_hint.rsplit("_", 1)[0] + ("+add" if ch.add else ""),
+                     "shape": f"{x_shape[1]}x{x_shape[2]}x{x_shape[3]} -> {w.shape[0]}x{out_hw[0]}x{out_hw[1]}"
+                              f" k{w.shape[2]}x{w.shape[3]} s{attrs['stride'][0]} g{attrs['groups']}",
+                     "MMAC": round(macs / 1e6, 2), "dyadiq_ms": tvm_ms, "ort_qlinearconv_ms": t["ort"],
+                     "dyadiq/ort": tvm_ms / t["ort"]})
+        print(rows[-1], flush=True)
+    return sorted(rows, key=lambda r: -r["dyadiq/ort"])
+
+
+def _rand(shape, dtype, rng) -> np.ndarray:
+    """Random 8/16-bit data, zero for the 32/64-bit epilogue parameters (timing only)."""
+    shape, dtype = [int(s) for s in shape], str(dtype)
+    if dtype in ("int8", "uint8", "int16"):
+        lo, hi = (0, 256) if dtype == "uint8" else (-128, 128)
+        return rng.integers(lo, hi, size=shape).astype(dtype)
+    return np.zeros(shape, dtype)
+
+
+def ort_session_bytes(model: bytes):
+    import onnxruntime as ort
+    so = ort.SessionOptions()
+    so.intra_op_num_threads = 1
+    so.inter_op_num_threads = 1
+    return ort.InferenceSession(model, so, providers=["CPUExecutionProvider"])
+
+
+# ---- one thread count per process -------------------------------------------------------------------------
+def measure(args) -> None:
+    import torch
+
+    import dyadiq.targets as targets
+    from dyadiq.ir.serialize import load
+    d, threads = args.models, args.threads
+    x = np.load(d / "x.npy")
+    ig8, ig4 = load(d / "w8.dyq"), load(d / "w4.dyq")
+    arts = {W8: targets.compile(ig8), W4: targets.compile(ig4)}
+    if args.generic:
+        arts[W8_GENERIC] = targets.compile(ig8, kernels="generic")
+    if args.tune:
+        arts[f"dyadiq cpu W8A8 per-channel (x86 kernels, rest tuned {args.tune} trials)"] = targets.compile(
+            ig8, tune=args.tune)
+    fns = {k: ((lambda a=a: a.run(x)), 10 if k == W8_GENERIC else 1) for k, a in arts.items()}
+    for label, p in ort_models(None, None, x, d).items():
+        sess = ort_session(p, threads)
+        fns[label] = ((lambda s=sess: s.run(None, {"input": x})), 1)
+    torch.set_num_threads(threads)
+    from dyadiq.zoo import efficientnet_lite0
+    model = efficientnet_lite0().eval()
+    xt = torch.from_numpy(x)
+
+    def torch_run():
+        with torch.no_grad():
+            model(xt)
+    fns["torch fp32"] = (torch_run, 2)
+    ms = interleaved_ms(fns, args.runs)
+    rows = [{"config": k, "threads": threads, "ms": v} for k, v in ms.items()]
+    for r in rows:
+        print(r, flush=True)
+    args.rows_json.write_text(json.dumps(rows))
+    if threads == 1 and args.layers:
+        layer_rows = per_layer(ig8, args.layer_runs)
+        cpu = cpu_description()
+        meta = {"what": "each fast dyadiq kernel built alone vs one-op onnxruntime QLinearConv, same shape, 1 thread",
+                "cpu": cpu["model"], "features": " ".join(cpu["features"]),
+                "onnxruntime model": "QLinearConv u8 x, s8 per-channel w, int32 bias, u8 y (no fused add)",
+                "runs": f"median of {args.layer_runs} alternating calls (dyadiq: mean of 5 per sample)",
+                "load average (1/5/15 min) at start": " ".join(f"{v:.2f}" for v in os.getloadavg())}
+        print(write_results("cpu_latency_layers", layer_rows,
+                            ["layer", "kernel", "shape", "MMAC", "dyadiq_ms", "ort_qlinearconv_ms", "dyadiq/ort"],
+                            meta, args.out))
 
 
 def main(argv=None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--runs", type=int, default=50)
-    ap.add_argument("--tune", type=int, default=0, help="MetaSchedule trials for the tuned variant (0: skip)")
+    ap.add_argument("--runs", type=int, default=50, help="calls per config (median)")
+    ap.add_argument("--layer-runs", type=int, default=30, help="alternating samples per layer")
+    ap.add_argument("--tune", type=int, default=0, help="MetaSchedule trials for a tuned variant (0: skip)")
+    ap.add_argument("--no-generic", dest="generic", action="store_false",
+                    help="skip the slow generic-lowering W8A8 artifact")
+    ap.add_argument("--no-layers", dest="layers", action="store_false", help="skip the per-layer table")
     ap.add_argument("--out", type=Path, default=Path(__file__).parent / "results")
     ap.add_argument("--threads", type=int, default=0, help="internal: measure one thread count in this process")
+    ap.add_argument("--models", type=Path, help="internal: folder of the prepared models")
     ap.add_argument("--rows-json", type=Path, help="internal: where a --threads run writes its rows")
     args = ap.parse_args(argv)
-    if not args.threads:
-        return _driver(args, argv)
-
-    import onnxruntime as ort
-    import torch
-
-    import dyadiq
-    from dyadiq.zoo import efficientnet_lite0, photo_crops
-
-    model = efficientnet_lite0()
-    calib = photo_crops(32, split="calib")
-    x = photo_crops(1, split="eval")
-    g = dyadiq.from_torch(model, (torch.from_numpy(x),))
-    q, _ = dyadiq.quantize(g, calib, per_channel=True)
-    arts = {"dyadiq cpu W8A8 per-channel (untuned)": dyadiq.compile(q, target="cpu")}
-    if args.tune:
-        arts[f"dyadiq cpu W8A8 per-channel (tuned, {args.tune} trials)"] = dyadiq.compile(q, target="cpu",
-                                                                                         tune=args.tune)
-    q4, _ = dyadiq.quantize(g, calib, per_channel=True, weight_bits=4, first_last_bits=8)
-    arts["dyadiq cpu W4A8 per-channel (untuned)"] = dyadiq.compile(q4, target="cpu")
-    rows = []
+    if args.threads:
+        return measure(args)
+    rows, load = [], [os.getloadavg()]
     with tempfile.TemporaryDirectory() as d:
-        onnx_paths = ort_models(model, calib, x, Path(d))
-        for threads in (args.threads,):
-            torch.set_num_threads(threads)
-            for label, art in arts.items():
-                rows.append({"config": label, "threads": threads, "ms": median_ms(lambda: art.run(x), args.runs)})
-                print(rows[-1], flush=True)
-            for label, p in onnx_paths.items():
-                so = ort.SessionOptions()
-                so.intra_op_num_threads = threads
-                so.inter_op_num_threads = 1
-                sess = ort.InferenceSession(str(p), so, providers=["CPUExecutionProvider"])
-                rows.append({"config": label, "threads": threads,
-                             "ms": median_ms(lambda: sess.run(None, {"input": x}), args.runs)})
-                print(rows[-1], flush=True)
-            with torch.no_grad():
-                xt = torch.from_numpy(x)
-                rows.append({"config": "torch fp32", "threads": threads,
-                             "ms": median_ms(lambda: model(xt), args.runs)})
-                print(rows[-1], flush=True)
-    import json
-    args.rows_json.write_text(json.dumps(rows))
-    if args.threads == 1:
-        layer_rows = per_layer(next(iter(arts.values())), x)
-        print(write_results("cpu_latency_layers", layer_rows[:40], ["kernel", "ms"],
-                            {"artifact": next(iter(arts)), "cpu": cpu_description()["model"], "threads": 1},
-                            args.out))
-
-
-def _driver(args, argv) -> None:
-    """Run each thread count in its own process (TVM fixes its thread pool at start-up), then merge."""
-    import json
-    import subprocess
-    rows = []
-    for threads in (1, 2):
-        env = dict(os.environ, TVM_NUM_THREADS=str(threads), OMP_NUM_THREADS=str(threads))
-        with tempfile.NamedTemporaryFile(suffix=".json") as f:
-            subprocess.run([sys.executable, __file__, "--threads", str(threads), "--rows-json", f.name,
-                            "--runs", str(args.runs), "--tune", str(args.tune), "--out", str(args.out)],
-                           env=env, check=True)
-            rows += json.loads(Path(f.name).read_text())
+        build_models(Path(d))
+        for threads in (1, 2):               # TVM fixes its thread pool at start-up: one process each
+            env = dict(os.environ, TVM_NUM_THREADS=str(threads), OMP_NUM_THREADS=str(threads))
+            f = Path(d) / f"rows{threads}.json"
+            cmd = [sys.executable, __file__, "--threads", str(threads), "--models", d, "--rows-json", str(f),
+                   "--runs", str(args.runs), "--layer-runs", str(args.layer_runs), "--tune", str(args.tune),
+                   "--out", str(args.out)] + ([] if args.generic else ["--no-generic"]) + (
+                   [] if args.layers else ["--no-layers"])
+            subprocess.run(cmd, env=env, check=True)
+            rows += json.loads(f.read_text())
+            load.append(os.getloadavg())
     cpu = cpu_description()
     meta = {"model": "EfficientNet-Lite0 batch 1", "cpu": cpu["model"], "features": " ".join(cpu["features"]),
-            "runs": f"median of {args.runs} after 5 warm-up",
+            "runs": f"median of {args.runs} calls per config (generic W8A8: 5 calls every 10th round, torch: "
+                    "every 2nd round), in rounds of 5 calls alternating between configs, after 3 warm-up calls",
             "note": "each thread count runs in its own process (TVM_NUM_THREADS set before start-up)",
-            "command": "python bench/cpu_latency.py " + " ".join(argv or sys.argv[1:])}
+            "load average (1/5/15 min) before, after 1 thread, after 2 threads":
+                " | ".join(" ".join(f"{v:.2f}" for v in la) for la in load),
+            "command": "python bench/cpu_latency.py " + " ".join(argv if argv is not None else sys.argv[1:])}
     print(write_results("cpu_latency", rows, ["config", "threads", "ms"], meta, args.out))
 
 

@@ -3,7 +3,8 @@
 
 - the integerized EfficientNet-Lite0 holds no float op or tensor between input quantize and output dequantize;
 - the compiled CPU artifact is bit-exact with the integer interpreter (32 inputs; W8A8 and W4A8) for
-  EfficientNet-Lite0, the digits CNN and four test architectures;
+  EfficientNet-Lite0 (with the hand-scheduled x86 kernels on an AVX2 host), the digits CNN and four test
+  architectures;
 - integer vs simulated mode: top-1 agreement >= 99% on the proxy crops; digits accuracy within 0.5 points.
 """
 import numpy as np
@@ -50,6 +51,9 @@ def test_effnet_artifact_is_bit_exact_with_the_integer_interpreter(effnet, bits)
     ig = dyadiq.integerize(q)
     _assert_integer_only(ig)
     art = dyadiq.compile(ig, target="cpu")
+    from dyadiq.targets.cpu import host_cpu_flags
+    if "avx2" in (host_cpu_flags() or set()):                  # the hand-scheduled x86 kernels were used
+        assert art.manifest["kernels"] in ("avx2", "vnni")
     x = evalx[:32]
     assert np.array_equal(art.run(x), run(ig, x))
     if bits == 8:

@@ -148,6 +148,39 @@ def test_cpu_without_the_required_features_is_refused_before_loading(saved, monk
         targets.load_artifact(saved)
 
 
+# ---- instruction sets of the fast kernels ---------------------------------------------------------------
+def _asm(art) -> str:
+    return art.module.mod.imports[0].inspect_source("asm")
+
+
+@pytest.mark.skipif("avx2" not in (cpu.host_cpu_flags() or set()), reason="host without AVX2")
+def test_avx2_host_gets_the_exact_vpmaddwd_kernels(w8):
+    art = w8[2]
+    assert art.manifest["kernels"] == "avx2"
+    asm = _asm(art)
+    assert "vpmaddwd" in asm
+    assert "vpmaddubsw" not in asm                    # saturating u8 x s8 pairs: never exact for int8 weights
+
+
+def test_vnni_build_uses_vpdpbusd_requires_the_feature_and_is_refused_without_it(tmp_path, monkeypatch):
+    """Compiled for a VNNI CPU (only compiled here unless the host has VNNI): the kernels use vpdpbusd, the
+    manifest requires avx512_vnni, and a CPU without it refuses the artifact with one error line."""
+    ig = integerize(simple_quantize(CNN, CALIB[:16]))
+    art = targets.compile(ig, mcpu="sapphirerapids")
+    assert art.manifest["kernels"] == "vnni"
+    assert "avx512_vnni" in art.manifest["required_cpu_features"]
+    asm = _asm(art)
+    assert "vpdpbusd" in asm and "vpmaddubsw" not in asm
+    art.save(tmp_path / "vnni")
+    host = cpu.host_cpu_flags() or set()
+    if "avx512_vnni" in host and "avx512vl" in host:  # this CPU can run it: bit-exact like any other build
+        loaded = targets.load_artifact(tmp_path / "vnni")
+        np.testing.assert_array_equal(loaded.run(CALIB[16:17]), run(ig, CALIB[16:17]))
+        monkeypatch.setattr(cpu, "host_cpu_flags", lambda: host - {"avx512_vnni"})
+    with pytest.raises(ArtifactError, match="lacks .*avx512_vnni"):
+        targets.load_artifact(tmp_path / "vnni")
+
+
 # ---- save / load ---------------------------------------------------------------------------------------
 def test_save_load_round_trip_is_bit_exact(w8, saved):
     _, ig, art = w8

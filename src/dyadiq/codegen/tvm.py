@@ -22,6 +22,11 @@ bytes. The module unpacks them with shifts and masks (8 values per ``bits`` byte
 the build pipeline therefore leaves out ``FoldConstant``, which would store them unpacked again.
 The module's constants are the graph's constants (weights packed), plus one int32 vector per
 conv/linear when ``x_zp != 0`` and it has no bias.
+
+With ``isa`` (``"avx2"``/``"vnni"``) every ``qconv2d|qlinear -> requantize [-> qadd]`` chain that
+``codegen.x86`` covers becomes one hand-scheduled kernel (``call_tir``) instead: activations between such
+kernels stay NHWC (``value_nhwc``; a transpose only where a generic op needs NCHW), and their weights are
+pre-expanded at compile time (int16 / int8 blocks, so 4-bit weights are not unpacked per call).
 """
 from __future__ import annotations
 
@@ -86,21 +91,44 @@ def _i64(v: int):
 class _Emitter:
     """Walks the graph in order; ``env`` maps value names to Relax expressions."""
 
-    def __init__(self, g: Graph, pack: bool):
+    def __init__(self, g: Graph, pack: bool, isa: str | None = None):
         tvm, relax = _tvm()
         self.g, self.pack, self.tvm, self.R, self.op = g, pack, tvm, relax, relax.op
         self.bb = relax.BlockBuilder()
         self.env: dict = {}
+        self.nhwc: dict = {}              # value name -> the same rank-4 tensor in NHWC (fast kernels)
+        self.flat: dict = {}              # value name -> (its NHWC tensor as [N*H*W, C], NHWC shape)
+        self.isa = isa
+        self.const = const
 
     def emit(self, expr):
         return self.bb.emit(expr)
 
     def value(self, name: str):
+        if name not in self.env and (name in self.nhwc or name in self.flat):
+            self.env[name] = self.emit(self.op.permute_dims(self.value_nhwc(name), [0, 3, 1, 2]))
         if name not in self.env:
             if not self.g.is_const(name):
                 raise CodegenError(f"value %{name} is used before it is defined")
             self.env[name] = const(self.g.const(name))
         return self.env[name]
+
+    def value_nhwc(self, name: str):
+        """``name`` (rank 4, NCHW in the graph) as an NHWC tensor, transposed once when needed."""
+        if name not in self.nhwc and name in self.flat:
+            y, shape = self.flat[name]
+            self.nhwc[name] = self.emit(self.op.reshape(y, shape))
+        if name not in self.nhwc:
+            self.nhwc[name] = self.emit(self.op.permute_dims(self.value(name), [0, 2, 3, 1]))
+        return self.nhwc[name]
+
+    def value_flat(self, name: str):
+        """``name`` (rank 4) as its NHWC data seen as ``[N*H*W, C]`` (no copy between GEMM kernels)."""
+        if name not in self.flat:
+            x = self.value_nhwc(name)
+            n, h, w, c = (int(v) for v in x.ty.shape)
+            self.flat[name] = (self.emit(self.op.reshape(x, (n * h * w, c))), (n, h, w, c))
+        return self.flat[name][0]
 
     def cast(self, x, dtype: str):
         x = x if isinstance(x, (self.R.Var, self.tvm.ir.expr.Constant)) else self.emit(x)
@@ -148,7 +176,7 @@ class _Emitter:
         dx, dw = x.ty.dtype, w.ty.dtype
         if dx == dw:
             return x, w
-        wide = "int16" if max(np.dtype(dx).itemsize, np.dtype(dw).itemsize) == 1 else "int32"
+        wide = "int16" if max(np.dtype(str(dx)).itemsize, np.dtype(str(dw)).itemsize) == 1 else "int32"
         return self.cast(x, wide), self.cast(w, wide)
 
     def _bias(self, n: Node, w: np.ndarray, axes) -> np.ndarray | None:
@@ -246,6 +274,20 @@ class _Emitter:
         zp = int(n.attr("x_zp", 0))
         return y if zp == 0 else self.op.subtract(self.emit(y), const(np.asarray(zp * count, np.int32)))
 
+    def qsum_nhwc(self, n: Node):
+        """``qsum`` over H and W of a value the fast kernels left in NHWC: summed in that layout (no
+        transpose of the full tensor), None when not applicable."""
+        name, t = n.inputs[0], self.g.type_of(n.inputs[0])
+        if t.rank != 4 or name in self.env or not (name in self.nhwc or name in self.flat):
+            return None
+        if sorted({a % 4 for a in n.attr("axes")}) != [2, 3]:
+            return None
+        y = self.emit(self.op.sum(self.cast(self.value_nhwc(name), "int32"), axis=[1, 2], keepdims=True))
+        zp = int(n.attr("x_zp", 0))
+        if zp:
+            y = self.emit(self.op.subtract(y, const(np.asarray(zp * t.shape[2] * t.shape[3], np.int32))))
+        return self.op.permute_dims(y, [0, 3, 1, 2])
+
     def qavgpool(self, n: Node, x):
         op = self.op
         t = self.g.type_of(n.inputs[0])
@@ -332,16 +374,27 @@ class _Emitter:
         params = [R.Var(name, R.TensorType(g.type_of(name).shape, TVM_DTYPES[g.type_of(name).dtype]))
                   for name in g.inputs]
         self.env.update(zip(g.inputs, params))
+        chains, done = {}, set()
+        if self.isa:
+            from .x86 import lower as x86
+            chains = x86.groups(g)
         with self.bb.function("main", params):
             with self.bb.dataflow():
                 for n in g.nodes:
+                    if n.name in done:
+                        continue
+                    if n.name in chains and self._fast(chains[n.name]):
+                        done.update(m.name for m in (chains[n.name].rq, chains[n.name].add) if m is not None)
+                        continue
                     fn = getattr(self, n.op, None) if n.op in EMITTERS else None
                     if fn is None:
                         raise CodegenError(f"op {n.op!r} has no TVM lowering (supported: {', '.join(EMITTERS)})",
                                            node=n)
                     try:
                         ins = n.inputs[:1] if n.op in WEIGHT_OPS else n.inputs       # weights: see weight()
-                        out = fn(n, *[self.value(i) for i in ins])
+                        out = self.qsum_nhwc(n) if n.op == "qsum" else None
+                        if out is None:
+                            out = fn(n, *[self.value(i) for i in ins])
                         self.env[n.name] = self.emit(out)
                     except CodegenError:
                         raise
@@ -351,6 +404,16 @@ class _Emitter:
                 res = self.bb.emit_output(outs[0] if len(outs) == 1 else R.Tuple(outs))
             self.bb.emit_func_output(res)
         return self.bb.get()
+
+    def _fast(self, chain) -> bool:
+        """Lower ``chain`` (``codegen.x86.lower.Chain``) as one hand-scheduled kernel; False: not covered."""
+        from .x86 import lower as x86
+        try:
+            return x86.lower(self, chain, self.isa)
+        except CodegenError:
+            raise
+        except Exception as e:  # TVM schedule errors: name the node
+            raise CodegenError(f"fast x86 kernel failed: {str(e).strip().splitlines()[-1]}", node=chain.conv) from e
 
 
 EMITTERS = ("quantize", "dequantize", "qconv2d", "qlinear", "qmatmul", "requantize", "qadd", "qmul", "qsum",
@@ -378,9 +441,13 @@ def _int_range(n: Node) -> tuple[int, int]:
     return int_range(int(n.attr("bits")), bool(n.attr("signed")))
 
 
-def to_relax(ig: Graph, *, pack_weights: bool = True):
-    """Relax ``IRModule`` with one function ``main(*graph inputs)`` computing the integer graph ``ig``."""
-    return _Emitter(ig, pack_weights).run()
+def to_relax(ig: Graph, *, pack_weights: bool = True, isa: str | None = None):
+    """Relax ``IRModule`` with one function ``main(*graph inputs)`` computing the integer graph ``ig``.
+
+    ``isa`` (``"avx2"`` or ``"vnni"``, see ``codegen.x86``): lower conv/linear + requantize [+ qadd]
+    chains to hand-scheduled x86 kernels on NHWC activations (weights pre-expanded at compile time);
+    None: generic Relax ops only."""
+    return _Emitter(ig, pack_weights, isa).run()
 
 
 def module_constants(mod) -> list[np.ndarray]:

@@ -10,6 +10,10 @@ name can be wrong in VMs); ``mcpu=`` overrides it. The LLVM features of the chos
 flag names, are the artifact's ``required_cpu_features``; loading on a CPU without one of them is an
 ArtifactError (never SIGILL). Other architectures build for LLVM's generic CPU.
 
+``kernels="auto"`` (default) lowers convolutions and linear layers to the hand-scheduled kernels of
+``codegen.x86`` when the target CPU has AVX2 (exact ``vpmaddwd``) or AVX-512/AVX VNNI (``vpdpbusd``);
+the manifest's ``kernels`` says which (``generic``: TVM's default lowering only).
+
 ``tune=N`` runs MetaSchedule (``tune_module``) for N trials on the fused module; the JSON database lives in
 ``<cache_dir>/<target hash>/<workload hash>`` (default cache ``~/.cache/dyadiq/tune``) and is applied
 after fusion in the same pipeline, so compiling the same graph again reuses it without tuning.
@@ -180,9 +184,16 @@ def tune_module(mod, target, trials: int, cache_dir=None) -> dict:
     if done.is_file() and json.loads(done.read_text()).get("trials", 0) >= trials:
         return {"work_dir": str(work), "reused": True}
     work.mkdir(parents=True, exist_ok=True)
+    # hand-scheduled kernels (codegen.x86, attribute tirx.is_scheduled) are not tuned
+    names = [t.task_name for t in ms.relax_integration.extract_tasks(fused, target)
+             if not t.task_name.startswith("dq_")]
+    if not names:
+        ms.database.JSONDatabase(work_dir=str(work))              # an empty database: nothing to tune
+        done.write_text(json.dumps({"trials": trials, "target": str(target)}))
+        return {"work_dir": str(work), "reused": False}
     with _progress(work, trials):
         ms.relax_integration.tune_relax(
-            fused, params={}, target=target, work_dir=str(work), max_trials_global=trials,
+            fused, params={}, target=target, work_dir=str(work), max_trials_global=trials, op_names=names,
             num_trials_per_iter=min(trials, 32),
             builder=ms.builder.LocalBuilder(timeout_sec=600, f_build=build_candidate),
             runner=ms.runner.LocalRunner(timeout_sec=600),
@@ -232,13 +243,23 @@ class _progress:
 
 
 # ---- compile ------------------------------------------------------------------------------------------
-def compile_cpu(ig: Graph, *, mcpu: str | None = None, tune: int = 0, cache_dir=None) -> "CpuArtifact":
-    """Build the integer graph ``ig`` for this CPU (or ``mcpu``)."""
+def compile_cpu(ig: Graph, *, mcpu: str | None = None, tune: int = 0, cache_dir=None,
+                kernels: str = "auto") -> "CpuArtifact":
+    """Build the integer graph ``ig`` for this CPU (or ``mcpu``).
+
+    ``kernels``: ``"auto"`` uses the hand-scheduled x86 kernels the target's instruction set allows
+    (``codegen.x86``: VNNI, else AVX2, else none); ``"generic"`` only TVM's default lowering."""
     import tvm
     if tune < 0:
         raise InputError(f"tune must be >= 0 trials, got {tune}")
+    if kernels not in ("auto", "generic"):
+        raise InputError(f"kernels must be 'auto' or 'generic', got {kernels!r}")
     target = make_target(mcpu, num_cores=os.cpu_count() if tune else None)
-    mod = to_relax(ig)
+    isa = None
+    if kernels == "auto":
+        from ..codegen.x86.lower import select_isa
+        isa = select_isa(target)
+    mod = to_relax(ig, isa=isa)
     tuning = None
     if tune:
         tuning = tune_module(mod, target, tune, cache_dir)
@@ -250,7 +271,7 @@ def compile_cpu(ig: Graph, *, mcpu: str | None = None, tune: int = 0, cache_dir=
     manifest = {**graph_manifest(ig), "target": "cpu", "tvm_target": json.loads(str(target)),
                 "mcpu": target.attrs.get("mcpu", "generic"), "arch": host_arch(),
                 "triple": codegen.llvm_get_system_triple(), "required_cpu_features": required_features(target),
-                "entry": "main", "tvm_version": tvm.__version__,
+                "entry": "main", "tvm_version": tvm.__version__, "kernels": isa or "generic",
                 "library_constant_bytes": int(sum(c.nbytes for c in module_constants(mod))),
                 "tuning": {"trials": tune, "database": tuning["work_dir"] if tuning else None}}
     return CpuArtifact(manifest, ex, ig)

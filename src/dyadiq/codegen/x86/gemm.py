@@ -1,0 +1,183 @@
+# SPDX-License-Identifier: Apache-2.0
+"""Integer convolution (groups = 1) and linear layers as one register-blocked GEMM kernel, NHWC.
+
+With ``P = N * OH * OW`` output pixels and ``K = KH * KW * C`` (im2col order ``(kh, kw, c)``):
+
+    A[p, k / L, k % L] = x[n, oh*sh - pt + kh*dh, ow*sw - pl + kw*dw, c] - x_zp    (0 outside the image)
+    acc[p, o]        = sum_k A[p, k] * W[o, k]
+    Y[p, o]          = epilogue(acc[p, o], o [, skip[p, o]])                      (``epilogue.py``)
+
+``L`` is the intrinsic's reduction width: 2 for AVX2 (``A`` int16, ``vpmaddwd``), 4 for VNNI (``A`` uint8
+``x + 128``; the bias absorbs ``-(x_zp + 128) * sum_k W[o, k]``, exact). Weights are packed once at
+compile time as ``[ceil(O/8), ceil(K/L), 8, L]``; ``P`` and ``O`` are padded inside the kernel (zero
+rows of ``A``, zero weights), so the blocked loops have no tails; only valid outputs are written.
+Micro-kernel: ``PB`` pixels x ``OBV`` vectors of 8 output channels of int32 accumulators in registers.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from . import intrin
+from .epilogue import Epilogue, te_epilogue
+
+
+@dataclass(frozen=True)
+class ConvGeom:
+    """An NHWC convolution; a linear layer is ``H = W = KH = KW = 1``."""
+    n: int
+    h: int
+    w: int
+    c: int
+    o: int
+    kh: int = 1
+    kw: int = 1
+    stride: tuple = (1, 1)
+    pad: tuple = (0, 0, 0, 0)          # top, left, bottom, right
+    dilation: tuple = (1, 1)
+
+    @property
+    def out_hw(self) -> tuple[int, int]:
+        (sh, sw), (dh, dw), (t, lft, b, r) = self.stride, self.dilation, self.pad
+        return ((self.h + t + b - dh * (self.kh - 1) - 1) // sh + 1,
+                (self.w + lft + r - dw * (self.kw - 1) - 1) // sw + 1)
+
+    @property
+    def pointwise(self) -> bool:
+        """1x1, stride 1, no padding: ``A`` is ``x`` itself seen as ``[P, C]``."""
+        return (self.kh, self.kw, self.stride, self.pad) == (1, 1, (1, 1), (0, 0, 0, 0))
+
+    @property
+    def k(self) -> int:
+        return self.kh * self.kw * self.c
+
+
+def lanes(isa: str) -> int:
+    return 4 if isa == "vnni" else 2
+
+
+def tiles(g: ConvGeom) -> tuple[int, int]:
+    """(PB, OBV): pixels x 8-channel vectors per micro-kernel, 12 accumulator registers (of 16: no spill).
+    For im2col convolutions a ``PB`` that divides the pixel count is preferred (no padded rows, so the
+    pixel loop of the im2col stage splits into rows and columns without a division per element)."""
+    o8 = -(-g.o // 8)
+    p = g.n * g.out_hw[0] * g.out_hw[1]
+    if p <= 4:
+        return p, min(o8, 4)
+    obv = 2 if o8 % 2 == 0 else 1
+    cands = (6, 4, 5) if obv == 2 else (12, 8, 10)
+    if g.pointwise:
+        return cands[0], obv
+    return next((c for c in cands if p % c == 0), cands[0]), obv
+
+
+def pack_weights(w4: np.ndarray, isa: str, obv: int) -> np.ndarray:
+    """``[O, KH, KW, C]`` integer weights -> ``[O8p, KH * KW * ceil(C/L), 8, L]`` (int16 for AVX2, int8
+    for VNNI), zero padded in ``O`` and ``C``."""
+    L = lanes(isa)
+    o, kh, kw, c = w4.shape
+    o8p = -(-(-(-o // 8)) // obv) * obv
+    cl = -(-c // L)
+    p = np.zeros((o8p * 8, kh, kw, cl * L), np.int16 if L == 2 else np.int8)
+    p[:o, :, :, :c] = w4
+    return np.ascontiguousarray(p.reshape(o8p, 8, kh * kw * cl, L).transpose(0, 2, 1, 3))
+
+
+def vnni_offset(x_dtype: str) -> int:
+    """VNNI activations are ``u = x + off`` (uint8): 128 for int8 ``x``, 0 for uint8."""
+    return 128 if x_dtype in ("int8", "i8") else 0
+
+
+def vnni_bias(w2: np.ndarray, x_zp: int, x_dtype: str) -> np.ndarray:
+    """Per output channel ``-(x_zp + off) * sum_k w[o, k]`` (int64), so that
+    ``sum_k u[k] * w[o, k] + vnni_bias[o] == sum_k (x[k] - x_zp) * w[o, k]`` with ``u = x + off`` and
+    the padding of ``u`` equal to ``x_zp + off`` (the real zero)."""
+    return -(int(x_zp) + vnni_offset(x_dtype)) * np.asarray(w2, np.int64).sum(axis=1)
+
+
+def build(g: ConvGeom, x_dtype: str, x_zp: int, isa: str, ep: Epilogue, mode: str,
+          tile: tuple[int, int], skip_dtype: str = "int8", nchw: bool = False):
+    """Scheduled PrimFunc ``(x, w, [pre,] mult, rb, shift, lo, hi[, skip], y)``; ``x`` is ``[P, C]`` when
+    ``g.pointwise`` else ``[N, H, W, C]`` (``[N, C, H, W]`` with ``nchw``, for few input channels);
+    ``y`` (and ``skip``) are ``[P, O]``."""
+    from tvm import te, tirx
+    from tvm.s_tir import Schedule
+    L = lanes(isa)
+    pb, obv = tile
+    oh, ow = g.out_hw
+    P, O, C = g.n * oh * ow, g.o, g.c
+    Pp, CL = -(-P // pb) * pb, -(-C // L)
+    O8p = -(-(-(-O // 8)) // obv) * obv
+    assert not (nchw and g.pointwise)
+    xshape = (P, C) if g.pointwise else (g.n, C, g.h, g.w) if nchw else (g.n, g.h, g.w, C)
+    X = te.placeholder(xshape, x_dtype, name="x")
+    Wp = te.placeholder((O8p, g.kh * g.kw * CL, 8, L), "int16" if L == 2 else "int8", name="w")
+    if L == 2:
+        adt, off, fill = "int16", -x_zp, 0
+    else:
+        adt, off = "uint8", vnni_offset(x_dtype)
+        fill = x_zp + off
+
+    def a_val(p, kh, kw, cl, j):
+        c = cl * L + j
+        conds = [c < C] if CL * L != C else []
+        pc = tirx.min(p, P - 1) if Pp != P else p           # rows >= P: any valid pixel (never written)
+        if g.pointwise:
+            v = X[pc, c]
+        else:
+            n_, r = pc // (oh * ow), pc % (oh * ow)
+            ih = (r // ow) * g.stride[0] - g.pad[0] + kh * g.dilation[0]
+            iw = (r % ow) * g.stride[1] - g.pad[1] + kw * g.dilation[1]
+            conds += [ih >= 0, ih < g.h, iw >= 0, iw < g.w]
+            v = X[n_, c, ih, iw] if nchw else X[n_, ih, iw, c]
+        v = (v.astype("int32") + tirx.const(off, "int32")).astype(adt)
+        return tirx.if_then_else(tirx.all(*conds), v, tirx.const(fill, adt)) if conds else v
+    A = te.compute((Pp, g.kh, g.kw, CL, L), a_val, name="A")
+    rh = te.reduce_axis((0, g.kh), "rh")
+    rw = te.reduce_axis((0, g.kw), "rw")
+    rc = te.reduce_axis((0, CL), "rc")
+    rj = te.reduce_axis((0, L), "rj")
+    Acc = te.compute((Pp, O8p, 8), lambda p, o, i: te.sum(
+        A[p, rh, rw, rc, rj].astype("int32") * Wp[o, (rh * g.kw + rw) * CL + rc, i, rj].astype("int32"),
+        axis=[rh, rw, rc, rj]), name="Acc")
+    params, f = te_epilogue(ep, mode)
+    ins = [X, Wp, *params]
+    if ep.residual is not None:
+        S = te.placeholder((P, O), skip_dtype, name="skip")
+        ins.append(S)
+        Y = te.compute((P, O), lambda p, o: f(Acc[p, o // 8, o % 8], o, S[p, o]), name="Y")
+    else:
+        Y = te.compute((P, O), lambda p, o: f(Acc[p, o // 8, o % 8], o, None), name="Y")
+    sch = Schedule(te.create_prim_func([*ins, Y]))
+    acc = sch.get_sblock("Acc")
+    p, o, i, kh, kw, k, j = sch.get_loops(acc)
+    po, pi = sch.split(p, [None, pb])
+    oo, oi = sch.split(o, [None, obv])
+    sch.reorder(po, oo, kh, kw, k, pi, oi, i, j)
+    y = sch.get_sblock("Y")
+    sch.reverse_compute_at(y, oo)
+    yl = sch.get_loops(y)
+    if O % (obv * 8) == 0:
+        _, yv = sch.split(yl[-1], [None, 8])
+        sch.vectorize(yv)
+    fused = sch.fuse(po, oo)
+    if Pp // pb * (O8p // obv) > 1:
+        sch.parallel(fused)
+    sch.unroll(pi)
+    sch.unroll(oi)
+    init = sch.decompose_reduction(acc, kh)
+    sch.tensorize(i, intrin.register(intrin.PMADDWD if L == 2 else intrin.VNNI))
+    sch.vectorize(sch.get_loops(init)[-1])
+    a = sch.get_sblock("A")
+    al = sch.get_loops(a)
+    if not g.pointwise and Pp == P:      # pixel loop as (row, column): no division per element
+        rows, _ = sch.split(al[0], [None, ow])
+        sch.parallel(rows)
+    else:
+        sch.parallel(al[0])
+    inner = sch.fuse(al[3], al[4])
+    if CL * L % 16 == 0 and g.pointwise:
+        _, av = sch.split(inner, [None, 16])
+        sch.vectorize(av)
+    return sch.mod["main"].with_attr("tirx.is_scheduled", True).with_attr("op_pattern", 8)

@@ -1,0 +1,87 @@
+# SPDX-License-Identifier: Apache-2.0
+"""Exact x86 dot-product tensor intrinsics for TVM (registered once, on first use).
+
+- ``dq_pmaddwd_8x2`` (AVX2): ``C[i] += sum_{k<2} i32(A[k]) * i32(B[i, k])`` for ``i < 8`` with int16
+  ``A`` (one pair, broadcast as an int32) and ``B`` ([8, 2] int16): one ``vpmaddwd`` + ``vpaddd``.
+  Exact: each pair sum is at most ``2 * 2^15 * 2^15 = 2^31`` only when all four operands are -2^15;
+  dyadiq's operands are ``x - x_zp`` in [-255, 255] and weights in [-128, 127].
+- ``dq_vnni_8x4`` (AVX-512 VNNI + VL, or AVX-VNNI): ``C[i] += sum_{k<4} i32(A[k]) * i32(B[i, k])`` with
+  uint8 ``A`` and int8 ``B`` ([8, 4]): one 256-bit ``vpdpbusd`` (no saturation: the non-``s`` form).
+
+``vpmaddubsw`` (u8 x s8 -> saturating int16 pairs) is never used: it is not exact for full-range weights.
+The accumulator ``C`` is a small buffer allocated per micro-kernel (stack, registers after unrolling).
+"""
+from __future__ import annotations
+
+PMADDWD = "dq_pmaddwd_8x2"
+VNNI = "dq_vnni_8x4"
+_done: set[str] = set()
+
+
+def register(name: str) -> str:
+    """Register the intrinsic ``name`` (idempotent) and return it."""
+    if name in _done:
+        return name
+    from tvm.s_tir import TensorIntrin
+    desc, impl = {PMADDWD: _pmaddwd, VNNI: _vnni}[name]()
+    TensorIntrin.register(name, desc, impl, override=True)
+    _done.add(name)
+    return name
+
+
+def _pmaddwd():
+    from tvm.script import tirx as T
+
+    @T.prim_func(s_tir=True)
+    def desc(A: T.Buffer((2,), "int16", offset_factor=1), B: T.Buffer((8, 2), "int16", offset_factor=1),
+             C: T.Buffer((8,), "int32", offset_factor=1)) -> None:
+        with T.sblock("root"):
+            T.reads(C[0:8], A[0:2], B[0:8, 0:2])
+            T.writes(C[0:8])
+            for i in T.serial(0, 8):
+                for k in T.serial(0, 2):
+                    with T.sblock("update"):
+                        vi, vk = T.axis.remap("SR", [i, k])
+                        C[vi] = C[vi] + T.cast(A[vk], "int32") * T.cast(B[vi, vk], "int32")
+
+    @T.prim_func(s_tir=True)
+    def impl(A: T.Buffer((2,), "int16", offset_factor=1), B: T.Buffer((8, 2), "int16", offset_factor=1),
+             C: T.Buffer((8,), "int32", offset_factor=1)) -> None:
+        with T.sblock("root"):
+            T.reads(C[0:8], A[0:2], B[0:8, 0:2])
+            T.writes(C[0:8])
+            C[T.ramp(T.int32(0), 1, 8)] = C.vload([0], dtype="int32x8") + T.call_llvm_pure_intrin(
+                T.llvm_lookup_intrinsic_id("llvm.x86.avx2.pmadd.wd"),
+                T.reinterpret(T.broadcast(T.reinterpret(A.vload([0], "int16x2"), dtype="int32"), 8),
+                              dtype="int16x16"),
+                B.vload([0, 0], dtype="int16x16"), dtype="int32x8")
+    return desc, impl
+
+
+def _vnni():
+    from tvm.script import tirx as T
+
+    @T.prim_func(s_tir=True)
+    def desc(A: T.Buffer((4,), "uint8", offset_factor=1), B: T.Buffer((8, 4), "int8", offset_factor=1),
+             C: T.Buffer((8,), "int32", offset_factor=1)) -> None:
+        with T.sblock("root"):
+            T.reads(C[0:8], A[0:4], B[0:8, 0:4])
+            T.writes(C[0:8])
+            for i in T.serial(0, 8):
+                for k in T.serial(0, 4):
+                    with T.sblock("update"):
+                        vi, vk = T.axis.remap("SR", [i, k])
+                        C[vi] = C[vi] + T.cast(A[vk], "int32") * T.cast(B[vi, vk], "int32")
+
+    @T.prim_func(s_tir=True)
+    def impl(A: T.Buffer((4,), "uint8", offset_factor=1), B: T.Buffer((8, 4), "int8", offset_factor=1),
+             C: T.Buffer((8,), "int32", offset_factor=1)) -> None:
+        with T.sblock("root"):
+            T.reads(C[0:8], A[0:4], B[0:8, 0:4])
+            T.writes(C[0:8])
+            C[T.ramp(T.int32(0), 1, 8)] = T.call_llvm_pure_intrin(
+                T.llvm_lookup_intrinsic_id("llvm.x86.avx512.vpdpbusd.256"), C.vload([0], dtype="int32x8"),
+                T.reinterpret(T.broadcast(T.reinterpret(A.vload([0], "uint8x4"), dtype="int32"), 8),
+                              dtype="int8x32"),
+                B.vload([0, 0], dtype="int8x32"), dtype="int32x8")
+    return desc, impl

@@ -1,0 +1,155 @@
+# SPDX-License-Identifier: Apache-2.0
+"""Fast x86 lowering of ``qconv2d | qlinear -> requantize [-> qadd]`` groups into one hand-scheduled kernel.
+
+``select_isa(target)``: ``"vnni"`` (AVX-512 VNNI+VL or AVX-VNNI: u8 x s8 ``vpdpbusd``), ``"avx2"``
+(int16 ``vpmaddwd``) or None (no fast path: the generic Relax lowering of ``codegen.tvm``).
+``groups(g)`` finds the fusable chains; ``lower(emitter, chain, isa)`` emits the kernel as a
+``call_tir`` on NHWC activations (``emitter.value_nhwc``), or returns False so that the generic
+lowering handles the chain (unusual shapes, non-per-channel parameters, wide dtypes).
+Kernel classes: groups = 1 (any kernel size, stride, padding, dilation) and linear -> ``gemm``;
+depthwise (groups = C = O) -> ``depthwise`` (AVX2 instructions on both ISAs).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from ...ir.graph import Graph, Node
+from ...ir.ops.window import hw_attrs
+from . import depthwise, gemm
+from .epilogue import TVM_INT, make_epilogue
+
+
+@dataclass(frozen=True)
+class Chain:
+    conv: Node
+    rq: Node
+    add: Node | None
+
+    @property
+    def out(self) -> str:
+        return (self.add or self.rq).name
+
+
+def select_isa(target) -> str | None:
+    """The fast-kernel instruction set the LLVM ``target`` allows (None: none)."""
+    from tvm.target import codegen
+    if "mcpu" not in target.attrs or "x86" not in (codegen.llvm_get_system_triple() or ""):
+        return None
+    feats = set(codegen.llvm_get_cpu_features(target))
+    if "avx2" not in feats:
+        return None
+    if {"avx512vnni", "avx512vl"} <= feats or "avxvnni" in feats:
+        return "vnni"
+    return "avx2"
+
+
+def groups(g: Graph) -> dict[str, Chain]:
+    """conv/linear name -> its chain, for every ``qconv2d|qlinear`` whose only consumer is a requantize
+    (whose only consumer may be a same-shape ``qadd`` whose other operand exists before the conv)."""
+    cons, outs, found = g.consumers(), set(g.outputs), {}
+    pos = {n.name: i for i, n in enumerate(g.nodes)}          # graph inputs and constants: -1
+    for i, n in enumerate(g.nodes):
+        if n.op not in ("qconv2d", "qlinear") or n.name in outs:
+            continue
+        c = cons.get(n.name, [])
+        if len(c) != 1 or c[0].op != "requantize" or c[0].inputs[0] != n.name:
+            continue
+        rq, add = c[0], None
+        c2 = cons.get(rq.name, [])
+        if (rq.name not in outs and len(c2) == 1 and c2[0].op == "qadd" and len(set(c2[0].inputs)) == 2
+                and g.type_of(c2[0].inputs[0]).shape == g.type_of(c2[0].inputs[1]).shape
+                == g.type_of(c2[0].name).shape):
+            skip = c2[0].inputs[1] if c2[0].inputs[0] == rq.name else c2[0].inputs[0]
+            if pos.get(skip, -1) < i:                          # defined before the kernel is emitted
+                add = c2[0]
+        found[n.name] = Chain(n, rq, add)
+    return found
+
+
+def _x_range(dtype: str, zp: int) -> int:
+    lo, hi = (-128, 127) if dtype == "i8" else (0, 255)
+    return max(abs(lo - zp), abs(hi - zp))
+
+
+def lower(em, ch: Chain, isa: str) -> bool:
+    """Emit ``ch`` as one fast kernel through the emitter ``em``; False when not covered."""
+    g, n = em.g, ch.conv
+    xt = g.type_of(n.inputs[0])
+    if xt.dtype not in ("i8", "u8") or not g.is_const(n.inputs[1]):
+        return False
+    if len(n.inputs) == 3 and not g.is_const(n.inputs[2]):
+        return False
+    w = np.asarray(g.const(n.inputs[1]), np.int64)
+    zp = int(n.attr("x_zp", 0))
+    if n.op == "qlinear":
+        if xt.rank != 2:
+            return False
+        geom, kind = gemm.ConvGeom(xt.shape[0], 1, 1, xt.shape[1], w.shape[0]), "linear"
+        ep = make_epilogue(g, n, ch.rq, ch.add, w.shape[0], axis=-1)
+        w4 = w.reshape(w.shape[0], 1, 1, -1)
+    else:
+        _, s, p, d = hw_attrs(n.attr_dict)           # the kernel size is the weight's
+        grp = int(n.attr("groups", 1))
+        nb, c, h, wd = xt.shape
+        geom = gemm.ConvGeom(nb, h, wd, c, w.shape[0], w.shape[2], w.shape[3], tuple(s), tuple(p), tuple(d))
+        if grp == 1:
+            kind, w4 = "gemm", w.transpose(0, 2, 3, 1)
+        elif grp == c == w.shape[0] and w.shape[1] == 1:
+            kind, w4 = "depthwise", w.transpose(0, 2, 3, 1)
+        else:
+            return False
+        if tuple(g.type_of(n.name).shape[2:]) != geom.out_hw:
+            return False
+        ep = make_epilogue(g, n, ch.rq, ch.add, w.shape[0], axis=1)
+    if ep is None:
+        return False
+    if ch.add is not None and g.type_of(ep.residual.name).dtype not in TVM_INT:
+        return False
+    w2 = w4.reshape(w4.shape[0], -1)
+    vnni = isa == "vnni" and kind != "depthwise"
+    if vnni:                         # u = x + 128 (i8) or x (u8): acc = sum(u w) - (x_zp + off) sum(w)
+        ep.bias = ep.bias + gemm.vnni_bias(w2, zp, xt.dtype)
+        bound = 255.0 * float(np.abs(w2).sum(axis=1).max(initial=0))
+    else:
+        bound = float(_x_range(xt.dtype, zp)) * float(np.abs(w2).sum(axis=1).max(initial=0))
+    if bound >= 2**31:               # the raw accumulator must be an exact int32
+        return False
+    consts, mode = ep.args(bound)
+    skip_dt = TVM_INT[g.type_of(ep.residual.name).dtype] if ep.residual else "int8"
+    R = em.R
+    oh, ow = geom.out_hw
+    P = geom.n * oh * ow
+    if kind == "depthwise":
+        fn = depthwise.build(geom, TVM_INT[xt.dtype], zp, ep, mode, skip_dt)
+        wp = depthwise.pack_weights(w)
+        x = em.value_nhwc(n.inputs[0])
+        out_shape = (geom.n, oh, ow, geom.o)
+    else:
+        tile = gemm.tiles(geom)
+        # few input channels (a stem): read NCHW directly rather than transposing the input first
+        nchw = (kind == "gemm" and not geom.pointwise and geom.c < 8 and n.inputs[0] not in em.nhwc
+                and n.inputs[0] not in em.flat)
+        fn = gemm.build(geom, TVM_INT[xt.dtype], zp, "vnni" if vnni else "avx2", ep, mode, tile, skip_dt, nchw)
+        wp = gemm.pack_weights(w4, "vnni" if vnni else "avx2", tile[1])
+        if kind == "linear":
+            x = em.value(n.inputs[0])
+        elif geom.pointwise:
+            x = em.value_flat(n.inputs[0])
+        else:
+            x = em.value(n.inputs[0]) if nchw else em.value_nhwc(n.inputs[0])
+        out_shape = (P, geom.o)
+    args = [x, em.const(wp), *[em.const(a) for a in consts]]
+    if ep.residual is not None:
+        skip = {"linear": em.value, "gemm": em.value_flat, "depthwise": em.value_nhwc}[kind](ep.residual.name)
+        args.append(skip)
+    gv = em.bb.add_func(fn.without_attr("global_symbol").with_attr("dyadiq.node", n.name), f"dq_{kind}_{isa}")
+    y = em.emit(R.call_tir(gv, args, R.TensorType(out_shape, TVM_INT[ep.out_dtype])))
+    if kind == "linear":
+        em.env[ch.out] = y
+    elif kind == "gemm":
+        em.flat[ch.out] = (y, (geom.n, oh, ow, geom.o))
+    else:
+        em.nhwc[ch.out] = y
+    return True
