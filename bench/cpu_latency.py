@@ -1,6 +1,6 @@
 # SPDX-License-Identifier: Apache-2.0
 """CPU latency of EfficientNet-Lite0 (batch 1) at 1 and 2 threads, all configs interleaved in one process:
-dyadiq cpu artifacts (W8A8 and W4A8 with the hand-scheduled x86 kernels, W8A8 with TVM's generic lowering,
+dyadiq cpu artifacts (W8A8, W7A8 and W4A8 with the hand-scheduled x86 kernels, W8A8 with TVM's generic lowering,
 optionally MetaSchedule-tuned), onnxruntime int8 (QDQ per-channel from quantize_static, u8 and s8
 activations), onnxruntime fp32 and torch fp32. Each config is timed in rounds of 5 calls, the rounds of all
 configs alternate, and the table gives the median call. Writes bench/results/cpu_latency.{json,md}.
@@ -28,8 +28,9 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).parent))
 from common import cpu_description, write_results  # noqa: E402
 
-W8, W8_GENERIC, W4 = ("dyadiq cpu W8A8 per-channel (x86 kernels)", "dyadiq cpu W8A8 per-channel (TVM generic, untuned)",
-                      "dyadiq cpu W4A8 per-channel (x86 kernels)")
+W8, W8_GENERIC, W7, W4 = ("dyadiq cpu W8A8 per-channel (x86 kernels)",
+                          "dyadiq cpu W8A8 per-channel (TVM generic, untuned)",
+                          "dyadiq cpu W7A8 per-channel (x86 kernels)", "dyadiq cpu W4A8 per-channel (x86 kernels)")
 
 
 def interleaved_ms(fns: dict, runs: int, per_round: int = 5, warmup: int = 3) -> dict[str, float]:
@@ -51,7 +52,9 @@ def interleaved_ms(fns: dict, runs: int, per_round: int = 5, warmup: int = 3) ->
 
 # ---- models (built once by the driver) ----------------------------------------------------------------
 def build_models(d: Path) -> None:
-    """Quantize once: ``w8.dyq``, ``w4.dyq``, the onnxruntime models and the input, into ``d``."""
+    """Quantize once: ``w8.dyq``, ``w7.dyq``, ``w4.dyq``, the onnxruntime models and the input, into ``d``.
+    W7A8: every layer 7-bit (weights in [-64, 63]), so every GEMM takes the u8 x s8 ``vpmaddubsw`` kernel on
+    AVX2 (exact at that width); W4A8 keeps the first and last layer at 8 bits."""
     import torch
 
     import dyadiq
@@ -64,6 +67,8 @@ def build_models(d: Path) -> None:
     g = dyadiq.from_torch(model, (torch.from_numpy(x),))
     q, _ = dyadiq.quantize(g, calib, per_channel=True)
     save(dyadiq.integerize(q), d / "w8.dyq")
+    q7, _ = dyadiq.quantize(g, calib, per_channel=True, weight_bits=7)
+    save(dyadiq.integerize(q7), d / "w7.dyq")
     q4, _ = dyadiq.quantize(g, calib, per_channel=True, weight_bits=4, first_last_bits=8)
     save(dyadiq.integerize(q4), d / "w4.dyq")
     ort_models(model, calib, x, d)
@@ -200,8 +205,8 @@ def measure(args) -> None:
     from dyadiq.ir.serialize import load
     d, threads = args.models, args.threads
     x = np.load(d / "x.npy")
-    ig8, ig4 = load(d / "w8.dyq"), load(d / "w4.dyq")
-    arts = {W8: targets.compile(ig8), W4: targets.compile(ig4)}
+    ig8, ig7, ig4 = load(d / "w8.dyq"), load(d / "w7.dyq"), load(d / "w4.dyq")
+    arts = {W8: targets.compile(ig8), W7: targets.compile(ig7), W4: targets.compile(ig4)}
     if args.generic:
         arts[W8_GENERIC] = targets.compile(ig8, kernels="generic")
     if args.tune:

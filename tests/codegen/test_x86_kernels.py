@@ -210,3 +210,83 @@ def test_kernels_in_sequence_keep_nhwc_between_them():
     assert main.count("R.permute_dims") == 2 and main.count("R.call_tir") == 3
     xin = _i8((1, 8, 9, 9))
     np.testing.assert_array_equal(compile_cpu(g).run([xin]), run(g, [xin]))
+
+
+# ---- vpmaddubsw: u8 x s8 pairs, exact for weights in [-64, 64] ------------------------------------------
+def _w7(shape, extremes=True):
+    """7-bit weights in [-64, 63]; with ``extremes`` whole input-channel runs at -64 and at 63 (and one 64,
+    still allowed) so that adjacent pairs of the reduction reach the int16 limit of vpmaddubsw."""
+    w = RNG.integers(-64, 64, size=shape).astype(np.int8)
+    if extremes:
+        w[0] = -64
+        w[1 % shape[0]] = 63
+        w[2 % shape[0], ..., 0] = 64
+    return w
+
+
+def _asm_of(g) -> str:
+    return compile_cpu(g).module.mod.imports[0].inspect_source("asm")
+
+
+def _kernel_isas(g) -> list[str]:
+    return [gv.name_hint for gv in to_relax(g, isa="avx2").functions if gv.name_hint.startswith("dq_")]
+
+
+U8_CASES = [  # (x, w shape, attrs)
+    ((1, 13, 5, 5), (20, 13, 1, 1), {}),                                                 # odd C, O % 8, P % 6
+    ((1, 3, 15, 15), (10, 3, 3, 3), {"stride": (2, 2), "pad": (0, 0, 1, 1)}),           # stem-like (NCHW read)
+    ((1, 6, 9, 8), (8, 6, 3, 3), {"pad": (1, 1, 1, 1), "dilation": (2, 2)}),
+    ((2, 9, 7, 7), (17, 9, 3, 3), {"pad": (1, 2, 0, 1), "stride": (1, 2)}),             # batch 2, odd everything
+    ((1, 40, 4, 4), (16, 40, 1, 1), {}),
+]
+
+
+@needs_avx2
+@pytest.mark.parametrize("xs,ws,attrs", U8_CASES)
+@pytest.mark.parametrize("x_kind", ["u8_extremes", "i8_extremes", "random_zp"])
+def test_vpmaddubsw_kernel_is_exact_at_the_saturation_limits(xs, ws, attrs, x_kind):
+    """Activations at 0/255 (u = x + off) times weights at -64/63/64 in adjacent pairs: the pair sums reach
+    +-32640, the int16 limit is 32767; the result must equal the integer interpreter bit for bit."""
+    if x_kind == "u8_extremes":
+        x = np.where(RNG.random(xs) < 0.7, 255, 0).astype(np.uint8)
+        x_zp = 0
+    elif x_kind == "i8_extremes":
+        x = np.where(RNG.random(xs) < 0.7, 127, -128).astype(np.int8)
+        x_zp = -128
+    else:
+        x = RNG.integers(0, 256, size=xs).astype(np.uint8)
+        x_zp = 131
+    g, inputs = chain(x, _w7(ws), x_zp=x_zp, clamps=x_kind == "random_zp", **attrs)
+    assert any(k.endswith("_avx2u8") for k in _kernel_isas(g))
+    assert_fast_and_exact(g, inputs, "gemm")
+
+
+@needs_avx2
+def test_vpmaddubsw_linear_and_residual_are_exact():
+    g, inputs = chain(RNG.integers(-128, 128, size=(3, 37)).astype(np.int8), _w7((11, 37)), op="qlinear", x_zp=-128)
+    assert _kernel_isas(g) == ["dq_linear_avx2u8"]
+    assert_fast_and_exact(g, inputs, "linear")
+    g, inputs = chain(_i8((1, 24, 6, 6)), _w7((16, 24, 1, 1)), residual=_i8((1, 16, 6, 6)), x_zp=5)
+    assert_fast_and_exact(g, inputs, "gemm")
+
+
+@needs_avx2
+def test_vpmaddubsw_only_for_layers_whose_weights_fit_7_bits():
+    """Per layer: a 7-bit layer's build contains vpmaddubsw; an 8-bit layer (one weight at 65 is enough)
+    keeps the int16 vpmaddwd kernel and never contains the saturating instruction."""
+    x = _i8((1, 8, 6, 6))
+    w7 = _w7((8, 8, 3, 3))
+    g7, in7 = chain(x, w7, pad=(1, 1, 1, 1))
+    assert _kernel_isas(g7) == ["dq_gemm_avx2u8"]
+    asm7 = _asm_of(g7)
+    assert "vpmaddubsw" in asm7 and "vpmaddwd" in asm7
+    w8 = w7.copy()
+    w8[3, 2, 1, 1] = 65
+    g8, in8 = chain(x, w8, pad=(1, 1, 1, 1))
+    assert _kernel_isas(g8) == ["dq_gemm_avx2"]
+    asm8 = _asm_of(g8)
+    assert "vpmaddwd" in asm8 and "vpmaddubsw" not in asm8
+    np.testing.assert_array_equal(compile_cpu(g8).run(in8), run(g8, in8))
+    w8[3, 2, 1, 1] = -65
+    g8, in8 = chain(x, w8, pad=(1, 1, 1, 1))
+    assert _kernel_isas(g8) == ["dq_gemm_avx2"]

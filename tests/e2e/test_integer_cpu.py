@@ -2,7 +2,7 @@
 """Issue: integer-only lowering + CPU target, end to end on real models.
 
 - the integerized EfficientNet-Lite0 holds no float op or tensor between input quantize and output dequantize;
-- the compiled CPU artifact is bit-exact with the integer interpreter (32 inputs; W8A8 and W4A8) for
+- the compiled CPU artifact is bit-exact with the integer interpreter (32 inputs; W8A8, W7A8 and W4A8) for
   EfficientNet-Lite0 (with the hand-scheduled x86 kernels on an AVX2 host), the digits CNN and four test
   architectures;
 - integer vs simulated mode: top-1 agreement >= 99% on the proxy crops; digits accuracy within 0.5 points.
@@ -43,10 +43,11 @@ def effnet():
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("bits", [8, 4])
+@pytest.mark.parametrize("bits", [8, 7, 4])
 def test_effnet_artifact_is_bit_exact_with_the_integer_interpreter(effnet, bits):
+    """W7 (every layer 7-bit) runs all its GEMMs on the u8 x s8 vpmaddubsw kernels of an AVX2 host."""
     g, calib, evalx = effnet
-    kw = dict(weight_bits=bits, first_last_bits=8) if bits < 8 else {}
+    kw = dict(weight_bits=bits, first_last_bits=8) if bits == 4 else dict(weight_bits=bits)
     q, _ = dyadiq.quantize(g, calib, per_channel=True, bias_correct=bits == 8, **kw)
     ig = dyadiq.integerize(q)
     _assert_integer_only(ig)
@@ -54,6 +55,8 @@ def test_effnet_artifact_is_bit_exact_with_the_integer_interpreter(effnet, bits)
     from dyadiq.targets.cpu import host_cpu_flags
     if "avx2" in (host_cpu_flags() or set()):                  # the hand-scheduled x86 kernels were used
         assert art.manifest["kernels"] in ("avx2", "vnni")
+        if bits == 7 and art.manifest["kernels"] == "avx2":
+            assert "vpmaddubsw" in art.module.mod.imports[0].inspect_source("asm")
     x = evalx[:32]
     assert np.array_equal(art.run(x), run(ig, x))
     if bits == 8:

@@ -7,8 +7,9 @@ With ``P = N * OH * OW`` output pixels and ``K = KH * KW * C`` (im2col order ``(
     acc[p, o]        = sum_k A[p, k] * W[o, k]
     Y[p, o]          = epilogue(acc[p, o], o [, skip[p, o]])                      (``epilogue.py``)
 
-``L`` is the intrinsic's reduction width: 2 for AVX2 (``A`` int16, ``vpmaddwd``), 4 for VNNI (``A`` uint8
-``x + 128``; the bias absorbs ``-(x_zp + 128) * sum_k W[o, k]``, exact). Weights are packed once at
+``L`` is the intrinsic's reduction width: 2 for AVX2 (``A`` int16, ``vpmaddwd``), 4 for VNNI and for
+``"avx2u8"`` (AVX2 ``vpmaddubsw`` + ``vpmaddwd``, only for weights with ``max|W| <= 64``: see ``intrin.py``)
+(``A`` uint8 ``x + 128``; the bias absorbs ``-(x_zp + 128) * sum_k W[o, k]``, exact). Weights are packed once at
 compile time as ``[ceil(O/8), ceil(K/L), 8, L]``; ``P`` and ``O`` are padded inside the kernel (zero
 rows of ``A``, zero weights), so the blocked loops have no tails; only valid outputs are written.
 Micro-kernel: ``PB`` pixels x ``OBV`` vectors of 8 output channels of int32 accumulators in registers.
@@ -53,20 +54,27 @@ class ConvGeom:
         return self.kh * self.kw * self.c
 
 
+U8_ISAS = ("vnni", "avx2u8")      # kernels with uint8 activations x int8 weights, 4 products per lane
+
+
 def lanes(isa: str) -> int:
-    return 4 if isa == "vnni" else 2
+    return 4 if isa in U8_ISAS else 2
 
 
-def tiles(g: ConvGeom) -> tuple[int, int]:
-    """(PB, OBV): pixels x 8-channel vectors per micro-kernel, 12 accumulator registers (of 16: no spill).
-    For im2col convolutions a ``PB`` that divides the pixel count is preferred (no padded rows, so the
-    pixel loop of the im2col stage splits into rows and columns without a division per element)."""
+def tiles(g: ConvGeom, isa: str = "avx2") -> tuple[int, int]:
+    """(PB, OBV): pixels x 8-channel vectors per micro-kernel, 12 accumulator registers (of 16: no spill;
+    10 for ``"avx2u8"``, whose ``vpmaddubsw`` + ``vpmaddwd`` step also holds a vector of ones and an int16
+    temporary). For im2col convolutions a ``PB`` that divides the pixel count is preferred (no padded rows,
+    so the pixel loop of the im2col stage splits into rows and columns without a division per element)."""
     o8 = -(-g.o // 8)
     p = g.n * g.out_hw[0] * g.out_hw[1]
     if p <= 4:
         return p, min(o8, 4)
     obv = 2 if o8 % 2 == 0 else 1
-    cands = (6, 4, 5) if obv == 2 else (12, 8, 10)
+    if isa == "avx2u8":
+        cands = (5, 4, 6) if obv == 2 else (10, 8, 12)
+    else:
+        cands = (6, 4, 5) if obv == 2 else (12, 8, 10)
     if g.pointwise:
         return cands[0], obv
     return next((c for c in cands if p % c == 0), cands[0]), obv
@@ -167,7 +175,8 @@ def build(g: ConvGeom, x_dtype: str, x_zp: int, isa: str, ep: Epilogue, mode: st
     sch.unroll(pi)
     sch.unroll(oi)
     init = sch.decompose_reduction(acc, kh)
-    sch.tensorize(i, intrin.register(intrin.PMADDWD if L == 2 else intrin.VNNI))
+    sch.tensorize(i, intrin.register({"avx2": intrin.PMADDWD, "vnni": intrin.VNNI,
+                                      "avx2u8": intrin.PMADDUBSW}[isa]))
     sch.vectorize(sch.get_loops(init)[-1])
     a = sch.get_sblock("A")
     al = sch.get_loops(a)

@@ -8,13 +8,19 @@
 - ``dq_vnni_8x4`` (AVX-512 VNNI + VL, or AVX-VNNI): ``C[i] += sum_{k<4} i32(A[k]) * i32(B[i, k])`` with
   uint8 ``A`` and int8 ``B`` ([8, 4]): one 256-bit ``vpdpbusd`` (no saturation: the non-``s`` form).
 
-``vpmaddubsw`` (u8 x s8 -> saturating int16 pairs) is never used: it is not exact for full-range weights.
+- ``dq_pmaddubsw_8x4`` (AVX2, narrow weights): the same contract as ``dq_vnni_8x4`` (uint8 ``A``, int8 ``B``
+  [8, 4]) as ``vpmaddubsw`` (u8 x s8 -> int16 pair sums, SATURATING) + ``vpmaddwd`` with ones (int16 pairs ->
+  int32) + ``vpaddd``. Exact only when no pair sum leaves int16: ``|a0 b0 + a1 b1| <= 2 * 255 * max|b|``,
+  which is ``<= 32640 < 32767`` for ``max|b| <= 64`` (7-bit or narrower weights). Callers must check
+  ``max|w| <= PMADDUBSW_MAX_W`` at compile time; full-range int8 weights keep ``dq_pmaddwd_8x2``.
 The accumulator ``C`` is a small buffer allocated per micro-kernel (stack, registers after unrolling).
 """
 from __future__ import annotations
 
 PMADDWD = "dq_pmaddwd_8x2"
 VNNI = "dq_vnni_8x4"
+PMADDUBSW = "dq_pmaddubsw_8x4"
+PMADDUBSW_MAX_W = 64             # 2 * 255 * 64 = 32640 <= 32767: vpmaddubsw never saturates
 _done: set[str] = set()
 
 
@@ -23,7 +29,7 @@ def register(name: str) -> str:
     if name in _done:
         return name
     from tvm.s_tir import TensorIntrin
-    desc, impl = {PMADDWD: _pmaddwd, VNNI: _vnni}[name]()
+    desc, impl = {PMADDWD: _pmaddwd, VNNI: _vnni, PMADDUBSW: _pmaddubsw}[name]()
     TensorIntrin.register(name, desc, impl, override=True)
     _done.add(name)
     return name
@@ -84,4 +90,25 @@ def _vnni():
                 T.reinterpret(T.broadcast(T.reinterpret(A.vload([0], "uint8x4"), dtype="int32"), 8),
                               dtype="int8x32"),
                 B.vload([0, 0], dtype="int8x32"), dtype="int32x8")
+    return desc, impl
+
+
+def _pmaddubsw():
+    from tvm.script import tirx as T
+    desc, _ = _vnni()
+
+    @T.prim_func(s_tir=True)
+    def impl(A: T.Buffer((4,), "uint8", offset_factor=1), B: T.Buffer((8, 4), "int8", offset_factor=1),
+             C: T.Buffer((8,), "int32", offset_factor=1)) -> None:
+        with T.sblock("root"):
+            T.reads(C[0:8], A[0:4], B[0:8, 0:4])
+            T.writes(C[0:8])
+            C[T.ramp(T.int32(0), 1, 8)] = C.vload([0], dtype="int32x8") + T.call_llvm_pure_intrin(
+                T.llvm_lookup_intrinsic_id("llvm.x86.avx2.pmadd.wd"),
+                T.call_llvm_pure_intrin(
+                    T.llvm_lookup_intrinsic_id("llvm.x86.avx2.pmadd.ub.sw"),
+                    T.reinterpret(T.broadcast(T.reinterpret(A.vload([0], "uint8x4"), dtype="int32"), 8),
+                                  dtype="int8x32"),
+                    B.vload([0, 0], dtype="int8x32"), dtype="int16x16"),
+                T.broadcast(T.int16(1), 16), dtype="int32x8")
     return desc, impl

@@ -3,6 +3,8 @@
 
 ``select_isa(target)``: ``"vnni"`` (AVX-512 VNNI+VL or AVX-VNNI: u8 x s8 ``vpdpbusd``), ``"avx2"``
 (int16 ``vpmaddwd``) or None (no fast path: the generic Relax lowering of ``codegen.tvm``).
+On ``"avx2"`` a gemm/linear layer whose integer weights all lie in [-64, 64] (7-bit or narrower) takes the
+u8 x s8 ``vpmaddubsw`` kernel instead (``kernel_isa``; exact there, twice the products per instruction).
 ``groups(g)`` finds the fusable chains; ``lower(emitter, chain, isa)`` emits the kernel as a
 ``call_tir`` on NHWC activations (``emitter.value_nhwc``), or returns False so that the generic
 lowering handles the chain (unusual shapes, non-per-channel parameters, wide dtypes).
@@ -17,7 +19,7 @@ import numpy as np
 
 from ...ir.graph import Graph, Node
 from ...ir.ops.window import hw_attrs
-from . import depthwise, gemm
+from . import depthwise, gemm, intrin
 from .epilogue import TVM_INT, make_epilogue
 
 
@@ -73,6 +75,16 @@ def _x_range(dtype: str, zp: int) -> int:
     return max(abs(lo - zp), abs(hi - zp))
 
 
+def kernel_isa(isa: str, kind: str, w2: np.ndarray) -> str:
+    """The gemm kernel's instruction set for this layer: ``"avx2u8"`` (``vpmaddubsw``) on AVX2 when the
+    weights are narrow enough that its int16 pair sums cannot saturate, else ``isa``."""
+    if kind == "depthwise":
+        return "avx2"
+    if isa == "avx2" and int(np.abs(w2).max(initial=0)) <= intrin.PMADDUBSW_MAX_W:
+        return "avx2u8"
+    return isa
+
+
 def lower(em, ch: Chain, isa: str) -> bool:
     """Emit ``ch`` as one fast kernel through the emitter ``em``; False when not covered."""
     g, n = em.g, ch.conv
@@ -108,8 +120,8 @@ def lower(em, ch: Chain, isa: str) -> bool:
     if ch.add is not None and g.type_of(ep.residual.name).dtype not in TVM_INT:
         return False
     w2 = w4.reshape(w4.shape[0], -1)
-    vnni = isa == "vnni" and kind != "depthwise"
-    if vnni:                         # u = x + 128 (i8) or x (u8): acc = sum(u w) - (x_zp + off) sum(w)
+    kisa = kernel_isa(isa, kind, w2)
+    if kisa in gemm.U8_ISAS:                         # u = x + 128 (i8) or x (u8): acc = sum(u w) - (x_zp + off) sum(w)
         ep.bias = ep.bias + gemm.vnni_bias(w2, zp, xt.dtype)
         bound = 255.0 * float(np.abs(w2).sum(axis=1).max(initial=0))
     else:
@@ -127,12 +139,12 @@ def lower(em, ch: Chain, isa: str) -> bool:
         x = em.value_nhwc(n.inputs[0])
         out_shape = (geom.n, oh, ow, geom.o)
     else:
-        tile = gemm.tiles(geom)
+        tile = gemm.tiles(geom, kisa)
         # few input channels (a stem): read NCHW directly rather than transposing the input first
         nchw = (kind == "gemm" and not geom.pointwise and geom.c < 8 and n.inputs[0] not in em.nhwc
                 and n.inputs[0] not in em.flat)
-        fn = gemm.build(geom, TVM_INT[xt.dtype], zp, "vnni" if vnni else "avx2", ep, mode, tile, skip_dt, nchw)
-        wp = gemm.pack_weights(w4, "vnni" if vnni else "avx2", tile[1])
+        fn = gemm.build(geom, TVM_INT[xt.dtype], zp, kisa, ep, mode, tile, skip_dt, nchw)
+        wp = gemm.pack_weights(w4, kisa, tile[1])
         if kind == "linear":
             x = em.value(n.inputs[0])
         elif geom.pointwise:
@@ -144,7 +156,7 @@ def lower(em, ch: Chain, isa: str) -> bool:
     if ep.residual is not None:
         skip = {"linear": em.value, "gemm": em.value_flat, "depthwise": em.value_nhwc}[kind](ep.residual.name)
         args.append(skip)
-    gv = em.bb.add_func(fn.without_attr("global_symbol").with_attr("dyadiq.node", n.name), f"dq_{kind}_{isa}")
+    gv = em.bb.add_func(fn.without_attr("global_symbol").with_attr("dyadiq.node", n.name), f"dq_{kind}_{kisa}")
     y = em.emit(R.call_tir(gv, args, R.TensorType(out_shape, TVM_INT[ep.out_dtype])))
     if kind == "linear":
         em.env[ch.out] = y
