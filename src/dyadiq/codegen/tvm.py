@@ -24,7 +24,8 @@ The module's constants are the graph's constants (weights packed), plus one int3
 conv/linear when ``x_zp != 0`` and it has no bias.
 
 With ``isa`` (``"avx2"``/``"vnni"``) every ``qconv2d|qlinear -> requantize [-> qadd]`` chain that
-``codegen.x86`` covers becomes one hand-scheduled kernel (``call_tir``) instead: activations between such
+``codegen.x86`` covers becomes one hand-scheduled kernel (``call_tir``) instead (per layer, on AVX2, layers
+whose weights fit [-64, 64] take the exact ``vpmaddubsw`` kernel, ``x86.lower.kernel_isa``): activations between such
 kernels stay NHWC (``value_nhwc``; a transpose only where a generic op needs NCHW), and their weights are
 pre-expanded at compile time (int16 / int8 blocks, so 4-bit weights are not unpacked per call).
 """
