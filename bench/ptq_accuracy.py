@@ -32,6 +32,8 @@ DYADIQ_CONFIGS = {
     "W8A8 per-channel, GPTQ+BC": dict(per_channel=True, equalize=False, bias_correct=True, rounding="gptq"),
     "W8A8 per-tensor, CLE+GPTQ+BC, ILP 16-bit acts (3%)": dict(per_channel=False, equalize=True, bias_correct=True,
                                                                rounding="gptq", wide_acts=0.03),
+    "W7A8 per-channel, GPTQ+BC (the exact vpmaddubsw kernels)": dict(per_channel=True, weight_bits=7,
+                                                                     bias_correct=True, rounding="gptq"),
     "W8A8 per-tensor, CLE+GPTQ+BC, ILP 16-bit acts (6%)": dict(per_channel=False, equalize=True, bias_correct=True,
                                                                rounding="gptq", wide_acts=0.06),
     "W8A8 per-channel, GPTQ+BC, ILP 16-bit acts (3%)": dict(per_channel=True, equalize=False, bias_correct=True,
