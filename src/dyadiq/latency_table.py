@@ -24,7 +24,6 @@ import json
 import os
 import platform
 import statistics
-import tempfile
 import time
 from importlib.util import find_spec
 from pathlib import Path
@@ -34,6 +33,7 @@ import numpy as np
 
 from .errors import InputError
 from .ir.graph import Graph, Node
+from .ir.serialize import atomic_write
 
 FORMAT = "dyadiq.latency_table"
 VERSION = 1
@@ -144,15 +144,7 @@ def save(path: str | os.PathLike, entries: Mapping[str, dict]) -> None:
     p = Path(path)
     p.parent.mkdir(parents=True, exist_ok=True)
     text = json.dumps({"format": FORMAT, "version": VERSION, "entries": dict(entries)}, indent=1, sort_keys=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{p.name}.", suffix=".tmp", dir=p.parent)
-    try:
-        with os.fdopen(fd, "w") as f:
-            f.write(text)
-        os.replace(tmp, p)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
+    atomic_write(p, text.encode())
 
 
 def measure(g: Graph, candidates: Sequence[int], *, act_bits: int = 8, per_channel: bool = True,
