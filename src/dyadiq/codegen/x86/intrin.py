@@ -35,20 +35,28 @@ def register(name: str) -> str:
     return name
 
 
-def _pmaddwd():
+def _dot_desc(a_dtype: str, b_dtype: str, k: int):
+    """Semantics shared by the intrinsics: ``C[i] += sum_k A[k] * B[i, k]`` in int32, 8 lanes."""
     from tvm.script import tirx as T
 
     @T.prim_func(s_tir=True)
-    def desc(A: T.Buffer((2,), "int16", offset_factor=1), B: T.Buffer((8, 2), "int16", offset_factor=1),
+    def desc(A: T.Buffer((k,), a_dtype, offset_factor=1), B: T.Buffer((8, k), b_dtype, offset_factor=1),
              C: T.Buffer((8,), "int32", offset_factor=1)) -> None:
         with T.sblock("root"):
-            T.reads(C[0:8], A[0:2], B[0:8, 0:2])
+            T.reads(C[0:8], A[0:k], B[0:8, 0:k])
             T.writes(C[0:8])
             for i in T.serial(0, 8):
-                for k in T.serial(0, 2):
+                for j in T.serial(0, k):
                     with T.sblock("update"):
-                        vi, vk = T.axis.remap("SR", [i, k])
-                        C[vi] = C[vi] + T.cast(A[vk], "int32") * T.cast(B[vi, vk], "int32")
+                        vi, vj = T.axis.remap("SR", [i, j])
+                        C[vi] = C[vi] + T.cast(A[vj], "int32") * T.cast(B[vi, vj], "int32")
+    return desc
+
+
+def _pmaddwd():
+    from tvm.script import tirx as T
+
+    desc = _dot_desc("int16", "int16", 2)
 
     @T.prim_func(s_tir=True)
     def impl(A: T.Buffer((2,), "int16", offset_factor=1), B: T.Buffer((8, 2), "int16", offset_factor=1),
@@ -67,17 +75,7 @@ def _pmaddwd():
 def _vnni():
     from tvm.script import tirx as T
 
-    @T.prim_func(s_tir=True)
-    def desc(A: T.Buffer((4,), "uint8", offset_factor=1), B: T.Buffer((8, 4), "int8", offset_factor=1),
-             C: T.Buffer((8,), "int32", offset_factor=1)) -> None:
-        with T.sblock("root"):
-            T.reads(C[0:8], A[0:4], B[0:8, 0:4])
-            T.writes(C[0:8])
-            for i in T.serial(0, 8):
-                for k in T.serial(0, 4):
-                    with T.sblock("update"):
-                        vi, vk = T.axis.remap("SR", [i, k])
-                        C[vi] = C[vi] + T.cast(A[vk], "int32") * T.cast(B[vi, vk], "int32")
+    desc = _dot_desc("uint8", "int8", 4)
 
     @T.prim_func(s_tir=True)
     def impl(A: T.Buffer((4,), "uint8", offset_factor=1), B: T.Buffer((8, 4), "int8", offset_factor=1),
@@ -95,7 +93,7 @@ def _vnni():
 
 def _pmaddubsw():
     from tvm.script import tirx as T
-    desc, _ = _vnni()
+    desc = _dot_desc("uint8", "int8", 4)
 
     @T.prim_func(s_tir=True)
     def impl(A: T.Buffer((4,), "uint8", offset_factor=1), B: T.Buffer((8, 4), "int8", offset_factor=1),
