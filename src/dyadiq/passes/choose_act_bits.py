@@ -35,6 +35,7 @@ from ..errors import PassError
 from ..ir.graph import Graph, Node
 from .annotate_quant import inherits
 from .calibrate import prepare_calib
+from .choose_bits import layer_macs
 
 WIDE = 16
 Progress = Callable[[str, int, int], None]
@@ -111,13 +112,6 @@ def reading_layers(g: Graph, name: str, consumers: Mapping[str, list[Node]] | No
     return out
 
 
-def _macs(g: Graph, n: Node) -> int:
-    y = g.type_of(n.name)
-    if n.op == "conv2d":
-        return y.size * int(np.prod(g.type_of(n.inputs[1]).shape[1:]))
-    return y.size * int(g.type_of(n.inputs[0]).shape[-1])
-
-
 def _fits_int32(g: Graph, n: Node, codes: Mapping[str, np.ndarray]) -> bool:
     """The ``integerize`` accumulator bound with a 16-bit input (matmul: never, it has no constant)."""
     if n.op == "matmul" or n.inputs[1] not in codes:
@@ -140,7 +134,7 @@ def choices(g: Graph, traces: Mapping[str, float], *, weight_bits: Mapping[str, 
             continue
         step8 = float(q.scale[0])
         step16 = step8 * ((1 << q.bits) - 1) / ((1 << WIDE) - 1)
-        extra = sum(_macs(g, n) * weight_bits.get(n.name, 8) * (WIDE - q.bits) for n in readers)
+        extra = sum(layer_macs(g, n) * weight_bits.get(n.name, 8) * (WIDE - q.bits) for n in readers)
         out.append(ActChoice(v, 0.5 * step8 ** 2 / 12 * t, 0.5 * step16 ** 2 / 12 * t, float(extra),
                              int(g.type_of(v).size) * (WIDE - q.bits)))
     return out
@@ -176,5 +170,5 @@ def total_act_bits(g: Graph) -> float:
 
 def total_bops(g: Graph, weight_bits: Mapping[str, int], act_bits: int = 8) -> float:
     """Sum over conv2d/linear/matmul of MACs * weight bits * activation bits."""
-    return float(sum(_macs(g, n) * weight_bits.get(n.name, 8) * act_bits
+    return float(sum(layer_macs(g, n) * weight_bits.get(n.name, 8) * act_bits
                      for n in g.nodes if n.op in ("conv2d", "linear", "matmul")))

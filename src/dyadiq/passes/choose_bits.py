@@ -30,7 +30,7 @@ from typing import Callable, Mapping, Sequence
 import numpy as np
 
 from ..errors import PassError
-from ..ir.graph import Graph
+from ..ir.graph import Graph, Node
 from .quantize_weights import check_weight_bits, weighted_layers
 
 CANDIDATES = (2, 3, 4, 5, 6, 8)
@@ -73,18 +73,21 @@ def weight_bytes(params: int, bits: int) -> int:
     return -(-int(params) * int(bits) // 8)
 
 
+def layer_macs(g: Graph, n: Node) -> int:
+    """Multiply-accumulates of a conv2d / linear / matmul node."""
+    y = g.type_of(n.name)
+    if n.op == "conv2d":                       # every output element takes C/groups * KH * KW products
+        return y.size * int(np.prod(g.type_of(n.inputs[1]).shape[1:]))
+    return y.size * int(g.type_of(n.inputs[0]).shape[-1])     # linear / matmul: the reduced axis
+
+
 def layer_costs(g: Graph, *, act_bits: int = 8, latency: Mapping[str, Mapping[int, float]] | None = None
                 ) -> dict[str, LayerCost]:
     """Parameters and MACs of every conv2d/linear layer of ``g`` (names as in the graph)."""
     out = {}
     for n in weighted_layers(g):
         w = g.type_of(n.inputs[1])
-        y = g.type_of(n.name)
-        if n.op == "conv2d":                   # every output element takes C/groups * KH * KW products
-            macs = y.size * int(np.prod(w.shape[1:]))
-        else:                                  # linear: [..., in] x [out, in]^T
-            macs = y.size * w.shape[1]
-        out[n.name] = LayerCost(w.size, int(macs), act_bits, n.inputs[1],
+        out[n.name] = LayerCost(w.size, layer_macs(g, n), act_bits, n.inputs[1],
                                 dict(latency[n.name]) if latency and n.name in latency else None)
     return out
 
