@@ -9,6 +9,10 @@ Per layer (1 thread): every fast dyadiq kernel (conv/linear + requantize [+ resi
 to the same convolution as a one-op onnxruntime QLinearConv model (u8 activations, s8 per-channel weights),
 the two timed alternately; slowest relative to onnxruntime first. Writes cpu_latency_layers.{json,md}.
 
+Column ``exact`` (1-thread rows): dyadiq artifacts are checked against the integer interpreter on the input;
+onnxruntime's int8 kernels against exact integers on a saturating probe (``ort_exactness.py``: without VNNI
+its u8 x s8 path uses ``vpmaddubsw`` and clips int16 pair sums).
+
     python bench/cpu_latency.py [--runs 50] [--tune 0]
 """
 from __future__ import annotations
@@ -197,6 +201,22 @@ def ort_session_bytes(model: bytes):
     return ort.InferenceSession(model, so, providers=["CPUExecutionProvider"])
 
 
+def exactness(arts: dict, graphs: dict, x: np.ndarray) -> dict[str, str]:
+    """Per config: is its integer arithmetic exact here? dyadiq: the artifact's output on ``x`` equals the
+    integer interpreter's; onnxruntime int8: ``ort_exactness.py``'s saturation probe on one QLinearConv."""
+    from dyadiq.interp.run import run as interp
+    from ort_exactness import qlinearconv_error
+    out = {}
+    for k, ig in graphs.items():
+        same = np.array_equal(arts[k].run(x), interp(ig, x, "float"))
+        out[k] = "yes (= interpreter)" if same else "NO: differs from the interpreter"
+    for act in ("u8", "s8"):
+        err = qlinearconv_error(act)
+        out[f"onnxruntime int8 QDQ per-channel ({act} act, s8 weights)"] = (
+            "yes (probe)" if err == 0 else f"no: saturates, {err} codes off on the probe")
+    return out
+
+
 # ---- one thread count per process -------------------------------------------------------------------------
 def measure(args) -> None:
     import torch
@@ -226,7 +246,8 @@ def measure(args) -> None:
             model(xt)
     fns["torch fp32"] = (torch_run, 2)
     ms = interleaved_ms(fns, args.runs)
-    rows = [{"config": k, "threads": threads, "ms": v} for k, v in ms.items()]
+    exact = exactness(arts, {W8: ig8, W7: ig7, W4: ig4}, x) if threads == 1 else {}
+    rows = [{"config": k, "threads": threads, "ms": v, "exact": exact.get(k, "")} for k, v in ms.items()]
     for r in rows:
         print(r, flush=True)
     args.rows_json.write_text(json.dumps(rows))
@@ -279,7 +300,7 @@ def main(argv=None) -> None:
             "load average (1/5/15 min) before, after 1 thread, after 2 threads":
                 " | ".join(" ".join(f"{v:.2f}" for v in la) for la in load),
             "command": "python bench/cpu_latency.py " + " ".join(argv if argv is not None else sys.argv[1:])}
-    print(write_results("cpu_latency", rows, ["config", "threads", "ms"], meta, args.out))
+    print(write_results("cpu_latency", rows, ["config", "threads", "ms", "exact"], meta, args.out))
 
 
 if __name__ == "__main__":

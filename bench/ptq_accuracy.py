@@ -38,6 +38,10 @@ DYADIQ_CONFIGS = {
                                                                rounding="gptq", wide_acts=0.06),
     "W8A8 per-channel, GPTQ+BC, ILP 16-bit acts (3%)": dict(per_channel=True, equalize=False, bias_correct=True,
                                                             rounding="gptq", wide_acts=0.03),
+    "W8A8 per-channel, GPTQ+BC, ILP 16-bit acts (10%)": dict(per_channel=True, equalize=False, bias_correct=True,
+                                                             rounding="gptq", wide_acts=0.10),
+    "W8A16 per-channel, GPTQ+BC (weights alone)": dict(per_channel=True, act_bits=16, bias_correct=True,
+                                                       rounding="gptq"),
     "mixed 4.5 bits (ILP, hessian), GPTQ+BC": dict(per_channel=True, bias_correct=True, rounding="gptq",
                                                     _auto=dict(mean_bits=4.5, sensitivity="hessian")),
     "mixed 4.5 bits (ILP, hessian), GPTQ+BC, ILP 16-bit acts (3%)": dict(

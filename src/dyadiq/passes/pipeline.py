@@ -213,13 +213,14 @@ def quantize(g: Graph, calib, options: QuantizeOptions | None = None, *, progres
         g = stage("choose_act_bits", lambda: _widen(g_float, g, data, cs, ranges, bits, opts, wide, progress))
     # bias correction needs the float weights next to their QuantTypes; it rounds them itself
     gptq = opts.rounding == "gptq"
+    rounding: dict[str, Any] = {}
     g = stage("quantize_weights", lambda: quantize_weights(g, bits=bits, per_channel=opts.per_channel,
                                                            snap=not (opts.bias_correct or gptq)))
     if gptq:
         # layer-wise reconstruction; its own bias correction replaces bias_correct (which needs float weights)
         g = stage("round_weights", lambda: snap_weights(_load("round_weights", "round_weights")(
             g, data, method="gptq", compensate=True, correct_bias=opts.bias_correct, quantized_acts=True,
-            progress=progress)))
+            progress=progress, report=rounding)))
     elif opts.bias_correct:
         g = stage("bias_correct", lambda: snap_weights(
             _load("bias_correct", "bias_correct")(g, data, mode="empirical")))
@@ -240,6 +241,7 @@ def quantize(g: Graph, calib, options: QuantizeOptions | None = None, *, progres
         "activations": {"bits": opts.act_bits, "bits_by_value": dict(opts.act_bits_by_value), **wide,
                         "quantized": sum(1 for v in g.values.values()
                                          if v.quant is not None and not g.is_const(v.name))},
+        "rounding": {"method": opts.rounding, **({"nearest_after_validation": rounding["nearest"]} if gptq else {})},
         "timings_s": times,
     }
     return g, report

@@ -33,6 +33,14 @@ The weights become ``dequantize(q)``, on their grid.
   ``compensate`` / ``correct_bias``, each layer also absorbs the mean shift and the correlated part of
   the activation rounding before it (BRECQ/AdaRound-style inputs).
 
+Held-out validation: a Hessian estimated from few columns lets the solver fit the calibration data
+rather than the layer (EfficientNet-Lite0's 7x7 projections: 64 crops give 3136 columns for 1152 inputs).
+With ``validate`` (default), where a layer has fewer than ``VALIDATE_BELOW`` columns per input and at
+least two batches, the solver is
+also run on the even and on the odd batches alone and scored on the other half; unless its codes beat
+round-to-nearest there (summed over both folds), the layer keeps round-to-nearest (with its bias
+correction). EfficientNet-Lite0 W8A8 per-channel, 256 eval crops: 24.0 -> 24.9 dB.
+
 Nodes that feed no quantized layer are not run. A weight shared by several layers is rounded at its
 first use, from that layer's inputs. Round-to-nearest needs the float values: quantize with
 ``quantize_weights(..., snap=False)`` first (weights already on the grid stay as they are).
@@ -54,13 +62,16 @@ from .calibrate import Progress, prepare_calib
 from .rewrite import bias_hint, fresh_name, splice, use_counts
 
 METHODS = ("gptq", "adaround", "exhaustive", "nearest")
+VALIDATE_BELOW = 32        # held-out check where a layer has fewer calibration columns per Hessian row
 
 
 def round_weights(g: Graph, calib, *, method: str = "gptq", damp: float = 0.01, block: int = 128,
                   sequential: bool = True, compensate: bool = False, act_order: bool = False,
                   correct_bias: bool = False, quantized_acts: bool = False,
-                  progress: Progress | None = None) -> Graph:
-    """Choose the integer codes of quantized conv/linear weights to minimize each layer's output error."""
+                  validate: bool = True, progress: Progress | None = None, report: dict | None = None) -> Graph:
+    """Choose the integer codes of quantized conv/linear weights to minimize each layer's output error.
+    ``report`` (a dict, optional) receives ``"nearest"``: the layers held-out validation left at
+    round-to-nearest."""
     if method not in METHODS:
         raise PassError(f"round_weights: unknown method {method!r} (choose from {', '.join(METHODS)})")
     if not (isinstance(damp, (int, float)) and 0 <= damp < np.inf) or isinstance(damp, bool):
@@ -72,6 +83,7 @@ def round_weights(g: Graph, calib, *, method: str = "gptq", damp: float = 0.01, 
         return g
     cs = prepare_calib(g, calib)
     solve = _solver(method, float(damp), int(block), bool(act_order))
+    nearest: list[str] = []
     if compensate and not sequential:
         raise PassError("round_weights: compensate needs sequential=True (it fits the float model's outputs "
                         "from the quantized-weight model's inputs)")
@@ -79,7 +91,9 @@ def round_weights(g: Graph, calib, *, method: str = "gptq", damp: float = 0.01, 
         raise PassError("round_weights: quantized_acts needs sequential=True")
     new, shifts = _walk(g, cs.batches(), layers, solve, sequential=bool(sequential), compensate=bool(compensate),
                         correct_bias=bool(correct_bias), damp=float(damp), quantized_acts=bool(quantized_acts),
-                        progress=progress)
+                        progress=progress, nearest=nearest if validate else None)
+    if report is not None:
+        report["nearest"] = nearest
     changed = {k: w for k, w in new.items() if not np.array_equal(w, g.const(k))}
     shifts = {k: d for k, d in shifts.items() if np.any(d != 0)}
     if not changed and not shifts:
@@ -213,42 +227,75 @@ class LayerStats:
             self.sq = (0.0 if self.sq is None else self.sq) + cq.sum(axis=2, dtype=np.float64)
             self.sf = (0.0 if self.sf is None else self.sf) + (cq if cf is None else cf).sum(axis=2, dtype=np.float64)
 
+    def __add__(self, o: "LayerStats") -> "LayerStats":
+        def plus(a, b):
+            return a if b is None else b if a is None else a + b
+        return LayerStats(self.H + o.H, plus(self.C, o.C), plus(self.sq, o.sq), plus(self.sf, o.sf), self.M + o.M)
 
-def solve_layer(g: Graph, n: Node, st: LayerStats, solve: Callable,
-                damp: float = 0.01) -> tuple[np.ndarray, np.ndarray | None]:
-    """Rounded (on-grid) weight of layer ``n`` and, with bias correction, its output shift per channel.
 
-    Minimizes ``||W x - Wq xq - delta||^2`` over the codes of ``Wq`` (``x = xq`` unless compensating) and,
-    when ``st`` has column sums, the shift ``delta = Wq mean(xq) - W mean(x)`` (both sides centered).
-    Compensating, ``||W X - Wq Xq||^2 = const + ||(W* - Wq) Xq||^2`` with the least-squares target
-    ``W* = W C^T H^-1`` (ridge towards ``W``, as dampened as GPTQ), so the solver rounds ``W*``."""
-    name = n.inputs[1]
-    w, q = g.const(name), g.quant_of(name)
-    G, O = _groups(n), w.shape[0]
-    W = w.astype(np.float64).reshape(G, O // G, -1)
-    H, C = st.H, st.C
+def _problem(st: LayerStats, W: np.ndarray, damp: float):
+    """``(T, H, mq, mf)``: the target the solver rounds, the Hessian it weighs by and the column means
+    (None without bias correction), from the sums ``st`` (see ``solve_layer``)."""
+    H, C, mq, mf = st.H, st.C, None, None
     if st.sq is not None:                          # center: H - M mq mq^T, C - M mq mf^T
         mq, mf = st.sq / st.M, st.sf / st.M
         H = H - st.sq[:, :, None] * mq[:, None, :]
         C = None if C is None else C - st.sq[:, :, None] * mf[:, None, :]
     T = W if C is None else solvers.ridge_target(W, H, C, damp)
-    near_codes = quantize(w, q) - q.zp_array(w.ndim)
-    grid = grid_of(g, n, near_codes)
-    Qn = solvers.nearest(W, grid)
+    return T, H, mq, mf
+
+
+def _solved(T: np.ndarray, H: np.ndarray, Qn: np.ndarray, grid: solvers.Grid, solve: Callable) -> np.ndarray:
+    """The solver's codes for target ``T``, row by row the better of them and ``Qn`` on the objective."""
     Q = np.clip(solve(T, H, grid), grid.lo, grid.hi).astype(np.int64)
     worse = solvers.objective(T, Q, H, grid) > solvers.objective(T, Qn, H, grid)
-    Q = np.where(worse[..., None], Qn, Q).reshape(w.shape)
+    return np.where(worse[..., None], Qn, Q)
+
+
+def generalizes(halves: tuple[LayerStats, LayerStats], W: np.ndarray, Qn: np.ndarray, grid: solvers.Grid,
+                solve: Callable, damp: float) -> bool:
+    """Two-fold check: codes solved on one half of the calibration batches beat round-to-nearest ``Qn`` on
+    the other half's objective (summed over both folds and all rows)."""
+    gain = 0.0
+    for fit, test in ((0, 1), (1, 0)):
+        Tf, Hf, _, _ = _problem(halves[fit], W, damp)
+        Tt, Ht, _, _ = _problem(halves[test], W, damp)
+        Qf = _solved(Tf, Hf, Qn, grid, solve)
+        gain += float((solvers.objective(Tt, Qn, Ht, grid) - solvers.objective(Tt, Qf, Ht, grid)).sum())
+    return gain > 0
+
+
+def solve_layer(g: Graph, n: Node, st: LayerStats, solve: Callable, damp: float = 0.01,
+                halves: tuple[LayerStats, LayerStats] | None = None) -> tuple[np.ndarray, np.ndarray | None, bool]:
+    """Rounded (on-grid) weight of layer ``n``, its output shift per channel with bias correction, and
+    whether the solver's codes were kept (False: round-to-nearest).
+
+    Minimizes ``||W x - Wq xq - delta||^2`` over the codes of ``Wq`` (``x = xq`` unless compensating) and,
+    when ``st`` has column sums, the shift ``delta = Wq mean(xq) - W mean(x)`` (both sides centered).
+    Compensating, ``||W X - Wq Xq||^2 = const + ||(W* - Wq) Xq||^2`` with the least-squares target
+    ``W* = W C^T H^-1`` (ridge towards ``W``, as dampened as GPTQ), so the solver rounds ``W*``.
+    With ``halves`` (the same sums over two halves of the batches) the layer keeps round-to-nearest
+    unless the solver's codes also win on held-out data (``generalizes``)."""
+    name = n.inputs[1]
+    w, q = g.const(name), g.quant_of(name)
+    G, O = _groups(n), w.shape[0]
+    W = w.astype(np.float64).reshape(G, O // G, -1)
+    T, H, mq, mf = _problem(st, W, damp)
+    grid = grid_of(g, n, quantize(w, q) - q.zp_array(w.ndim))
+    Qn = solvers.nearest(W, grid)
+    kept = halves is None or generalizes(halves, W, Qn, grid, solve, damp)
+    Q = (_solved(T, H, Qn, grid, solve) if kept else Qn).reshape(w.shape)
     wq = dequantize(Q + q.zp_array(w.ndim), q, w.dtype)
     if st.sq is None:
-        return wq, None
+        return wq, None, kept
     Wq = wq.astype(np.float64).reshape(W.shape)
-    return wq, (np.einsum("grk,gk->gr", Wq, mq) - np.einsum("grk,gk->gr", W, mf)).reshape(-1)
+    return wq, (np.einsum("grk,gk->gr", Wq, mq) - np.einsum("grk,gk->gr", W, mf)).reshape(-1), kept
 
 
 # ---- the walk ----------------------------------------------------------------------------------------
 def _walk(g: Graph, batches, layers: dict[str, Node], solve: Callable, *, sequential: bool, compensate: bool,
           correct_bias: bool, damp: float, quantized_acts: bool = False,
-          progress: Progress | None = None) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:
+          progress: Progress | None = None, nearest: list[str] | None = None) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:
     """Rounded weights by constant name and bias shifts by layer name (see module docstring)."""
     needed = _ancestors(g, layers)
     last = {v: i for i, n in enumerate(g.nodes) if n.name in needed for v in n.inputs}
@@ -266,15 +313,19 @@ def _walk(g: Graph, batches, layers: dict[str, Node], solve: Callable, *, sequen
         if n.name in layers:
             wname, x = n.inputs[1], n.inputs[0]
             centered = correct_bias and (len(n.inputs) < 3 or g.is_const(n.inputs[2]))
-            st = LayerStats()
+            halves = (LayerStats(), LayerStats())          # even and odd batches
             wshape = consts[wname].shape
             for k, env in enumerate(envs):
                 cf = columns(n, fenvs[k].get(x, consts.get(x)), wshape) if fenvs else None
-                st.add(columns(n, env.get(x, consts.get(x)), wshape), cf, centered)
+                halves[k % 2].add(columns(n, env.get(x, consts.get(x)), wshape), cf, centered)
+            st = halves[0] + halves[1]
+            check = nearest is not None and len(envs) > 1 and st.M < VALIDATE_BELOW * st.H.shape[-1]
             try:
-                new[wname], shift = solve_layer(g, n, st, solve, damp)
+                new[wname], shift, kept = solve_layer(g, n, st, solve, damp, halves if check else None)
             except (np.linalg.LinAlgError, ValueError) as e:
                 raise PassError(f"round_weights: {e}", node=n) from None
+            if not kept and nearest is not None:
+                nearest.append(n.name)
             if shift is not None:
                 shifts[n.name] = shift
             if sequential:
