@@ -83,7 +83,9 @@ def dyadiq_rows(model, calib, evalx, ref, only=None, skip=None):
         out = run_graph(q, evalx, "simulated")
         wide = rep["activations"].get("wide")
         rows.append({"config": f"dyadiq {name}", **agreement(ref, out), "quantize_s": round(tq, 1),
-                     **({"wide_acts": ", ".join(wide["chosen"])} if wide else {})})
+                     **({"wide_acts": ", ".join(wide["chosen"]),
+                         "wide_cost": f"+{wide['extra_bops_fraction']:.1%} BOPs, "
+                                      f"+{wide['extra_act_bits_fraction']:.1%} activation bits"} if wide else {})})
         print(rows[-1], flush=True)
     return rows
 
@@ -151,7 +153,8 @@ def main(argv=None) -> None:
         rows += ort_rows(model, calib, evalx, ref)
     meta = {"model": "EfficientNet-Lite0", "eval crops": args.n, "calibration crops": args.calib,
             "cpu": cpu_description()["model"], "command": "python bench/ptq_accuracy.py " + " ".join(argv or sys.argv[1:])}
-    print(write_results("ptq_accuracy", rows, ["config", "top1", "top5", "top1_in_top5", "sqnr_db", "quantize_s", "wide_acts"],
+    print(write_results("ptq_accuracy", rows, ["config", "top1", "top5", "top1_in_top5", "sqnr_db", "quantize_s", "wide_acts",
+                                         "wide_cost"],
                         meta, args.out))
 
 

@@ -2,7 +2,8 @@
 """``dyadiq quantize`` as a user runs it.
 
 - the same command twice writes byte-identical ``.dyq`` files;
-- ``--rounding gptq`` and ``--wide-acts F`` reach the pipeline and the report;
+- ``--rounding gptq`` and ``--wide-acts F`` reach the pipeline and the report; GPTQ is the default rounding
+  and ``--rounding adaround`` / ``nearest`` are taken too;
 - bad input (weight bits 1 or 9, empty or wrongly shaped calibration data, a model file that cannot be
   captured, a negative ``--wide-acts``) is one ``error:`` line, exit code 2, and no ``.dyq`` written.
 """
@@ -53,6 +54,16 @@ def test_rounding_and_wide_acts_reach_the_report(capsys, model, tmp_path):
     chosen = report["activations"]["wide"]["chosen"]
     q = dyadiq.load(tmp_path / "q.dyq")
     assert chosen and all(q.quant_of(v).bits == 16 for v in chosen)
+
+
+@pytest.mark.parametrize("extra, want", [((), "gptq"), (("--rounding", "adaround"), "adaround"),
+                                         (("--rounding", "nearest"), "nearest")])
+def test_rounding_default_and_choices(capsys, model, tmp_path, extra, want):
+    rc, err = _quantize(capsys, model, tmp_path / "q.dyq", *extra, "--report", tmp_path / "r.json")
+    assert rc == 0, err
+    report = json.loads((tmp_path / "r.json").read_text())
+    assert report["options"]["rounding"] == want == report["rounding"]["method"]
+    assert ("round_weights" in report["timings_s"]) == (want != "nearest")
 
 
 @pytest.mark.parametrize("extra, calib, match", [

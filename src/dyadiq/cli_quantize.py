@@ -23,6 +23,7 @@ def _bits(text: str):
 def quantize_args(p: argparse.ArgumentParser) -> None:
     from .data import PREPROCESS
     from .passes.calibrate import METHODS
+    from .passes.pipeline import ROUNDINGS
     p.add_argument("model", help="a float model (.pt2, .onnx) or a .dyq graph")
     p.add_argument("-o", "--output", required=True, help="the quantized graph, OUT.dyq (written atomically)")
     p.add_argument("--calib", required=True, help="calibration data: .npy (samples on axis 0), .npz (one array "
@@ -38,8 +39,9 @@ def quantize_args(p: argparse.ArgumentParser) -> None:
                    help="cross-layer equalization (default: only with per-tensor weights)")
     p.add_argument("--bias-correct", action=argparse.BooleanOptionalAction, default=True,
                    help="empirical bias correction (default on)")
-    p.add_argument("--rounding", choices=("nearest", "gptq"), default=None,
-                   help="weight rounding: round-to-nearest or GPTQ error feedback")
+    p.add_argument("--rounding", choices=ROUNDINGS, default="gptq",
+                   help="weight rounding: GPTQ error feedback (default; EfficientNet-Lite0 in about a minute), "
+                        "AdaRound-style optimized rounding (slower), or round-to-nearest")
     p.add_argument("--wide-acts", type=float, default=None, metavar="FRACTION",
                    help="give 16 bits to the activations an ILP picks, within this relative cost "
                         "(mean of the extra BOPs and activation-memory fractions, e.g. 0.03)")
@@ -91,8 +93,7 @@ def cmd_quantize(args: argparse.Namespace) -> int:
     calib = load_calib(args.calib, g, preprocess=args.preprocess)
     opts = dict(per_channel=args.per_channel, act_bits=args.act_bits, calib_method=args.calib_method,
                 equalize=args.equalize, bias_correct=args.bias_correct, first_last_bits=args.first_last_bits)
-    if args.rounding is not None:
-        opts["rounding"] = args.rounding
+    opts["rounding"] = args.rounding
     if args.wide_acts is not None:
         opts["wide_acts"] = args.wide_acts
     budgets = {k: v for k, v in (("size_bytes", args.size_budget), ("bops", args.bops_budget),

@@ -128,14 +128,15 @@ def digits():
     return g, data
 
 
-def test_digits_cnn_w8a8_per_channel_keeps_float_accuracy(digits):
+@pytest.mark.parametrize("rounding", ["nearest", "gptq"])
+def test_digits_cnn_w8a8_per_channel_keeps_float_accuracy(digits, rounding):
     g, d = digits
-    q, rep = quantize(g, d.x_train[:500])
+    q, rep = quantize(g, d.x_train[:500], rounding=rounding)
     n = len(d.y_test) // 50 * 50
     x, y = d.x_test[:n], d.y_test[:n]
     acc_float = (run_batched(g, x, "float").argmax(1) == y).mean()
     acc_sim = (run_batched(q, x, "simulated").argmax(1) == y).mean()
-    print(f"digits CNN: float {acc_float:.4f}, W8A8 simulated {acc_sim:.4f}")
+    print(f"digits CNN: float {acc_float:.4f}, W8A8 ({rounding}) simulated {acc_sim:.4f}")
     assert acc_float > 0.97
     assert acc_sim >= acc_float - 0.005
     assert rep["calibration"]["samples"] == 500

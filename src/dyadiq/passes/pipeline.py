@@ -35,6 +35,9 @@ from .calibrate import METHODS, Progress, collect_ranges, prepare_calib
 from .quantize_weights import check_weight_bits, quantize_weights, snap_weights, weighted_layers
 
 
+ROUNDINGS = ("nearest", "gptq", "adaround")
+
+
 @dataclass(frozen=True)
 class QuantizeOptions:
     """What ``quantize`` does; validated when built (``PassError`` on a bad value)."""
@@ -49,7 +52,7 @@ class QuantizeOptions:
     bias_correct: bool = True
     first_last_bits: int | None = None                # first and last conv/linear at this width
     percentile: float = 99.99                         # for calib_method="percentile"
-    rounding: str = "nearest"                         # nearest | gptq (layer-wise error feedback)
+    rounding: str = "nearest"                         # nearest | gptq | adaround (layer-wise reconstruction)
 
     def __post_init__(self):
         wb = self.weight_bits
@@ -70,8 +73,8 @@ class QuantizeOptions:
             raise PassError(f"unknown calibration method {self.calib_method!r} (choose from {', '.join(METHODS)})")
         if self.first_last_bits is not None:
             check_weight_bits(self.first_last_bits, " (first_last_bits)")
-        if self.rounding not in ("nearest", "gptq"):
-            raise PassError(f"unknown rounding {self.rounding!r} (choose from nearest, gptq)")
+        if self.rounding not in ROUNDINGS:
+            raise PassError(f"unknown rounding {self.rounding!r} (choose from {', '.join(ROUNDINGS)})")
         if self.wide_acts is not None and (isinstance(self.wide_acts, bool) or not isinstance(
                 self.wide_acts, (int, float)) or not 0 <= self.wide_acts <= 1):
             raise PassError(f"wide_acts (extra BOPs fraction for 16-bit activations) must be in [0, 1], "
@@ -212,14 +215,14 @@ def quantize(g: Graph, calib, options: QuantizeOptions | None = None, *, progres
     if opts.wide_acts is not None:
         g = stage("choose_act_bits", lambda: _widen(g_float, g, data, cs, ranges, bits, opts, wide, progress))
     # bias correction needs the float weights next to their QuantTypes; it rounds them itself
-    gptq = opts.rounding == "gptq"
+    gptq = opts.rounding != "nearest"             # gptq or adaround: layer-wise reconstruction
     rounding: dict[str, Any] = {}
     g = stage("quantize_weights", lambda: quantize_weights(g, bits=bits, per_channel=opts.per_channel,
                                                            snap=not (opts.bias_correct or gptq)))
     if gptq:
         # layer-wise reconstruction; its own bias correction replaces bias_correct (which needs float weights)
         g = stage("round_weights", lambda: snap_weights(_load("round_weights", "round_weights")(
-            g, data, method="gptq", compensate=True, correct_bias=opts.bias_correct, quantized_acts=True,
+            g, data, method=opts.rounding, compensate=True, correct_bias=opts.bias_correct, quantized_acts=True,
             progress=progress, report=rounding)))
     elif opts.bias_correct:
         g = stage("bias_correct", lambda: snap_weights(
