@@ -80,14 +80,20 @@ def tiles(g: ConvGeom, isa: str = "avx2") -> tuple[int, int]:
     return next((c for c in cands if p % c == 0), cands[0]), obv
 
 
+def weight_dtype(w: np.ndarray) -> str:
+    """Packed weight storage: int8 whenever the integer weights fit (every AVX2 ``vpmaddwd`` kernel then
+    sign-extends them in the register; the u8 kernels need int8), else int16."""
+    return "int8" if w.size == 0 or (int(w.min()) >= -128 and int(w.max()) <= 127) else "int16"
+
+
 def pack_weights(w4: np.ndarray, isa: str, obv: int) -> np.ndarray:
-    """``[O, KH, KW, C]`` integer weights -> ``[O8p, KH * KW * ceil(C/L), 8, L]`` (int16 for AVX2, int8
-    for VNNI), zero padded in ``O`` and ``C``."""
+    """``[O, KH, KW, C]`` integer weights -> ``[O8p, KH * KW * ceil(C/L), 8, L]`` (``weight_dtype``), zero
+    padded in ``O`` and ``C``."""
     L = lanes(isa)
     o, kh, kw, c = w4.shape
     o8p = -(-(-(-o // 8)) // obv) * obv
     cl = -(-c // L)
-    p = np.zeros((o8p * 8, kh, kw, cl * L), np.int16 if L == 2 else np.int8)
+    p = np.zeros((o8p * 8, kh, kw, cl * L), weight_dtype(w4))
     p[:o, :, :, :c] = w4
     return np.ascontiguousarray(p.reshape(o8p, 8, kh * kw * cl, L).transpose(0, 2, 1, 3))
 
@@ -105,10 +111,13 @@ def vnni_bias(w2: np.ndarray, x_zp: int, x_dtype: str) -> np.ndarray:
 
 
 def build(g: ConvGeom, x_dtype: str, x_zp: int, isa: str, ep: Epilogue, mode: str,
-          tile: tuple[int, int], skip_dtype: str = "int8", nchw: bool = False):
+          tile: tuple[int, int], skip_dtype: str = "int8", nchw: bool = False, o_outer: bool | None = None,
+          w_dtype: str = "int8"):
     """Scheduled PrimFunc ``(x, w, [pre,] mult, rb, shift, lo, hi[, skip], y)``; ``x`` is ``[P, C]`` when
     ``g.pointwise`` else ``[N, H, W, C]`` (``[N, C, H, W]`` with ``nchw``, for few input channels);
-    ``y`` (and ``skip``) are ``[P, O]``."""
+    ``y`` (and ``skip``) are ``[P, O]``; ``w_dtype`` is the packed weights' (``weight_dtype``; int8 for the
+    u8 kernels). ``o_outer`` (default: when ``O > P``) walks output-channel blocks outside pixel blocks, so
+    a layer with more weights than activations streams its weights once."""
     from tvm import te, tirx
     from tvm.s_tir import Schedule
     L = lanes(isa)
@@ -120,7 +129,8 @@ def build(g: ConvGeom, x_dtype: str, x_zp: int, isa: str, ep: Epilogue, mode: st
     assert not (nchw and g.pointwise)
     xshape = (P, C) if g.pointwise else (g.n, C, g.h, g.w) if nchw else (g.n, g.h, g.w, C)
     X = te.placeholder(xshape, x_dtype, name="x")
-    Wp = te.placeholder((O8p, g.kh * g.kw * CL, 8, L), "int16" if L == 2 else "int8", name="w")
+    assert L == 2 or w_dtype == "int8"
+    Wp = te.placeholder((O8p, g.kh * g.kw * CL, 8, L), w_dtype, name="w")
     if L == 2:
         adt, off, fill = "int16", -x_zp, 0
     else:
@@ -162,21 +172,24 @@ def build(g: ConvGeom, x_dtype: str, x_zp: int, isa: str, ep: Epilogue, mode: st
     p, o, i, kh, kw, k, j = sch.get_loops(acc)
     po, pi = sch.split(p, [None, pb])
     oo, oi = sch.split(o, [None, obv])
-    sch.reorder(po, oo, kh, kw, k, pi, oi, i, j)
+    if o_outer is None:
+        o_outer = O8p * 8 > Pp
+    outer, inner = (oo, po) if o_outer else (po, oo)
+    sch.reorder(outer, inner, kh, kw, k, pi, oi, i, j)
     y = sch.get_sblock("Y")
-    sch.reverse_compute_at(y, oo)
+    sch.reverse_compute_at(y, inner)
     yl = sch.get_loops(y)
     if O % (obv * 8) == 0:
         _, yv = sch.split(yl[-1], [None, 8])
         sch.vectorize(yv)
-    fused = sch.fuse(po, oo)
+    fused = sch.fuse(outer, inner)
     if Pp // pb * (O8p // obv) > 1:
         sch.parallel(fused)
     sch.unroll(pi)
     sch.unroll(oi)
     init = sch.decompose_reduction(acc, kh)
-    sch.tensorize(i, intrin.register({"avx2": intrin.PMADDWD, "vnni": intrin.VNNI,
-                                      "avx2u8": intrin.PMADDUBSW}[isa]))
+    avx2 = intrin.PMADDWD_W8 if w_dtype == "int8" else intrin.PMADDWD
+    sch.tensorize(i, intrin.register({"avx2": avx2, "vnni": intrin.VNNI, "avx2u8": intrin.PMADDUBSW}[isa]))
     sch.vectorize(sch.get_loops(init)[-1])
     a = sch.get_sblock("A")
     al = sch.get_loops(a)

@@ -5,6 +5,8 @@
   ``A`` (one pair, broadcast as an int32) and ``B`` ([8, 2] int16): one ``vpmaddwd`` + ``vpaddd``.
   Exact: each pair sum is at most ``2 * 2^15 * 2^15 = 2^31`` only when all four operands are -2^15;
   dyadiq's operands are ``x - x_zp`` in [-255, 255] and weights in [-128, 127].
+- ``dq_pmaddwd_8x2_w8``: the same with int8 ``B`` (weights stored as int8, half the memory traffic),
+  sign-extended in the register (``vpmovsxbw``) before the ``vpmaddwd``: the same exact products.
 - ``dq_vnni_8x4`` (AVX-512 VNNI + VL, or AVX-VNNI): ``C[i] += sum_{k<4} i32(A[k]) * i32(B[i, k])`` with
   uint8 ``A`` and int8 ``B`` ([8, 4]): one 256-bit ``vpdpbusd`` (no saturation: the non-``s`` form).
 
@@ -18,6 +20,7 @@ The accumulator ``C`` is a small buffer allocated per micro-kernel (stack, regis
 from __future__ import annotations
 
 PMADDWD = "dq_pmaddwd_8x2"
+PMADDWD_W8 = "dq_pmaddwd_8x2_w8"
 VNNI = "dq_vnni_8x4"
 PMADDUBSW = "dq_pmaddubsw_8x4"
 PMADDUBSW_MAX_W = 64             # 2 * 255 * 64 = 32640 <= 32767: vpmaddubsw never saturates
@@ -29,7 +32,7 @@ def register(name: str) -> str:
     if name in _done:
         return name
     from tvm.s_tir import TensorIntrin
-    desc, impl = {PMADDWD: _pmaddwd, VNNI: _vnni, PMADDUBSW: _pmaddubsw}[name]()
+    desc, impl = {PMADDWD: _pmaddwd, PMADDWD_W8: _pmaddwd_w8, VNNI: _vnni, PMADDUBSW: _pmaddubsw}[name]()
     TensorIntrin.register(name, desc, impl, override=True)
     _done.add(name)
     return name
@@ -69,6 +72,25 @@ def _pmaddwd():
                 T.reinterpret(T.broadcast(T.reinterpret(A.vload([0], "int16x2"), dtype="int32"), 8),
                               dtype="int16x16"),
                 B.vload([0, 0], dtype="int16x16"), dtype="int32x8")
+    return desc, impl
+
+
+def _pmaddwd_w8():
+    from tvm.script import tirx as T
+
+    desc = _dot_desc("int16", "int8", 2)
+
+    @T.prim_func(s_tir=True)
+    def impl(A: T.Buffer((2,), "int16", offset_factor=1), B: T.Buffer((8, 2), "int8", offset_factor=1),
+             C: T.Buffer((8,), "int32", offset_factor=1)) -> None:
+        with T.sblock("root"):
+            T.reads(C[0:8], A[0:2], B[0:8, 0:2])
+            T.writes(C[0:8])
+            C[T.ramp(T.int32(0), 1, 8)] = C.vload([0], dtype="int32x8") + T.call_llvm_pure_intrin(
+                T.llvm_lookup_intrinsic_id("llvm.x86.avx2.pmadd.wd"),
+                T.reinterpret(T.broadcast(T.reinterpret(A.vload([0], "int16x2"), dtype="int32"), 8),
+                              dtype="int16x16"),
+                T.cast(B.vload([0, 0], dtype="int8x16"), "int16x16"), dtype="int32x8")
     return desc, impl
 
 
