@@ -80,6 +80,7 @@ def dyadiq_rows(model, calib, evalx, ref, only=None, skip=None):
         else:
             q, rep = dyadiq.quantize(g, calib, **opts)
         tq = time.perf_counter() - t0
+        dyadiq.integerize(q)                     # every row lowers to integer code (raises if not)
         out = run_graph(q, evalx, "simulated")
         wide = rep["activations"].get("wide")
         rows.append({"config": f"dyadiq {name}", **agreement(ref, out), "quantize_s": round(tq, 1),

@@ -42,11 +42,14 @@ def test_ilp_matches_brute_force(seed):
     assert got == pytest.approx(_brute(cands, 1e7, 1e4, 0.08), rel=1e-9)
 
 
-def _mlp():
+def _mlp(bias: bool = False):
     rng = np.random.default_rng(1)
     b = GraphBuilder("mlp")
     x = b.input("x", (8, 16), "f32")
-    h = b.op("relu", [b.op("linear", [x, b.const("w1", rng.standard_normal((32, 16)).astype(np.float32) / 4)])])
+    w1 = [b.const("w1", rng.standard_normal((32, 16)).astype(np.float32) / 4)]
+    if bias:
+        w1.append(b.const("b1", np.full(32, 0.5, np.float32)))
+    h = b.op("relu", [b.op("linear", [x, *w1])])
     y = b.op("linear", [h, b.const("w2", rng.standard_normal((10, 32)).astype(np.float32) / 4)])
     return b.build([y]), rng.standard_normal((64, 16)).astype(np.float32)
 
@@ -80,6 +83,22 @@ def test_a_reader_that_could_overflow_int32_is_not_a_candidate():
     big = dict(small)             # rows with sum |w_q| = 16 * 127 * 1000: 2^15 times that is > 2^31
     big["w1"] = np.full((32, 16), 127, np.int64) * 1000
     assert "x" not in {c.name for c in choices(q, traces, weight_bits={}, codes=big)}
+
+
+def test_a_reader_whose_integer_bias_would_overflow_int32_is_not_a_candidate():
+    """The integer bias is b / (s_x * s_w): a channel with tiny weights (so a tiny per-channel scale) and a
+    bias leaves int32 once s_x is a 16-bit step (EfficientNet-Lite0's stem has such channels)."""
+    g, calib = _mlp(bias=True)
+    q, _ = quantize(g, calib, bias_correct=False)
+    acts = [k for k, v in q.values.items() if v.quant is not None and not q.is_const(k)]
+    traces = dict.fromkeys(acts, 1.0)
+    reader = next(n for n in q.nodes if n.op == "linear" and n.inputs[0] == "x")
+    assert len(reader.inputs) == 3 and np.abs(q.const(reader.inputs[2])).max() > 0
+    codes = {n.inputs[1]: np.ones(g.type_of(n.inputs[1]).shape, np.int8) for n in g.nodes if n.op == "linear"}
+    scales = {w: np.ones(codes[w].shape[0]) for w in codes}
+    assert "x" in {c.name for c in choices(q, traces, weight_bits={}, codes=codes, scales=scales)}
+    scales[reader.inputs[1]] = np.full(codes[reader.inputs[1]].shape[0], 1e-12)
+    assert "x" not in {c.name for c in choices(q, traces, weight_bits={}, codes=codes, scales=scales)}
 
 
 def test_quantize_widens_the_planned_values_within_the_budget():

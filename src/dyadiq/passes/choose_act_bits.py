@@ -112,16 +112,23 @@ def reading_layers(g: Graph, name: str, consumers: Mapping[str, list[Node]] | No
     return out
 
 
-def _fits_int32(g: Graph, n: Node, codes: Mapping[str, np.ndarray]) -> bool:
-    """The ``integerize`` accumulator bound with a 16-bit input (matmul: never, it has no constant)."""
+def _fits_int32(g: Graph, n: Node, codes: Mapping[str, np.ndarray], step16: float,
+                scales: Mapping[str, np.ndarray] | None = None) -> bool:
+    """``integerize``'s accumulator bound with a 16-bit input of step ``step16``: ``|x - zp| <= 2^16 - 1``
+    times ``sum |w_q|`` per row, plus the integer bias ``|b| / (step16 * s_w)`` (counted twice: bias
+    correction may still move it) when the weight scales ``s_w`` are known; matmul: never (no constant)."""
     if n.op == "matmul" or n.inputs[1] not in codes:
         return False
-    wq = np.abs(codes[n.inputs[1]].astype(np.int64)).reshape(codes[n.inputs[1]].shape[0], -1).sum(axis=1)
-    return float(2 ** (WIDE - 1) * wq.max(initial=0)) < 2**31 * 0.99    # margin for the rounded bias
+    w = codes[n.inputs[1]]
+    bound = float((1 << WIDE) - 1) * np.abs(w.astype(np.int64)).reshape(w.shape[0], -1).sum(axis=1)
+    if scales is not None and n.inputs[1] in scales and len(n.inputs) > 2 and g.is_const(n.inputs[2]):
+        sw = np.broadcast_to(np.asarray(scales[n.inputs[1]], np.float64).reshape(-1), bound.shape)
+        bound = bound + 2.0 * np.abs(np.asarray(g.const(n.inputs[2]), np.float64)) / (step16 * sw)
+    return float(bound.max(initial=0)) < 2**31 * 0.99
 
 
 def choices(g: Graph, traces: Mapping[str, float], *, weight_bits: Mapping[str, int],
-            codes: Mapping[str, np.ndarray]) -> list[ActChoice]:
+            codes: Mapping[str, np.ndarray], scales: Mapping[str, np.ndarray] | None = None) -> list[ActChoice]:
     """Candidates of the annotated graph ``g`` (8-bit activation QuantTypes) with costs and sensitivities."""
     consumers = g.consumers()
     out = []
@@ -130,10 +137,10 @@ def choices(g: Graph, traces: Mapping[str, float], *, weight_bits: Mapping[str, 
         if q is None or g.is_const(v) or q.bits >= WIDE or q.per_channel:
             continue
         readers = reading_layers(g, v, consumers)
-        if any(not _fits_int32(g, n, codes) for n in readers):
-            continue
         step8 = float(q.scale[0])
         step16 = step8 * ((1 << q.bits) - 1) / ((1 << WIDE) - 1)
+        if any(not _fits_int32(g, n, codes, step16, scales) for n in readers):
+            continue
         extra = sum(layer_macs(g, n) * weight_bits.get(n.name, 8) * (WIDE - q.bits) for n in readers)
         out.append(ActChoice(v, 0.5 * step8 ** 2 / 12 * t, 0.5 * step16 ** 2 / 12 * t, float(extra),
                              int(g.type_of(v).size) * (WIDE - q.bits)))

@@ -125,13 +125,15 @@ def _widen(g_float: Graph, g: Graph, data, cs, ranges: dict, bits: dict[str, int
         total_bops
     from .quantize_weights import weight_quant
     from ..ir.numerics import quantize as quantize_codes
-    codes = {}
+    codes, scales = {}, {}
     for n in weighted_layers(g):
         w = g.const(n.inputs[1])
-        codes[n.inputs[1]] = quantize_codes(w, weight_quant(w, bits[n.name], per_channel=opts.per_channel))
+        wq = weight_quant(w, bits[n.name], per_channel=opts.per_channel)
+        codes[n.inputs[1]], scales[n.inputs[1]] = quantize_codes(w, wq), np.asarray(wq.scale, np.float64)
     acts = [k for k, v in g.values.items() if v.quant is not None and not g.is_const(k)]
     traces = activation_traces(g_float, data, acts, progress=progress)
-    cands = [c for c in choices(g, traces, weight_bits=bits, codes=codes) if c.name not in opts.act_bits_by_value]
+    cands = [c for c in choices(g, traces, weight_bits=bits, codes=codes, scales=scales)
+             if c.name not in opts.act_bits_by_value]
     total, tbits = total_bops(g, bits, opts.act_bits), total_act_bits(g)
     chosen = plan_act_bits(cands, total, tbits, float(opts.wide_acts))
     by = {c.name: c for c in cands}
