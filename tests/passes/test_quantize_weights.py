@@ -77,6 +77,8 @@ def test_zero_and_dead_channels_get_a_usable_scale():
     qt = quantize_weights(two_layers(w)).quant_of("w1")
     top = max(qt.scale)
     assert min(qt.scale) >= top * 2 ** -16 * (1 - 1e-6)   # never a vanishing scale (int32 bias, shift)
+    assert qt.scale[1] == qt.scale[2] == top                 # dead channels: the largest scale, weights 0
+    assert not quantize_weights(two_layers(w)).const("w1")[1:3].any()
     q = quantize_weights(two_layers(np.zeros((4, 3, 3, 3), np.float32)))
     assert all(s > 0 for s in q.quant_of("w1").scale) and not q.const("w1").any()
 

@@ -26,7 +26,7 @@ from ..ir.numerics import fake_quant
 from ..ir.types import QuantType, int_range
 
 WEIGHTED = ("conv2d", "linear")
-SCALE_FLOOR = 2.0 ** -16          # smallest channel scale relative to the layer's largest
+SCALE_FLOOR = 2.0 ** -16          # a channel scale below this fraction of the layer's largest: a dead channel
 
 
 def weighted_layers(g: Graph) -> list[Node]:
@@ -52,7 +52,9 @@ def weight_quant(w: np.ndarray, bits: int, *, per_channel: bool = True, symmetri
         lo, hi = np.minimum(flat.min(axis=1), 0.0), np.maximum(flat.max(axis=1), 0.0)
         scale = (hi - lo) / (qmax - qmin)
     top = scale.max()
-    scale = np.maximum(scale, top * SCALE_FLOOR) if top > 0 else np.full_like(scale, 1.0 / qmax)
+    # dead channels (e.g. BatchNorm-folded, weights ~1e-6 of the layer's) take the layer's largest scale:
+    # their weights round to 0 and their integer bias b / (s_x s_w) stays as small as the other channels'
+    scale = np.where(scale < top * SCALE_FLOOR, top, scale) if top > 0 else np.full_like(scale, 1.0 / qmax)
     scale = scale.astype(np.float32).astype(np.float64)
     zp = np.zeros(scale.shape, np.int64) if symmetric else np.clip(qmin - np.rint(lo / scale), qmin, qmax)
     return QuantType.make(bits, True, scale, zp, 0 if per_channel else None)
