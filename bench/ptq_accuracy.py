@@ -40,8 +40,10 @@ DYADIQ_CONFIGS = {
                                                             rounding="gptq", wide_acts=0.03),
     "W8A8 per-channel, GPTQ+BC, ILP 16-bit acts (10%)": dict(per_channel=True, equalize=False, bias_correct=True,
                                                              rounding="gptq", wide_acts=0.10),
-    "W8A16 per-channel, GPTQ+BC (weights alone)": dict(per_channel=True, act_bits=16, bias_correct=True,
-                                                       rounding="gptq"),
+    "W8A8 per-channel, GPTQ+BC, ILP 16-bit acts (20%)": dict(per_channel=True, equalize=False, bias_correct=True,
+                                                             rounding="gptq", wide_acts=0.20),
+    "W8A16 per-channel, GPTQ+BC (weights alone; a diagnostic: no int32 lowering)": dict(
+        per_channel=True, act_bits=16, bias_correct=True, rounding="gptq", _diagnostic=True),
     "mixed 4.5 bits (ILP, hessian), GPTQ+BC": dict(per_channel=True, bias_correct=True, rounding="gptq",
                                                     _auto=dict(mean_bits=4.5, sensitivity="hessian")),
     "mixed 4.5 bits (ILP, hessian), GPTQ+BC, ILP 16-bit acts (3%)": dict(
@@ -71,6 +73,7 @@ def dyadiq_rows(model, calib, evalx, ref, only=None, skip=None):
         t0 = time.perf_counter()
         opts = dict(opts)
         auto = opts.pop("_auto", None)
+        diagnostic = opts.pop("_diagnostic", False)
         if auto:                                 # ILP weight bits at a parameter-weighted mean width
             from dyadiq.mixed import quantize_auto
             from dyadiq.passes.quantize_weights import weighted_layers
@@ -80,7 +83,8 @@ def dyadiq_rows(model, calib, evalx, ref, only=None, skip=None):
         else:
             q, rep = dyadiq.quantize(g, calib, **opts)
         tq = time.perf_counter() - t0
-        dyadiq.integerize(q)                     # every row lowers to integer code (raises if not)
+        if not diagnostic:
+            dyadiq.integerize(q)                 # every other row lowers to integer code (raises if not)
         out = run_graph(q, evalx, "simulated")
         wide = rep["activations"].get("wide")
         rows.append({"config": f"dyadiq {name}", **agreement(ref, out), "quantize_s": round(tq, 1),
