@@ -217,11 +217,11 @@ def quantize(g: Graph, calib, options: QuantizeOptions | None = None, *, progres
     if opts.wide_acts is not None:
         g = stage("choose_act_bits", lambda: _widen(g_float, g, data, cs, ranges, bits, opts, wide, progress))
     # bias correction needs the float weights next to their QuantTypes; it rounds them itself
-    gptq = opts.rounding != "nearest"             # gptq or adaround: layer-wise reconstruction
+    reconstruct = opts.rounding != "nearest"      # gptq or adaround: layer-wise reconstruction
     rounding: dict[str, Any] = {}
     g = stage("quantize_weights", lambda: quantize_weights(g, bits=bits, per_channel=opts.per_channel,
-                                                           snap=not (opts.bias_correct or gptq)))
-    if gptq:
+                                                           snap=not (opts.bias_correct or reconstruct)))
+    if reconstruct:
         # layer-wise reconstruction; its own bias correction replaces bias_correct (which needs float weights)
         g = stage("round_weights", lambda: snap_weights(_load("round_weights", "round_weights")(
             g, data, method=opts.rounding, compensate=True, correct_bias=opts.bias_correct, quantized_acts=True,
@@ -246,7 +246,8 @@ def quantize(g: Graph, calib, options: QuantizeOptions | None = None, *, progres
         "activations": {"bits": opts.act_bits, "bits_by_value": dict(opts.act_bits_by_value), **wide,
                         "quantized": sum(1 for v in g.values.values()
                                          if v.quant is not None and not g.is_const(v.name))},
-        "rounding": {"method": opts.rounding, **({"nearest_after_validation": rounding["nearest"]} if gptq else {})},
+        "rounding": {"method": opts.rounding,
+                     **({"nearest_after_validation": rounding["nearest"]} if reconstruct else {})},
         "timings_s": times,
     }
     return g, report

@@ -32,7 +32,8 @@ def register(name: str) -> str:
     if name in _done:
         return name
     from tvm.s_tir import TensorIntrin
-    desc, impl = {PMADDWD: _pmaddwd, PMADDWD_W8: _pmaddwd_w8, VNNI: _vnni, PMADDUBSW: _pmaddubsw}[name]()
+    desc, impl = {PMADDWD: _pmaddwd, PMADDWD_W8: lambda: _pmaddwd("int8"), VNNI: _vnni,
+                   PMADDUBSW: _pmaddubsw}[name]()
     TensorIntrin.register(name, desc, impl, override=True)
     _done.add(name)
     return name
@@ -56,13 +57,15 @@ def _dot_desc(a_dtype: str, b_dtype: str, k: int):
     return desc
 
 
-def _pmaddwd():
+def _pmaddwd(b_dtype: str = "int16"):
+    """``vpmaddwd`` on an int16 pair of ``A`` and ``B`` rows stored as ``b_dtype`` (int8 rows are
+    sign-extended to int16 in the register: ``vpmovsxbw``)."""
     from tvm.script import tirx as T
 
-    desc = _dot_desc("int16", "int16", 2)
+    desc = _dot_desc("int16", b_dtype, 2)
 
     @T.prim_func(s_tir=True)
-    def impl(A: T.Buffer((2,), "int16", offset_factor=1), B: T.Buffer((8, 2), "int16", offset_factor=1),
+    def impl(A: T.Buffer((2,), "int16", offset_factor=1), B: T.Buffer((8, 2), b_dtype, offset_factor=1),
              C: T.Buffer((8,), "int32", offset_factor=1)) -> None:
         with T.sblock("root"):
             T.reads(C[0:8], A[0:2], B[0:8, 0:2])
@@ -71,26 +74,7 @@ def _pmaddwd():
                 T.llvm_lookup_intrinsic_id("llvm.x86.avx2.pmadd.wd"),
                 T.reinterpret(T.broadcast(T.reinterpret(A.vload([0], "int16x2"), dtype="int32"), 8),
                               dtype="int16x16"),
-                B.vload([0, 0], dtype="int16x16"), dtype="int32x8")
-    return desc, impl
-
-
-def _pmaddwd_w8():
-    from tvm.script import tirx as T
-
-    desc = _dot_desc("int16", "int8", 2)
-
-    @T.prim_func(s_tir=True)
-    def impl(A: T.Buffer((2,), "int16", offset_factor=1), B: T.Buffer((8, 2), "int8", offset_factor=1),
-             C: T.Buffer((8,), "int32", offset_factor=1)) -> None:
-        with T.sblock("root"):
-            T.reads(C[0:8], A[0:2], B[0:8, 0:2])
-            T.writes(C[0:8])
-            C[T.ramp(T.int32(0), 1, 8)] = C.vload([0], dtype="int32x8") + T.call_llvm_pure_intrin(
-                T.llvm_lookup_intrinsic_id("llvm.x86.avx2.pmadd.wd"),
-                T.reinterpret(T.broadcast(T.reinterpret(A.vload([0], "int16x2"), dtype="int32"), 8),
-                              dtype="int16x16"),
-                T.cast(B.vload([0, 0], dtype="int8x16"), "int16x16"), dtype="int32x8")
+                T.cast(B.vload([0, 0], dtype=f"{b_dtype}x16"), "int16x16"), dtype="int32x8")
     return desc, impl
 
 
