@@ -42,6 +42,13 @@ DYADIQ_CONFIGS = {
                                                              rounding="gptq", wide_acts=0.10),
     "W8A8 per-channel, GPTQ+BC, ILP 16-bit acts (20%)": dict(per_channel=True, equalize=False, bias_correct=True,
                                                              rounding="gptq", wide_acts=0.20),
+    "W8A8 per-tensor, CLE+GPTQ+BC, MSE ranges": dict(per_channel=False, equalize=True, bias_correct=True,
+                                                     rounding="gptq", calib_method="mse"),
+    "W8A8 per-channel, GPTQ+BC, MSE ranges": dict(per_channel=True, equalize=False, bias_correct=True,
+                                                  rounding="gptq", calib_method="mse"),
+    **{f"W8A8 per-channel, GPTQ+BC, MSE ranges, ILP 16-bit acts ({b:.0%})": dict(
+        per_channel=True, equalize=False, bias_correct=True, rounding="gptq", calib_method="mse", wide_acts=b)
+       for b in (0.03, 0.06, 0.10)},
     "W8A16 per-channel, GPTQ+BC (weights alone; a diagnostic: no int32 lowering)": dict(
         per_channel=True, act_bits=16, bias_correct=True, rounding="gptq", _diagnostic=True),
     "mixed 4.5 bits (ILP, hessian), GPTQ+BC": dict(per_channel=True, bias_correct=True, rounding="gptq",
