@@ -7,7 +7,10 @@ configs alternate, and the table gives the median call. Writes bench/results/cpu
 
 Per layer (1 thread): every fast dyadiq kernel (conv/linear + requantize [+ residual add], built alone) next
 to the same convolution as a one-op onnxruntime QLinearConv model (u8 activations, s8 per-channel weights),
-the two timed alternately; slowest relative to onnxruntime first. Writes cpu_latency_layers.{json,md}.
+the two timed alternately; slowest relative to onnxruntime first; column ``w7_ms``: the same layer's W7A8 kernel
+(on AVX2 ``vpmaddubsw``, onnxruntime's u8 x s8 instruction sequence, exact only for 7-bit weights), timed in
+the same rounds, which separates the cost of exactness from the quality of the kernels.
+Writes cpu_latency_layers.{json,md}.
 
 Column ``exact`` (1-thread rows): dyadiq artifacts are checked against the integer interpreter on the input;
 onnxruntime's int8 kernels against exact integers on a saturating probe (``ort_exactness.py``: without VNNI
@@ -131,32 +134,51 @@ def qlinearconv_model(x_shape, w: np.ndarray, bias: np.ndarray, attrs: dict):
     return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)]).SerializeToString()
 
 
-def per_layer(ig, runs: int) -> list[dict]:
-    """Each fast kernel of ``ig`` built alone vs the same conv in onnxruntime QLinearConv (1 thread)."""
+def _kernels(ig, target) -> dict:
+    """conv/linear name -> (kernel function name (``dq_<class>_<isa>``), its chain, its built library, argument shapes and dtypes)."""
     import tvm
+    from tvm import relax
 
     from dyadiq.codegen.tvm import to_relax
     from dyadiq.codegen.x86.lower import groups, select_isa
+    mod = to_relax(ig, isa=select_isa(target))
+    chains = groups(ig)
+    calls = []
+    relax.analysis.post_order_visit(mod["main"], lambda e: calls.append(e) if isinstance(e, relax.Call) and getattr(
+        e.op, "name", "") == "relax.call_tir" else None)
+    out = {}
+    for c in calls:
+        fn = mod[c.args[0]]
+        node = fn.attrs["dyadiq.node"]
+        out[node] = (c.args[0].name_hint, chains[node],
+                     tvm.tirx.build(fn.with_attr("global_symbol", "kernel"), target=target),
+                     [(a.ty.shape, a.ty.dtype) for a in c.args[1].fields] + [(c.ty.shape, c.ty.dtype)])
+    return out
+
+
+def per_layer(ig, runs: int, ig7=None) -> list[dict]:
+    """Each fast kernel of ``ig`` built alone vs the same conv in onnxruntime QLinearConv (1 thread); with
+    ``ig7`` (the W7A8 graph) also that layer's 7-bit kernel (``vpmaddubsw`` on AVX2: onnxruntime's u8 x s8
+    instruction sequence, exact at 7 bits), timed in the same rounds."""
+    import tvm
+
     from dyadiq.ir.ops.window import hw_attrs
     from dyadiq.targets.cpu import make_target
     target = make_target()
-    isa = select_isa(target)
-    mod = to_relax(ig, isa=isa)
-    chains = groups(ig)
-    calls = []
-    from tvm import relax
-    relax.analysis.post_order_visit(mod["main"], lambda e: calls.append(e) if isinstance(e, relax.Call) and getattr(
-        e.op, "name", "") == "relax.call_tir" else None)
-    kernels = [(c.args[0], mod[c.args[0]], chains[mod[c.args[0]].attrs["dyadiq.node"]],
-                [(a.ty.shape, a.ty.dtype) for a in c.args[1].fields] + [(c.ty.shape, c.ty.dtype)]) for c in calls]
+    kernels, k7 = _kernels(ig, target), (_kernels(ig7, target) if ig7 is not None else {})
     rng = np.random.default_rng(0)
     dev = tvm.cpu()
     rows = []
-    for gv, fn, ch, shapes in kernels:
-        n = ch.conv
-        lib = tvm.tirx.build(fn.with_attr("global_symbol", "kernel"), target=target)
+
+    def timer(lib, shapes):
         args = [tvm.runtime.tensor(_rand(shape, dtype, rng), dev) for shape, dtype in shapes]
-        tvm_fn = lib.time_evaluator("kernel", dev, number=5, repeat=1)
+        f = lib.time_evaluator("kernel", dev, number=5, repeat=1)
+        return lambda: f(*args)
+    for name, (kind, ch, lib, shapes) in kernels.items():
+        n = ch.conv
+        fns = {"tvm": (timer(lib, shapes), 1)}
+        if name in k7:
+            fns["tvm7"] = (timer(k7[name][2], k7[name][3]), 1)
         xt = ig.type_of(n.inputs[0])
         w = np.asarray(ig.const(n.inputs[1]), np.int8)
         if n.op == "qlinear":
@@ -170,16 +192,18 @@ def per_layer(ig, runs: int) -> list[dict]:
             out_hw = ig.type_of(n.name).shape[2:]
         sess = ort_session_bytes(qlinearconv_model(list(x_shape), w, np.zeros(w.shape[0], np.int32), attrs))
         xu8 = {"x": rng.integers(0, 256, size=x_shape).astype(np.uint8)}
-        t = interleaved_ms({"tvm": (lambda: tvm_fn(*args), 1), "ort": (lambda: sess.run(None, xu8), 1)},
-                           runs, per_round=1)
+        fns["ort"] = ((lambda: sess.run(None, xu8)), 1)
+        t = interleaved_ms(fns, runs, per_round=1)
         k = x_shape[1] // attrs["groups"] * w.shape[2] * w.shape[3]
         macs = x_shape[0] * out_hw[0] * out_hw[1] * w.shape[0] * k
         tvm_ms = t["tvm"] / 5        # one sample = one time_evaluator call = 5 kernel calls
-        rows.append({"layer": n.name, "kernel": gv.name_hint.rsplit("_", 1)[0] + ("+add" if ch.add else ""),
+        rows.append({"layer": n.name, "kernel": kind.rsplit("_", 1)[0] + ("+add" if ch.add else ""),
                      "shape": f"{x_shape[1]}x{x_shape[2]}x{x_shape[3]} -> {w.shape[0]}x{out_hw[0]}x{out_hw[1]}"
                               f" k{w.shape[2]}x{w.shape[3]} s{attrs['stride'][0]} g{attrs['groups']}",
                      "MMAC": round(macs / 1e6, 2), "dyadiq_ms": tvm_ms, "ort_qlinearconv_ms": t["ort"],
-                     "dyadiq/ort": tvm_ms / t["ort"]})
+                     "dyadiq/ort": tvm_ms / t["ort"],
+                     **({"w7_kernel": k7[name][0], "w7_ms": t["tvm7"] / 5, "w7/ort": t["tvm7"] / 5 / t["ort"]}
+                        if "tvm7" in t else {})})
         print(rows[-1], flush=True)
     return sorted(rows, key=lambda r: -r["dyadiq/ort"])
 
@@ -252,7 +276,7 @@ def measure(args) -> None:
         print(r, flush=True)
     args.rows_json.write_text(json.dumps(rows))
     if threads == 1 and args.layers:
-        layer_rows = per_layer(ig8, args.layer_runs)
+        layer_rows = per_layer(ig8, args.layer_runs, ig7)
         cpu = cpu_description()
         meta = {"what": "each fast dyadiq kernel built alone vs one-op onnxruntime QLinearConv, same shape, 1 thread",
                 "cpu": cpu["model"], "features": " ".join(cpu["features"]),
@@ -260,7 +284,8 @@ def measure(args) -> None:
                 "runs": f"median of {args.layer_runs} alternating calls (dyadiq: mean of 5 per sample)",
                 "load average (1/5/15 min) at start": " ".join(f"{v:.2f}" for v in os.getloadavg())}
         print(write_results("cpu_latency_layers", layer_rows,
-                            ["layer", "kernel", "shape", "MMAC", "dyadiq_ms", "ort_qlinearconv_ms", "dyadiq/ort"],
+                            ["layer", "kernel", "shape", "MMAC", "dyadiq_ms", "ort_qlinearconv_ms", "dyadiq/ort",
+                             "w7_kernel", "w7_ms", "w7/ort"],
                             meta, args.out))
 
 

@@ -3,7 +3,8 @@
 
 - the same command twice writes byte-identical ``.dyq`` files;
 - ``--rounding gptq`` and ``--wide-acts F`` reach the pipeline and the report; GPTQ is the default rounding
-  and ``--rounding adaround`` / ``nearest`` are taken too;
+  and ``--rounding adaround`` / ``nearest`` are taken too; MSE-fitted activation ranges are the default
+  calibration and ``--calib-method minmax`` is taken;
 - bad input (weight bits 1 or 9, empty or wrongly shaped calibration data, a model file that cannot be
   captured, a negative ``--wide-acts``) is one ``error:`` line, exit code 2, and no ``.dyq`` written.
 """
@@ -64,6 +65,15 @@ def test_rounding_default_and_choices(capsys, model, tmp_path, extra, want):
     report = json.loads((tmp_path / "r.json").read_text())
     assert report["options"]["rounding"] == want == report["rounding"]["method"]
     assert ("round_weights" in report["timings_s"]) == (want != "nearest")
+
+
+@pytest.mark.parametrize("extra, want", [((), "mse"), (("--calib-method", "minmax"), "minmax")])
+def test_calibration_method_default_and_choice(capsys, model, tmp_path, extra, want):
+    rc, err = _quantize(capsys, model, tmp_path / "q.dyq", "--rounding", "nearest", *extra,
+                        "--report", tmp_path / "r.json")
+    assert rc == 0, err
+    report = json.loads((tmp_path / "r.json").read_text())
+    assert report["options"]["calib_method"] == want == report["calibration"]["method"]
 
 
 @pytest.mark.parametrize("extra, calib, match", [
