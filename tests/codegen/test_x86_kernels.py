@@ -271,9 +271,10 @@ def test_vpmaddubsw_linear_and_residual_are_exact():
 
 
 @needs_avx2
-def test_vpmaddubsw_only_for_layers_whose_weights_fit_7_bits():
-    """Per layer: a 7-bit layer's build contains vpmaddubsw; an 8-bit layer (one weight at 65 is enough)
-    keeps the int16 vpmaddwd kernel and never contains the saturating instruction."""
+def test_vpmaddubsw_only_for_layers_whose_channel_pairs_cannot_saturate():
+    """Per layer: a 7-bit layer's build contains vpmaddubsw; a layer with one channel pair whose same-sign
+    weights sum past 128 (127 next to 2, or -127 next to -2) keeps the int16 vpmaddwd kernel and never
+    contains the saturating instruction."""
     x = _i8((1, 8, 6, 6))
     w7 = _w7((8, 8, 3, 3))
     g7, in7 = chain(x, w7, pad=(1, 1, 1, 1))
@@ -281,12 +282,12 @@ def test_vpmaddubsw_only_for_layers_whose_weights_fit_7_bits():
     asm7 = _asm_of(g7)
     assert "vpmaddubsw" in asm7 and "vpmaddwd" in asm7
     w8 = w7.copy()
-    w8[3, 2, 1, 1] = 65
+    w8[3, 2:4, 1, 1] = 127, 2
     g8, in8 = chain(x, w8, pad=(1, 1, 1, 1))
     assert _kernel_isas(g8) == ["dq_gemm_avx2"]
     asm8 = _asm_of(g8)
     assert "vpmaddwd" in asm8 and "vpmaddubsw" not in asm8
     np.testing.assert_array_equal(compile_cpu(g8).run(in8), run(g8, in8))
-    w8[3, 2, 1, 1] = -65
+    w8[3, 2:4, 1, 1] = -127, -2
     g8, in8 = chain(x, w8, pad=(1, 1, 1, 1))
     assert _kernel_isas(g8) == ["dq_gemm_avx2"]

@@ -446,8 +446,12 @@ def to_relax(ig: Graph, *, pack_weights: bool = True, isa: str | None = None):
     """Relax ``IRModule`` with one function ``main(*graph inputs)`` computing the integer graph ``ig``.
 
     ``isa`` (``"avx2"`` or ``"vnni"``, see ``codegen.x86``): lower conv/linear + requantize [+ qadd]
-    chains to hand-scheduled x86 kernels on NHWC activations (weights pre-expanded at compile time);
-    None: generic Relax ops only."""
+    chains to hand-scheduled x86 kernels on NHWC activations (weights pre-expanded at compile time; on
+    AVX2 the channels feeding 8-bit layers are reordered where that makes them exact on ``vpmaddubsw``,
+    ``codegen.x86.pairing``); None: generic Relax ops only."""
+    if isa == "avx2":
+        from .x86.pairing import permute_channels
+        ig = permute_channels(ig)
     return _Emitter(ig, pack_weights, isa).run()
 
 

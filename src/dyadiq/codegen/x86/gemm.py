@@ -8,7 +8,8 @@ With ``P = N * OH * OW`` output pixels and ``K = KH * KW * C`` (im2col order ``(
     Y[p, o]          = epilogue(acc[p, o], o [, skip[p, o]])                      (``epilogue.py``)
 
 ``L`` is the intrinsic's reduction width: 2 for AVX2 (``A`` int16, ``vpmaddwd``), 4 for VNNI and for
-``"avx2u8"`` (AVX2 ``vpmaddubsw`` + ``vpmaddwd``, only for weights with ``max|W| <= 64``: see ``intrin.py``)
+``"avx2u8"`` (AVX2 ``vpmaddubsw`` + ``vpmaddwd``, only for weights whose channel pairs cannot saturate it:
+``pairing.py``)
 (``A`` uint8 ``x + 128``; the bias absorbs ``-(x_zp + 128) * sum_k W[o, k]``, exact). Weights are packed once at
 compile time as ``[ceil(O/8), ceil(K/L), 8, L]``; ``P`` and ``O`` are padded inside the kernel (zero
 rows of ``A``, zero weights), so the blocked loops have no tails; only valid outputs are written.

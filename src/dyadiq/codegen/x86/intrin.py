@@ -10,11 +10,12 @@
 - ``dq_vnni_8x4`` (AVX-512 VNNI + VL, or AVX-VNNI): ``C[i] += sum_{k<4} i32(A[k]) * i32(B[i, k])`` with
   uint8 ``A`` and int8 ``B`` ([8, 4]): one 256-bit ``vpdpbusd`` (no saturation: the non-``s`` form).
 
-- ``dq_pmaddubsw_8x4`` (AVX2, narrow weights): the same contract as ``dq_vnni_8x4`` (uint8 ``A``, int8 ``B``
-  [8, 4]) as ``vpmaddubsw`` (u8 x s8 -> int16 pair sums, SATURATING) + ``vpmaddwd`` with ones (int16 pairs ->
-  int32) + ``vpaddd``. Exact only when no pair sum leaves int16: ``|a0 b0 + a1 b1| <= 2 * 255 * max|b|``,
-  which is ``<= 32640 < 32767`` for ``max|b| <= 64`` (7-bit or narrower weights). Callers must check
-  ``max|w| <= PMADDUBSW_MAX_W`` at compile time; full-range int8 weights keep ``dq_pmaddwd_8x2``.
+- ``dq_pmaddubsw_8x4`` (AVX2, pairable weights): the same contract as ``dq_vnni_8x4`` (uint8 ``A``, int8
+  ``B`` [8, 4]) as ``vpmaddubsw`` (u8 x s8 -> int16 pair sums, SATURATING) + ``vpmaddwd`` with ones (int16
+  pairs -> int32) + ``vpaddd``. Exact only when no pair sum leaves int16: ``a0 b0 + a1 b1`` lies in
+  ``[-255 (b0- + b1-), 255 (b0+ + b1+)]``, inside int16 when both same-sign sums are at most 128 (always for
+  weights in [-64, 64]). Callers must check ``pairing.pairable`` at compile time; other weights keep
+  ``dq_pmaddwd_8x2``.
 The accumulator ``C`` is a small buffer allocated per micro-kernel (stack, registers after unrolling).
 """
 from __future__ import annotations
@@ -23,7 +24,6 @@ PMADDWD = "dq_pmaddwd_8x2"
 PMADDWD_W8 = "dq_pmaddwd_8x2_w8"
 VNNI = "dq_vnni_8x4"
 PMADDUBSW = "dq_pmaddubsw_8x4"
-PMADDUBSW_MAX_W = 64             # 2 * 255 * 64 = 32640 <= 32767: vpmaddubsw never saturates
 _done: set[str] = set()
 
 

@@ -19,7 +19,7 @@ import numpy as np
 
 from ...ir.graph import Graph, Node
 from ...ir.ops.window import hw_attrs
-from . import depthwise, gemm, intrin
+from . import depthwise, gemm, pairing
 from .epilogue import TVM_INT, make_epilogue
 
 
@@ -75,12 +75,13 @@ def _x_range(dtype: str, zp: int) -> int:
     return max(abs(lo - zp), abs(hi - zp))
 
 
-def kernel_isa(isa: str, kind: str, w2: np.ndarray) -> str:
-    """The gemm kernel's instruction set for this layer: ``"avx2u8"`` (``vpmaddubsw``) on AVX2 when the
-    weights are narrow enough that its int16 pair sums cannot saturate, else ``isa``."""
+def kernel_isa(isa: str, kind: str, w4: np.ndarray) -> str:
+    """The gemm kernel's instruction set for this layer (``[O, KH, KW, C]`` integer weights): ``"avx2u8"``
+    (``vpmaddubsw``) on AVX2 when no channel pair's int16 sum can saturate (``pairing.pairable``: always
+    for weights in [-64, 64]; 8-bit weights after ``pairing.permute_channels``), else ``isa``."""
     if kind == "depthwise":
         return "avx2"
-    if isa == "avx2" and int(np.abs(w2).max(initial=0)) <= intrin.PMADDUBSW_MAX_W:
+    if isa == "avx2" and pairing.pairable(w4):
         return "avx2u8"
     return isa
 
@@ -120,7 +121,7 @@ def lower(em, ch: Chain, isa: str) -> bool:
     if ch.add is not None and g.type_of(ep.residual.name).dtype not in TVM_INT:
         return False
     w2 = w4.reshape(w4.shape[0], -1)
-    kisa = kernel_isa(isa, kind, w2)
+    kisa = kernel_isa(isa, kind, w4)
     if kisa in gemm.U8_ISAS:                         # u = x + 128 (i8) or x (u8): acc = sum(u w) - (x_zp + off) sum(w)
         ep.bias = ep.bias + gemm.vnni_bias(w2, zp, xt.dtype)
         bound = 255.0 * float(np.abs(w2).sum(axis=1).max(initial=0))
