@@ -23,6 +23,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import re
 import statistics
 import subprocess
 import sys
@@ -134,8 +135,15 @@ def qlinearconv_model(x_shape, w: np.ndarray, bias: np.ndarray, attrs: dict):
     return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)]).SerializeToString()
 
 
+def _label(name_hint: str) -> str:
+    """``dq_gemm_avx2u8`` (a Relax function name, maybe with a de-duplicating number) -> ``gemm avx2u8``."""
+    m = re.match(r"dq_([a-z]+)_(avx2u8|avx2|vnni)", name_hint)
+    return f"{m.group(1)} {m.group(2)}" if m else name_hint
+
+
 def _kernels(ig, target) -> dict:
-    """conv/linear name -> (kernel function name (``dq_<class>_<isa>``), its chain, its built library, argument shapes and dtypes)."""
+    """conv/linear name -> (kernel class and instruction set (``_label``), its chain, its built library,
+    argument shapes and dtypes)."""
     import tvm
     from tvm import relax
 
@@ -150,7 +158,7 @@ def _kernels(ig, target) -> dict:
     for c in calls:
         fn = mod[c.args[0]]
         node = fn.attrs["dyadiq.node"]
-        out[node] = (c.args[0].name_hint, chains[node],
+        out[node] = (_label(c.args[0].name_hint), chains[node],
                      tvm.tirx.build(fn.with_attr("global_symbol", "kernel"), target=target),
                      [(a.ty.shape, a.ty.dtype) for a in c.args[1].fields] + [(c.ty.shape, c.ty.dtype)])
     return out
@@ -197,7 +205,7 @@ def per_layer(ig, runs: int, ig7=None) -> list[dict]:
         k = x_shape[1] // attrs["groups"] * w.shape[2] * w.shape[3]
         macs = x_shape[0] * out_hw[0] * out_hw[1] * w.shape[0] * k
         tvm_ms = t["tvm"] / 5        # one sample = one time_evaluator call = 5 kernel calls
-        rows.append({"layer": n.name, "kernel": kind.rsplit("_", 1)[0] + ("+add" if ch.add else ""),
+        rows.append({"layer": n.name, "kernel": kind + (" +add" if ch.add else ""),
                      "shape": f"{x_shape[1]}x{x_shape[2]}x{x_shape[3]} -> {w.shape[0]}x{out_hw[0]}x{out_hw[1]}"
                               f" k{w.shape[2]}x{w.shape[3]} s{attrs['stride'][0]} g{attrs['groups']}",
                      "MMAC": round(macs / 1e6, 2), "dyadiq_ms": tvm_ms, "ort_qlinearconv_ms": t["ort"],
