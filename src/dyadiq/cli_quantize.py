@@ -123,22 +123,26 @@ def cmd_quantize(args: argparse.Namespace) -> int:
 
 def compile_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("model", help="a quantized graph (.dyq)")
-    p.add_argument("--target", required=True, help="cpu (TVM LLVM)")
+    from .targets.backend import BACKENDS, all_options, backend
+    p.add_argument("--target", required=True, choices=list(BACKENDS),
+                   help="; ".join(f"{n}: {backend(n).help}" for n in BACKENDS))
     p.add_argument("-o", "--output", required=True, help="the artifact folder")
-    p.add_argument("--mcpu", default=None, help="LLVM CPU name (default: a safe target for this host)")
-    p.add_argument("--tune", type=int, default=0, metavar="N", help="MetaSchedule trials (0: no tuning)")
+    for name, owners in all_options().items():        # each target's own options, None = not given
+        o = owners[0][1]
+        targets = ", ".join(t for t, _ in owners)
+        kw = {"choices": list(o.choices)} if o.choices else {}
+        p.add_argument(o.flag, dest=name, default=None, type=o.type, metavar=o.metavar,
+                       help=f"[{targets}] {o.help} (default: {o.default})", **kw)
 
 
 def cmd_compile(args: argparse.Namespace) -> int:
     from . import api
-    from .targets import TARGETS, compile as build
+    from .targets import compile as build
+    from .targets.backend import all_options, backend, parse_options
 
-    if args.target not in TARGETS:
-        raise InputError(f"unknown target {args.target!r} (known: {', '.join(TARGETS)})")
-    if args.tune < 0:
-        raise InputError(f"--tune must be >= 0, got {args.tune}")
+    opts = parse_options(backend(args.target), {k: getattr(args, k) for k in all_options()})  # refuse early
     q = api.load(args.model)
-    art = build(q, args.target, mcpu=args.mcpu, tune=args.tune)
+    art = build(q, args.target, **opts)
     art.save(args.output)
     print(f"wrote {args.output} (target {args.target})")
     return 0

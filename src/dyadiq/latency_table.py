@@ -64,8 +64,8 @@ def code_hash(target: str) -> str:
     """sha256 (12 hex digits) of the sources that decide the generated code: every module of
     ``dyadiq.codegen``, the integer lowering and the target's module."""
     files = sorted(Path(find_spec("dyadiq.codegen").origin).parent.rglob("*.py"))
-    from .targets import TARGETS
-    for mod in ["dyadiq.passes.integerize"] + ([TARGETS[target][0]] if target in TARGETS else []):
+    from .targets import BACKENDS
+    for mod in ["dyadiq.passes.integerize"] + ([BACKENDS[target].partition(":")[0]] if target in BACKENDS else []):
         spec = find_spec(mod)
         if spec is not None and spec.origin:
             files.append(Path(spec.origin))

@@ -12,8 +12,11 @@ from dyadiq.ir.builder import GraphBuilder
 from dyadiq.targets.cpu import compile_cpu, host_cpu_flags, make_target
 
 RNG = np.random.default_rng(7)
-AVX2 = "avx2" in (host_cpu_flags() or set())
+FLAGS = host_cpu_flags() or set()
+AVX2 = "avx2" in FLAGS
+VNNI = {"avx512_vnni", "avx512vl"} <= FLAGS or "avx_vnni" in FLAGS
 needs_avx2 = pytest.mark.skipif(not AVX2, reason="the fast kernels need an AVX2 host to run")
+AVX2_CPU = "x86-64-v3"          # AVX2 without VNNI: the avx2 kernels on any AVX2 host
 
 
 def _i8(shape):
@@ -63,13 +66,17 @@ def chain(x, w, *, op="qconv2d", bias=True, x_zp=0, clamps=False, residual=None,
 
 
 def assert_fast_and_exact(g, inputs, kernel: str):
+    """The avx2 kernel (built for x86-64-v3) and, on a VNNI host, the host's default (vnni) kernel both equal
+    the interpreter."""
     mod = to_relax(g, isa="avx2")
     assert any(gv.name_hint.startswith(f"dq_{kernel}") for gv in mod.functions), "fast kernel not used"
-    art = compile_cpu(g)
-    assert art.manifest["kernels"] == "avx2"
-    got, ref = art.run(inputs), run(g, inputs)
-    assert got.dtype == ref.dtype and got.shape == ref.shape
-    np.testing.assert_array_equal(got, ref)
+    ref = run(g, inputs)
+    for mcpu, isa in [(AVX2_CPU, "avx2")] + ([(None, "vnni")] if VNNI else []):
+        art = compile_cpu(g, mcpu=mcpu)
+        assert art.manifest["kernels"] == isa
+        got = art.run(inputs)
+        assert got.dtype == ref.dtype and got.shape == ref.shape
+        np.testing.assert_array_equal(got, ref)
 
 
 CONV_CASES = [  # (x shape, w shape, attrs): groups = 1 -> gemm kernel
@@ -225,7 +232,7 @@ def _w7(shape, extremes=True):
 
 
 def _asm_of(g) -> str:
-    return compile_cpu(g).module.mod.imports[0].inspect_source("asm")
+    return compile_cpu(g, mcpu=AVX2_CPU).module.mod.imports[0].inspect_source("asm")
 
 
 def _kernel_isas(g) -> list[str]:

@@ -100,7 +100,7 @@ def test_a_chain_value_with_another_reader_is_left_alone():
 def test_the_relabelled_chain_compiles_to_the_u8_kernel_bit_exact():
     g = _block()
     assert "dq_gemm_avx2u8" in _isas(g)
-    art = compile_cpu(g)
+    art = compile_cpu(g, mcpu="x86-64-v3")   # AVX2 without VNNI: the u8 kernel
     for _ in range(3):
         x = np.where(RNG.random((1, 8, 7, 7)) < 0.5, 127, -128).astype(np.int8)
         np.testing.assert_array_equal(art.run([x]), run(g, [x]))
@@ -120,6 +120,6 @@ def test_pairable_8_bit_weights_are_exact_at_the_saturation_limit():
     g = b.build([y])
     assert _isas(g) == ["dq_gemm_avx2u8"]
     xs = [np.full((1, 8, 5, 5), 255, np.uint8), np.where(RNG.random((1, 8, 5, 5)) < 0.6, 255, 0).astype(np.uint8)]
-    art = compile_cpu(g)
+    art = compile_cpu(g, mcpu="x86-64-v3")   # AVX2 without VNNI: the u8 kernel
     for xv in xs:
         np.testing.assert_array_equal(art.run([xv]), run(g, [xv]))

@@ -153,9 +153,40 @@ def _asm(art) -> str:
     return art.module.mod.imports[0].inspect_source("asm")
 
 
+V3 = "cx16 lahf_lm popcnt pni sse4_1 sse4_2 ssse3 avx avx2 bmi1 bmi2 f16c fma abm movbe xsave"
+V4 = V3 + " avx512f avx512bw avx512cd avx512dq avx512vl"
+
+
+@pytest.mark.parametrize("flags,isa,mattr", [
+    ("fpu sse2", None, []),
+    (V3, "avx2", []),                                           # Zen 3, Haswell..Comet Lake
+    (V3 + " avx_vnni", "vnni", ["+avxvnni"]),                   # Alder Lake: 256-bit VNNI without AVX-512
+    (V4, "avx2", []),                                           # Skylake-SP: AVX-512 without VNNI
+    (V4 + " avx512_vnni", "vnni", ["+avx512vnni"]),             # Cascade Lake, Zen 4
+    (V4 + " avx512_vnni avx_vnni amx_int8 amx_tile", "vnni", ["+avx512vnni", "+avxvnni"]),   # Sapphire Rapids
+])
+def test_the_default_target_uses_the_best_kernels_the_host_cpu_has(monkeypatch, flags, isa, mattr):
+    """With no --mcpu the host's flags choose the level and the VNNI extensions: a VNNI host gets VNNI kernels."""
+    from dyadiq.codegen.x86.lower import select_isa
+    monkeypatch.setattr(cpu, "host_arch", lambda: "x86_64")
+    monkeypatch.setattr(cpu, "host_cpu_flags", lambda: set(flags.split()))
+    t = cpu.make_target()
+    assert list(t.attrs.get("mattr", [])) == mattr
+    assert select_isa(t) == isa
+    assert cpu.make_target("native") == t or str(cpu.make_target("native")) == str(t)
+
+
+def test_the_manifest_names_the_kernels_and_the_features_they_need(w8):
+    m = w8[2].manifest
+    from dyadiq.codegen.x86.lower import select_isa
+    assert m["kernels"] == (select_isa(cpu.make_target()) or "generic")
+    if m["kernels"] == "vnni":
+        assert {"avx512_vnni", "avx_vnni"} & set(m["required_cpu_features"])
+
+
 @pytest.mark.skipif("avx2" not in (cpu.host_cpu_flags() or set()), reason="host without AVX2")
-def test_avx2_host_gets_the_exact_vpmaddwd_kernels(w8):
-    art = w8[2]
+def test_an_avx2_build_gets_the_exact_vpmaddwd_kernels():
+    art = targets.compile(simple_quantize(CNN, CALIB[:16]), mcpu="x86-64-v3")
     assert art.manifest["kernels"] == "avx2"
     asm = _asm(art)
     assert "vpmaddwd" in asm

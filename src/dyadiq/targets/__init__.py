@@ -1,53 +1,39 @@
 # SPDX-License-Identifier: Apache-2.0
-"""Compile targets: ``compile(q, target)`` -> Artifact; ``load_artifact(dir)`` -> Artifact.
+"""Compile targets: ``compile(q, target, **options)`` -> Artifact; ``load_artifact(dir)`` -> Artifact.
 
-``TARGETS`` maps each target name to a pair of functions ``(build(ig, **options) -> Artifact,
-load(folder, manifest) -> Artifact)`` imported only when used. A quantized float graph is integerized
-first (``passes.integerize``); an artifact runs bit-exactly like ``interp.run(ig, x)``.
+Every target is a ``Backend`` (``targets.backend``) listed in ``BACKENDS`` and imported only when used.
+A quantized float graph is integerized first (``passes.integerize``); the backend then refuses, before
+building anything, every op it cannot lower; an artifact runs bit-exactly like ``interp.run(ig, x)``.
 """
 from __future__ import annotations
 
-import importlib
 import os
 from pathlib import Path
 
-from ..errors import ArtifactError, InputError
+from ..errors import ArtifactError
 from ..ir.graph import Graph
 from .artifact import Artifact, verify_folder
+from .backend import BACKENDS, Backend, backend, check_supported, parse_options
 
-__all__ = ["TARGETS", "Artifact", "compile", "load_artifact"]
-
-TARGETS: dict[str, tuple[str, str, str]] = {   # name -> (module, build function, load function)
-    "cpu": ("dyadiq.targets.cpu", "compile_cpu", "load_cpu"),
-}
+__all__ = ["BACKENDS", "Artifact", "Backend", "backend", "compile", "load_artifact"]
 
 
-def _target(name: str) -> tuple:
-    if name not in TARGETS:
-        raise InputError(f"unknown target {name!r} (available: {', '.join(TARGETS)})")
-    mod, build, load = TARGETS[name]
-    m = importlib.import_module(mod)
-    return getattr(m, build), getattr(m, load)
-
-
-def compile(q_or_ig: Graph, target: str = "cpu", *, mcpu: str | None = None, tune: int = 0,  # noqa: A001
-            cache_dir: str | os.PathLike | None = None, **options) -> Artifact:
-    """Build a quantized (or already integerized) graph for ``target``.
-
-    ``mcpu``: LLVM CPU name (default: the host's x86-64 level); ``tune``: MetaSchedule trials (0: none);
-    ``cache_dir``: tuning database cache (default ``~/.cache/dyadiq/tune``); other options go to the target.
-    """
-    build, _ = _target(target)
+def compile(q_or_ig: Graph, target: str = "cpu", **options) -> Artifact:  # noqa: A001
+    """Build a quantized (or already integerized) graph for ``target`` with that target's ``options``
+    (``backend(target).options``; e.g. cpu: ``mcpu``, ``tune``, ``kernels``, ``cache_dir``)."""
+    b = backend(target)
+    opts = parse_options(b, options)
     from ..passes.integerize import integerize
-    return build(integerize(q_or_ig), mcpu=mcpu, tune=tune, cache_dir=cache_dir, **options)
+    ig = integerize(q_or_ig)
+    check_supported(b, ig)
+    return b.build(ig, **opts)
 
 
 def load_artifact(path: str | os.PathLike) -> Artifact:
     """An artifact folder, after verifying its manifest's sha256s and that this machine can run it."""
     manifest = verify_folder(path)
     name = manifest.get("target")
-    if name not in TARGETS:
+    if name not in BACKENDS:
         raise ArtifactError(f"{path}: unknown target {name!r} in manifest (this dyadiq knows "
-                            f"{', '.join(TARGETS)})")
-    _, load = _target(name)
-    return load(Path(path), manifest)
+                            f"{', '.join(BACKENDS)})")
+    return backend(name).load(Path(path), manifest)

@@ -4,9 +4,10 @@
 Artifact folder: ``model.so`` (``Executable.export_library``; entry ``main``, run by the Relax VM),
 ``graph.dyq`` (the integer graph), ``README.md`` and ``manifest.json``.
 
-The CPU is never hard-coded: by default the host's ``/proc/cpuinfo`` flags pick the highest x86-64
-micro-architecture level it fully supports (``x86-64-v4`` > ``v3`` > ``v2`` > ``x86-64``; LLVM's host
-name can be wrong in VMs); ``mcpu=`` overrides it. The LLVM features of the chosen CPU, as cpuinfo
+The CPU is never hard-coded: by default (or ``mcpu="native"``) the host's ``/proc/cpuinfo`` flags pick
+the highest x86-64 micro-architecture level it fully supports (``x86-64-v4`` > ``v3`` > ``v2`` >
+``x86-64``; LLVM's host name can be wrong in VMs) plus the extensions the kernels use that the host has
+(AVX-512 VNNI, AVX-VNNI, AMX: ``HOST_EXTRAS``), so a VNNI host gets the VNNI kernels; ``mcpu=`` overrides it. The LLVM features of the chosen CPU, as cpuinfo
 flag names, are the artifact's ``required_cpu_features``; loading on a CPU without one of them is an
 ArtifactError (never SIGILL). Other architectures build for LLVM's generic CPU.
 
@@ -31,6 +32,7 @@ from ..codegen.tvm import module_constants, to_relax
 from ..errors import ArtifactError, CodegenError, InputError
 from ..ir.graph import Graph
 from .artifact import Artifact, graph_manifest
+from .backend import Option
 
 LIB = "model.so"
 GRAPH = "graph.dyq"
@@ -56,6 +58,7 @@ X86_LEVELS = (   # (mcpu, cpuinfo flags it needs beyond the previous level), hig
     ("x86-64-v3", {"avx", "avx2", "bmi1", "bmi2", "f16c", "fma", "abm", "movbe", "xsave"}),
     ("x86-64-v4", {"avx512f", "avx512bw", "avx512cd", "avx512dq", "avx512vl"}),
 )
+
 
 
 # ---- host ---------------------------------------------------------------------------------------------
@@ -89,17 +92,34 @@ def host_mcpu() -> str | None:
     return best
 
 
+# extensions beyond the x86-64 levels that dyadiq's kernels use, added when the host has them
+HOST_EXTRAS = ("avx512vnni", "avxvnni")      # (no x86-64 level includes them)
+
+
+def host_mattr(mcpu: str | None) -> list[str]:
+    """``+feature`` for each of ``HOST_EXTRAS`` the host has, so a VNNI host gets VNNI kernels by default
+    without naming a CPU model (LLVM's host name can be wrong in VMs)."""
+    flags = host_cpu_flags() or set()
+    if mcpu is None or host_arch() != "x86_64":
+        return []
+    return [f"+{f}" for f in HOST_EXTRAS if LLVM_TO_CPUINFO[f] in flags]
+
+
 def make_target(mcpu: str | None = None, *, num_cores: int | None = None):
-    """The TVM LLVM target for ``mcpu`` (default: ``host_mcpu()``)."""
+    """The TVM LLVM target for ``mcpu``; None or ``"native"``: this host (its x86-64 level plus the
+    extensions of ``HOST_EXTRAS`` it has)."""
     import tvm
     from tvm.target import codegen
-    mcpu = mcpu if mcpu is not None else host_mcpu()
+    native = mcpu in (None, "native")
+    mcpu = host_mcpu() if native else mcpu
     d: dict = {"kind": "llvm"}
     if mcpu:
         if not codegen.llvm_is_valid_cpu(mcpu, codegen.llvm_get_system_triple()):
-            raise InputError(f"unknown CPU {mcpu!r} for LLVM (try x86-64-v3, x86-64-v4, or an LLVM CPU name "
-                             f"such as sapphirerapids)")
+            raise InputError(f"unknown CPU {mcpu!r} for LLVM (try native, x86-64-v3, x86-64-v4, or an LLVM CPU "
+                             f"name such as sapphirerapids)")
         d["mcpu"] = mcpu
+        if native and host_mattr(mcpu):
+            d["mattr"] = host_mattr(mcpu)
     if num_cores:
         d["num-cores"] = int(num_cores)
     return tvm.target.Target(d)
@@ -334,6 +354,34 @@ class CpuArtifact(Artifact):
             from ..ir.serialize import save as save_dyq
             save_dyq(self._graph, folder / GRAPH)
         (folder / README).write_text(readme(self.manifest))
+
+
+class _CpuBackend:
+    """The ``cpu`` Backend (``targets.backend``): TVM's LLVM code generator for this or a named CPU."""
+
+    name = "cpu"
+    help = "CPU shared library through TVM (LLVM); runs in-process"
+    options = (
+        Option("mcpu", str, None, "LLVM CPU name ('native' or none: this host, detected)", metavar="CPU"),
+        Option("tune", int, 0, "MetaSchedule trials (0: no tuning)", metavar="N"),
+        Option("kernels", str, "auto", "x86 kernels: auto (the CPU's best exact kernels) or generic",
+               choices=("auto", "generic")),
+        Option("cache_dir", str, None, "MetaSchedule database cache (default ~/.cache/dyadiq/tune)",
+               metavar="DIR"),
+    )
+
+    def unsupported(self, ig: Graph) -> dict[str, str]:
+        from ..codegen.tvm import EMITTERS
+        return {n.op: "no TVM lowering" for n in ig.nodes if n.op not in EMITTERS}
+
+    def build(self, ig: Graph, **options) -> "CpuArtifact":
+        return compile_cpu(ig, **options)
+
+    def load(self, folder: Path, manifest: dict) -> "CpuArtifact":
+        return load_cpu(folder, manifest)
+
+
+BACKEND = _CpuBackend()
 
 
 def _aligned(a: np.ndarray, align: int = 64) -> np.ndarray:
