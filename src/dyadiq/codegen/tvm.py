@@ -37,13 +37,13 @@ import numpy as np
 
 from ..errors import CodegenError
 from ..ir.graph import Graph, Node
-from ..ir.ops.nn import pool_out_type
+from ..ir.ops.registry import ops_with
 from ..ir.ops.shape import _slices
-from ..ir.ops.window import hw_attrs
+from ..ir.ops.window import hw_attrs, pool_geometry
 
 TVM_DTYPES = {"f32": "float32", "f64": "float64", "i4": "int8", "u4": "uint8", "i8": "int8", "u8": "uint8",
               "i16": "int16", "u16": "uint16", "i32": "int32", "i64": "int64", "i1": "bool"}
-WEIGHT_OPS = ("qconv2d", "qlinear")
+WEIGHT_OPS = tuple(sorted(ops_with(weight=True, integer=True)))     # qconv2d, qlinear
 
 
 def weight_bits(g: Graph, name: str) -> int:
@@ -293,9 +293,7 @@ class _Emitter:
         op = self.op
         t = self.g.type_of(n.inputs[0])
         k, s, p, d = hw_attrs(n.attr_dict)
-        oh, ow = self.g.type_of(n.name).shape[2:]
-        extra = [max(0, (o - 1) * st + kk - (size + lo + hi))          # as the interpreter's kernel
-                 for o, st, kk, size, lo, hi in zip((oh, ow), s, k, t.shape[2:], p[:2], p[2:])]
+        (oh, ow), extra = pool_geometry(t.shape[2:], n.attr_dict)
         v = self.cast(x, "int32")
         if n.attr("x_zp", 0):
             v = self.emit(op.subtract(v, const(np.asarray(n.attr("x_zp"), np.int32))))
@@ -315,9 +313,7 @@ class _Emitter:
         op = self.op
         t = self.g.type_of(n.inputs[0])
         k, s, p, d = hw_attrs(n.attr_dict)
-        oh, ow = pool_out_type(t, n.attr_dict).shape[2:]
-        extra = [max(0, (o - 1) * st + dl * (kk - 1) + 1 - (size + lo + hi))
-                 for o, st, dl, kk, size, lo, hi in zip((oh, ow), s, d, k, t.shape[2:], p[:2], p[2:])]
+        (oh, ow), extra = pool_geometry(t.shape[2:], n.attr_dict)
         if any(p) or any(extra):
             low = float(np.iinfo(t.np_dtype).min) if t.dtype not in ("f32", "f64") else -np.inf
             x = self.emit(op.nn.pad(x, [0, 0, 0, 0, p[0], p[2] + extra[0], p[1], p[3] + extra[1]], "constant", low))

@@ -28,6 +28,7 @@ from ..errors import CodegenError
 from ..ir.graph import Graph, Node
 from ..ir.numerics import quantize
 from ..ir.ops import op_def
+from ..ir.ops.registry import is_weighted
 from ..ir.types import QuantType, TensorType
 
 OPSET = 21
@@ -286,7 +287,7 @@ def to_onnx_qdq(q: Graph, *, unsigned: bool = True, int_bias: bool = True):
         out = n.outputs[0]
         qt = g.quant_of(out)
         quantized = qt is not None and g.type_of(out).is_float
-        bias = _int_bias(e, n) if int_bias and n.op in ("conv2d", "linear") and len(n.inputs) == 3 else None
+        bias = _int_bias(e, n) if int_bias and is_weighted(n.op) and len(n.inputs) == 3 else None
         ins = [bias if k == 2 and bias else use(i) if g.is_const(i) else ref[i] for k, i in enumerate(n.inputs)]
         raw = EMIT[n.op](e, n, ins, e.fresh(f"{out}__f") if quantized else out)
         ref[out] = e.qdq(raw, qt, out, out) if quantized else raw

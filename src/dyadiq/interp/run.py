@@ -18,6 +18,7 @@ from ..errors import InterpError
 from ..ir.graph import Graph
 from ..ir.numerics import fake_quant
 from ..ir.ops import op_def
+from ..ir.ops.registry import is_weighted
 
 MODES = ("float", "simulated", "integer")
 
@@ -73,7 +74,7 @@ def run_all(g: Graph, inputs, mode: str = "float") -> dict[str, np.ndarray]:
         env[k] = (fake_quant(_f64(arr), q) if q is not None and arr.dtype.kind == "f" else _f64(arr)) if sim else arr
     for n in g.nodes:
         args = [env[i] for i in n.inputs]
-        if sim and n.op in ("conv2d", "linear") and len(args) == 3:
+        if sim and is_weighted(n.op) and len(args) == 3:
             args[2] = _bias_on_grid(g, n, args[2])
         outs = op_def(n.op).kernel(args, n.attr_dict)
         for o, v in zip(n.outputs, outs):

@@ -31,12 +31,13 @@ import numpy as np
 from ..errors import PassError
 from ..ir.graph import Graph, Node, Value
 from ..ir.numerics import fake_quant
+from ..ir.ops.registry import ops_with
 from ..ir.types import QuantType, int_range
 
-FUSE_FROM = frozenset({"conv2d", "linear", "matmul", "add"})
-CLAMPS = frozenset({"relu", "clip"})
-INHERIT = frozenset({"reshape", "transpose", "flatten", "maxpool", "slice", "identity", "pad"})
-WEIGHTED = frozenset({"conv2d", "linear"})
+FUSE_FROM = ops_with(fusable=True)                     # conv2d, linear, matmul, add
+CLAMPS = ops_with(clamp=True)                          # relu, clip, minimum/maximum with a constant bound
+INHERIT = ops_with(quant="inherit")                    # data movement
+WEIGHTED = ops_with(weight=True, integer=False)        # conv2d, linear
 
 
 def act_quant(lo: float, hi: float, bits: int = 8) -> QuantType:
@@ -70,11 +71,9 @@ def check_value_bits(g: Graph, bits: int, value_bits: Mapping[str, int] | None) 
 
 def is_clamp(g: Graph, n: Node | None) -> bool:
     """``relu``, ``clip``, or ``minimum`` / ``maximum`` with one constant bound (a per-channel clamp)."""
-    if n is None:
+    if n is None or n.op not in CLAMPS:
         return False
-    if n.op in CLAMPS:
-        return True
-    return n.op in ("minimum", "maximum") and sum(g.is_const(i) for i in n.inputs) == 1
+    return sum(not g.is_const(i) for i in n.inputs) == 1
 
 
 def is_fused(g: Graph, name: str, consumers: Mapping[str, list[Node]], producer: Node | None) -> bool:

@@ -35,6 +35,7 @@ from ..errors import PassError
 from ..interp import run_all
 from ..ir.graph import Graph, Node, verify
 from ..ir.numerics import fake_quant
+from ..ir.ops.registry import is_weighted
 from ..ir.ops.window import hw_attrs, out_size, pad_nchw, windows
 from .calibrate import prepare_calib
 from .equalize import clamp_bounds
@@ -68,7 +69,7 @@ def _quantized_layers(g: Graph) -> dict[str, tuple[Node, np.ndarray]]:
     """conv2d/linear nodes with a quantized constant weight off its grid: name -> (node, dW in float64)."""
     out = {}
     for n in g.nodes:
-        if n.op not in ("conv2d", "linear") or not g.is_const(n.inputs[1]):
+        if not is_weighted(n.op) or not g.is_const(n.inputs[1]):
             continue
         q, w = g.quant_of(n.inputs[1]), g.const(n.inputs[1])
         if q is None or w.dtype.kind != "f" or (len(n.inputs) == 3 and not g.is_const(n.inputs[2])):

@@ -36,6 +36,7 @@ import numpy as np
 from ..errors import PassError
 from ..ir.graph import Graph, Node, verify
 from ..ir.ops import op_def
+from ..ir.ops.registry import is_weighted
 from ..ir.types import TensorType, dtype_of
 from .rewrite import bias_hint, bypass, dce, fresh_name, splice, use_counts
 
@@ -63,7 +64,7 @@ class _Ctx:
     def layer(self, v: str) -> Node | None:
         """The conv2d/linear with constant weight (and bias) producing ``v``, when only one node reads ``v``."""
         n = self.producer.get(v)
-        if n is None or n.op not in ("conv2d", "linear") or not self.sole(v):
+        if n is None or not is_weighted(n.op) or not self.sole(v):
             return None
         return n if all(self.const(i) is not None for i in n.inputs[1:]) else None
 

@@ -40,6 +40,7 @@ import numpy as np
 
 from ..errors import PassError
 from ..ir.graph import Graph, Node, verify
+from ..ir.ops.registry import is_weighted
 from .rewrite import bias_hint, fresh_name, splice, use_counts
 
 TOL = 1e-5
@@ -123,7 +124,7 @@ def _find_pairs(g: Graph) -> list[_Pair]:
 
 def _layer_ok(g: Graph, n: Node, uses: dict[str, int]) -> bool:
     """A conv2d/linear whose weight (and bias) are unquantized float constants read only by it."""
-    if n.op not in ("conv2d", "linear") or len(n.inputs) < 2:
+    if not is_weighted(n.op) or len(n.inputs) < 2:
         return False
     return all(g.is_const(i) and g.quant_of(i) is None and uses.get(i) == 1 and g.const(i).dtype.kind == "f"
                for i in n.inputs[1:])

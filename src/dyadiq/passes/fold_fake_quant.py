@@ -35,11 +35,12 @@ from __future__ import annotations
 from ..errors import IRError, PassError
 from ..ir.graph import Graph, Node, Value, verify
 from ..ir.ops.fake_quant import QUANT_OPS, qrange, quant_type
+from ..ir.ops.registry import ops_with
 from ..ir.types import QuantType
 from . import fold_fake_quant_check as check
 from .fold_fake_quant_consts import ConstFolder, note
 
-INT_MOVES = frozenset({"reshape", "transpose", "slice", "identity", "maxpool", "pad", "concat"})
+INT_MOVES = ops_with(moves_data=True)       # they run unchanged on integer codes
 
 
 def fold_fake_quant(g: Graph, report: list | None = None) -> Graph:

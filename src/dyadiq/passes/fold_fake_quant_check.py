@@ -20,15 +20,14 @@ import numpy as np
 
 from ..ir.graph import Node
 from ..ir.numerics import dyadic, fake_quant, quantize
+from ..ir.ops.registry import is_weighted
 from ..ir.types import QuantType
 from .annotate_quant import CLAMPS, FUSE_FROM, inherits
 from .fold_fake_quant_consts import note
-from .integerize import LUT_OPS, MOVE_OPS
+from .integerize import LOWERED
 
 ACC_MARGIN = 1 << 8          # float32 biases near 2^31 are off by up to 2^7 accumulator steps
 MIN_REPORTED_LSB = 1e-3      # bias code differences below this (in output LSBs) are float32 noise
-LOWERED = frozenset({"conv2d", "linear", "add", "mul", "matmul", "avgpool", "global_avgpool", "mean", "pad",
-                     "concat"}) | MOVE_OPS | LUT_OPS
 
 
 def _note(f, node, kind, value, max_lsb, message):
@@ -136,7 +135,8 @@ def fused_end(f, name: str, consumers, outputs) -> str | None:
     cur = name
     while cur not in f.quant:
         c = consumers.get(cur, [])
-        if len(c) != 1 or c[0].op not in CLAMPS or cur in outputs:
+        if (len(c) != 1 or c[0].op not in CLAMPS or cur in outputs
+                or sum(i not in f.consts for i in c[0].inputs) != 1):
             return None
         cur = c[0].outputs[0]
     return cur
@@ -149,7 +149,7 @@ def fix_layers(f, outputs: list[str]) -> None:
         for i in n.inputs:
             consumers.setdefault(i, []).append(n)
     for n in f.nodes:
-        if n.op not in ("conv2d", "linear"):
+        if not is_weighted(n.op):
             continue
         fix_weight(f, n)
         end = fused_end(f, n.outputs[0], consumers, outputs)
@@ -162,7 +162,7 @@ def _multiplier(f, n: Node, qy: QuantType) -> None:
     if any(v is None or (v.per_channel and i not in f.consts) for v, i in zip(q, n.inputs)) or qy.per_channel:
         return
     s = [np.asarray(v.scale, np.float64) for v in q]
-    if n.op in ("conv2d", "linear"):
+    if is_weighted(n.op):
         M, what = s[0] * s[1] / qy.scale[0], "requantize multiplier s_x s_w / s_y"
     elif n.op == "add":
         M, what = np.maximum(s[0], s[1]) / qy.scale[0], "add operand multiplier s_in / s_y"
@@ -187,9 +187,8 @@ def check_contract(f, outputs: list[str]) -> None:
         o = n.outputs[0]
         if n.op not in LOWERED:
             _note(f, n, "unsupported", o, None, f"op {n.op} has no integer lowering")
-        const_ins = [i for k, i in enumerate(n.inputs) if i in f.consts and not (n.op in ("conv2d", "linear")
-                                                                               and k > 0)]
-        if const_ins:
+        const_ins = [i for k, i in enumerate(n.inputs) if i in f.consts and not (is_weighted(n.op) and k > 0)]
+        if const_ins and not (len(n.inputs) == 2 and np.asarray(f.consts[const_ins[0]]).size == 1):
             _note(f, n, "unsupported", const_ins[0], None,
                   f"constant operand %{const_ins[0]} of {n.op} (integerize takes constants only as "
                   f"conv2d / linear weights and biases)")

@@ -18,9 +18,10 @@ from ..ir.builder import sanitize
 from ..ir.graph import Graph, Node, Value
 from ..ir.ops import op_def
 from ..ir.ops.fake_quant import dequantize_codes, quantize_codes
+from ..ir.ops.registry import ops_with
 from ..ir.types import QuantType, TensorType, dtype_of
 
-LAYERS = frozenset({"conv2d", "linear"})
+LAYERS = ops_with(weight=True, integer=False)      # conv2d, linear
 
 
 def _with_axis(q: QuantType | None, axis: int | None) -> QuantType | None:

@@ -9,29 +9,42 @@
 - ``global_avgpool`` / ``mean`` / ``avgpool`` -> ``qsum`` / ``qavgpool`` + ``requantize`` by ``s_x / (s_y n)``;
 - any other unary op (relu, clip, sigmoid, silu, hardswish, gelu, tanh, ...) -> ``lut``, a table of
   ``quantize(f(dequantize(q)))`` over every input code: exactly what simulated mode computes;
+- a binary op with a scalar constant operand (``x + 3``, ``x / 6``, ``x * c``, ``max(x, c)``) is a unary op
+  of ``x``: a ``lut`` too;
 - data movement runs on the integers; a quantization change becomes a ``requantize``.
 The result holds no float tensor except the graph input (``quantize``) and output (``dequantize``),
-or none with ``raw=True``. Each integer accumulator's bound is proven < 2^31 (attr ``acc_bits``).
+or none with ``raw=True``.
+
+``LOWERINGS`` is the table: op -> ``Lowering(rewrite, check)``; ``check(g, n)`` returns why ``n`` cannot be
+lowered (None: it can), ``rewrite`` emits its integer ops. ``LOWERED`` (what fold_fake_quant's report and
+``inspect --check`` consult) is the table's keys. After lowering, ``ir.verify_integer`` proves every
+integer op's arithmetic bound from its operand ranges (an int32 product that could reach 2^31 is refused
+with the node named, never wrapped).
 """
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
+from typing import Callable
 
 import numpy as np
 
-from ..errors import PassError
+from ..errors import PassError, VerifyError
 from ..ir.builder import GraphBuilder
 from ..ir.graph import Graph, Node
 from ..ir.numerics import dequantize, dyadic, quantize
 from ..ir.ops import op_def
 from ..ir.ops.elementwise import UNARY
 from ..ir.ops.nn import avgpool_divisor
+from ..ir.ops.registry import ops_with
 from ..ir.types import DTYPES, QuantType, int_dtype
+from ..ir.verify_integer import verify_integer
 
-ACC_OPS = {"conv2d", "linear", "matmul", "add"}
-CLAMP_OPS = {"relu", "clip", "minimum", "maximum"}
-MOVE_OPS = {"reshape", "transpose", "slice", "identity", "maxpool"}
-LUT_OPS = set(UNARY) - {"identity"}
+ACC_OPS = ops_with(fusable=True)                         # conv2d, linear, matmul, add
+CLAMP_OPS = ops_with(clamp=True)                         # relu, clip, minimum/maximum (constant bound)
+MOVE_OPS = ops_with(moves_data=True, quant="inherit")    # reshape, transpose, slice, pad, maxpool, identity
+LUT_OPS = frozenset(UNARY) - MOVE_OPS
+SCALAR_BINARY = frozenset({"add", "sub", "mul", "div", "pow", "maximum", "minimum"})
 
 
 def _dtype(q: QuantType) -> str:
@@ -255,18 +268,29 @@ class _Lowering:
             y = self.b.op("reshape", [y], n.name, quant=qo, shape=self.g.type_of(n.name).shape)
         self.bind(n.name, y, qo)
 
-    def lut(self, n: Node) -> None:
-        qo = self.quant(n.name, n)
-        x, qx = self.act(n.inputs[0], n)
+    def lut(self, n: Node, chain: list[Node] | None = None) -> None:
+        """``n`` (one non-constant input, then the fused clamp ``chain``) as a table over the input codes."""
+        chain = chain or []
+        out_name = chain[-1].name if chain else n.name
+        qo = self.quant(out_name, n)
+        xi = next(i for i in n.inputs if not self.g.is_const(i))
+        x, qx = self.act(xi, n)
         if qx.per_channel or qx.bits > 16:
             raise PassError("lookup tables need a per-tensor input of at most 16 bits", node=n)
         lo, hi = qx.qrange
         codes = np.arange(lo, hi + 1, dtype=np.int64)
         real = dequantize(codes, qx)
-        (fx,) = op_def(n.op).kernel([real], n.attr_dict)
+        args = [real if i == xi else np.asarray(self.g.const(i), np.float32).reshape(()) for i in n.inputs]
+        (fx,) = op_def(n.op).kernel(args, n.attr_dict)
+        for c in chain:                                             # fused clamps: scalar bounds only
+            bounds = [np.asarray(self.g.const(i), np.float32) for i in c.inputs if self.g.is_const(i)]
+            if any(b.size != 1 for b in bounds):
+                raise PassError("a per-channel clamp after a table is not supported", node=c)
+            cargs = [fx] + [b.reshape(()) for b in bounds]
+            (fx,) = op_def(c.op).kernel(cargs, c.attr_dict)
         table = quantize(np.asarray(fx), qo).astype(DTYPES[_dtype(qo)])
-        y = self.b.op("lut", [x, self.b.const(f"{n.name}.table", table)], n.name, quant=qo, in_min=lo)
-        self.bind(n.name, y, qo)
+        y = self.b.op("lut", [x, self.b.const(f"{n.name}.table", table)], out_name, quant=qo, in_min=lo)
+        self.bind(out_name, y, qo)
 
     def move(self, n: Node) -> None:
         x, qx = self.act(n.inputs[0], n)
@@ -287,6 +311,17 @@ class _Lowering:
             ins.append(self.convert(x, qx, qo, n))
         self.bind(n.name, self.b.op("concat", ins, n.name, quant=qo, **dict(n.attrs)), qo)
 
+    def lower(self, n: Node, chain: list[Node]) -> None:
+        """Lower ``n`` by the table (PassError with the reason when it cannot be)."""
+        rule = LOWERINGS.get(n.op)
+        if rule is None:
+            raise PassError(f"no integer lowering for op {n.op!r} (lowered ops: {', '.join(sorted(LOWERED))})",
+                            node=n)
+        why = rule.check(self.g, n)
+        if why:
+            raise PassError(why, node=n)
+        rule.rewrite(self, n, chain)
+
     # ---- driver ------------------------------------------------------------------------------
     def run(self) -> Graph:
         g = self.g
@@ -303,23 +338,7 @@ class _Lowering:
         for n in g.nodes:
             if n.name in self.skip:
                 continue
-            chain = self.fused.get(n.name, (n, []))[1]
-            if n.op in ("conv2d", "linear"):
-                self.weighted(n, chain)
-            elif n.op == "add":
-                self.add(n, chain)
-            elif n.op in ("mul", "matmul"):
-                self.product(n, chain)
-            elif n.op in ("avgpool", "global_avgpool", "mean"):
-                self.pool(n)
-            elif n.op in MOVE_OPS or n.op == "pad":
-                self.move(n)
-            elif n.op == "concat":
-                self.concat(n)
-            elif n.op in LUT_OPS:
-                self.lut(n)
-            else:
-                raise PassError(f"no integer lowering for op {n.op!r}", node=n)
+            self.lower(n, self.fused.get(n.name, (n, []))[1])
         outs = []
         for name in g.outputs:
             y, q = self.env[name]
@@ -330,8 +349,74 @@ class _Lowering:
         return self.b.build(outs)
 
 
+# ---- the table ---------------------------------------------------------------------------------------
+def _ok(g: Graph, n: Node) -> str | None:
+    return None
+
+
+def _check_weighted(g: Graph, n: Node) -> str | None:
+    w = n.inputs[op_def(n.op).weight]
+    if not g.is_const(w):
+        return f"weight %{w} is computed at run time; integerize needs a constant"
+    return None
+
+
+def _scalar_operand(g: Graph, n: Node) -> bool:
+    """A binary op with exactly one constant operand, a scalar (a unary function of the other)."""
+    consts = [i for i in n.inputs if g.is_const(i)]
+    return len(n.inputs) == 2 and len(consts) == 1 and np.asarray(g.const(consts[0])).size == 1
+
+
+def _check_binary(g: Graph, n: Node) -> str | None:
+    consts = [i for i in n.inputs if g.is_const(i)]
+    if not consts:
+        return None if n.op in ("add", "mul", "matmul") else f"{n.op} of two activations has no integer lowering"
+    if _scalar_operand(g, n):
+        return None
+    return (f"constant operand %{consts[0]} of shape {list(np.shape(g.const(consts[0])))} "
+            f"(only scalar constants, conv/linear weights and biases are lowered)")
+
+
+def _binary(low: "_Lowering", n: Node, chain: list[Node]) -> None:
+    if _scalar_operand(low.g, n):
+        low.lut(n, chain)
+    elif n.op == "add":
+        low.add(n, chain)
+    else:
+        low.product(n, chain)
+
+
+@dataclass(frozen=True)
+class Lowering:
+    """How one float op becomes integer ops: ``check`` says why it cannot (None: it can), ``rewrite`` emits."""
+
+    rewrite: Callable[["_Lowering", Node, list[Node]], None]
+    check: Callable[[Graph, Node], str | None] = _ok
+
+
+LOWERINGS: dict[str, Lowering] = {
+    "conv2d": Lowering(lambda low, n, c: low.weighted(n, c), _check_weighted),
+    "linear": Lowering(lambda low, n, c: low.weighted(n, c), _check_weighted),
+    **{op: Lowering(_binary, _check_binary) for op in SCALAR_BINARY | {"matmul"}},
+    **{op: Lowering(lambda low, n, c: low.pool(n)) for op in ("avgpool", "global_avgpool", "mean")},
+    **{op: Lowering(lambda low, n, c: low.move(n)) for op in MOVE_OPS},
+    "concat": Lowering(lambda low, n, c: low.concat(n)),
+    **{op: Lowering(lambda low, n, c: low.lut(n)) for op in LUT_OPS},
+}
+LOWERED = frozenset(LOWERINGS)
+
+
+def lowering_status(op: str) -> str | None:
+    """None when ``op`` has an integer lowering, else why not (for ``inspect --check``)."""
+    return None if op in LOWERINGS else f"op {op!r} has no integer lowering"
+
+
 def integerize(g: Graph, *, raw: bool = False) -> Graph:
     """Replace every float op of a quantized graph by integer ops with dyadic requantization."""
     if any(op_def(n.op).integer for n in g.nodes):
         return g
-    return _Lowering(g, raw).run()
+    ig = _Lowering(g, raw).run()
+    try:
+        return verify_integer(ig)
+    except VerifyError as e:
+        raise PassError(f"integer code would overflow: {e}") from None

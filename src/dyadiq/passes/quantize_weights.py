@@ -23,9 +23,10 @@ import numpy as np
 from ..errors import PassError
 from ..ir.graph import Graph, Node, Value
 from ..ir.numerics import fake_quant
+from ..ir.ops.registry import ops_with
 from ..ir.types import QuantType, int_range
 
-WEIGHTED = ("conv2d", "linear")
+WEIGHTED = ops_with(weight=True, integer=False)      # conv2d, linear
 SCALE_FLOOR = 2.0 ** -16          # a channel scale below this fraction of the layer's largest: a dead channel
 
 

@@ -56,6 +56,7 @@ from ..errors import PassError
 from ..ir.graph import Graph, Node, verify
 from ..ir.numerics import dequantize, fake_quant, quantize
 from ..ir.ops import op_def
+from ..ir.ops.registry import is_weighted
 from ..ir.ops.window import hw_attrs, out_size, pad_nchw, windows
 from . import gptq as solvers
 from .calibrate import Progress, prepare_calib
@@ -125,7 +126,7 @@ def _rounded_layers(g: Graph) -> dict[str, Node]:
     out: dict[str, Node] = {}
     seen: set[str] = set()
     for n in g.nodes:
-        if n.op not in ("conv2d", "linear") or len(n.inputs) < 2:
+        if not is_weighted(n.op) or len(n.inputs) < 2:
             continue
         w = n.inputs[1]
         q = g.quant_of(w)
@@ -354,7 +355,7 @@ def _walk(g: Graph, batches, layers: dict[str, Node], solve: Callable, *, sequen
 def _run_node(n: Node, env: dict, consts, biases: dict) -> None:
     """Evaluate ``n`` into ``env``; conv/linear from their columns, with a corrected bias if there is one."""
     args = [env[v] if v in env else consts[v] for v in n.inputs]
-    if n.op in ("conv2d", "linear") and n.inputs[1] in consts:
+    if is_weighted(n.op) and n.inputs[1] in consts:
         b = biases.get(n.name, args[2] if len(args) > 2 else None)
         outs = [apply(n, args[1], columns(n, args[0], args[1].shape), args[0], b).astype(args[0].dtype)]
     else:

@@ -33,11 +33,12 @@ def _unary(fn):
     return lambda: (infer, kernel)
 
 
+BINARY_TRAITS = {"add": {"fusable": True}, "maximum": {"clamp": True}, "minimum": {"clamp": True}}
 for _name, _fn in {
     "add": np.add, "sub": np.subtract, "mul": np.multiply, "div": np.divide,
     "pow": np.power, "maximum": np.maximum, "minimum": np.minimum,
 }.items():
-    register(_name, 2, doc=f"elementwise {_name} with broadcasting")(_binary(_fn))
+    register(_name, 2, doc=f"elementwise {_name} with broadcasting", **BINARY_TRAITS.get(_name, {}))(_binary(_fn))
 
 
 def _sigmoid(x):
@@ -80,5 +81,6 @@ UNARY = {
     "hardswish": lambda x, a: x * np.clip(x + 3, 0, 6) / np.asarray(6, x.dtype),
     "gelu": _gelu,
 }
+UNARY_TRAITS = {"identity": {"moves_data": True, "quant": "inherit"}, "relu": {"clamp": True}, "clip": {"clamp": True}}
 for _name, _fn in UNARY.items():
-    register(_name, 1, doc=f"elementwise {_name}")(_unary(_fn))
+    register(_name, 1, doc=f"elementwise {_name}", **UNARY_TRAITS.get(_name, {}))(_unary(_fn))

@@ -15,6 +15,11 @@
   ``qavgpool(x) {kernel, stride, pad, ceil_mode, x_zp}`` -> i32 window sums of ``x - x_zp`` (pads add 0).
 - ``lut(x, table) {in_min}``: ``table[x - in_min]`` (any unary function, exact by construction).
 Data movement (``reshape``, ``transpose``, ``concat``, ``slice``, ``pad``, ``maxpool``) reuses the float ops.
+
+Each op's ``acc_bound(types, ranges, consts, attrs) -> (bound, limit)`` gives the largest magnitude its
+arithmetic reaches over operand integer ranges ``ranges[i] = (lo, hi)`` (constants: their own values), and
+the limit it must stay below (2^31 for int32 accumulators, 2^63 for the int64 rescale products, the table
+length for ``lut``); ``ir.verify_integer`` checks ``bound < limit`` for every node.
 """
 from __future__ import annotations
 
@@ -24,7 +29,7 @@ from ...errors import IRError
 from ..types import TensorType, int_range
 from .nn import conv2d_nchw, conv_out_type, pool_out_type
 from .registry import broadcast_shape, register
-from .window import hw_attrs, out_size, pad_nchw, windows
+from .window import hw_attrs, out_size, pad_nchw, pool_geometry, windows
 
 EXACT_F64 = 1 << 53   # float64 BLAS is exact for integer sums below this bound
 
@@ -49,6 +54,56 @@ def _require_int(*ts: TensorType) -> None:
     for t in ts:
         if not _is_int(t):
             raise IRError(f"integer op got a {t.dtype} operand")
+
+
+I32, I64 = 1 << 31, 1 << 63
+
+
+def _dev(r: tuple[int, int], zp: int) -> int:
+    """max |v - zp| over v in the range r."""
+    return max(abs(int(r[1]) - int(zp)), abs(int(zp) - int(r[0])))
+
+
+def _weighted_bound(types, ranges, consts, a, zp_key="x_zp"):
+    """max over output channels of  dmax * sum|w_o| + |b_o|  (weights constant), else dmax * K * max|w|."""
+    d = _dev(ranges[0], a.get(zp_key, 0))
+    w = consts[1]
+    if w is not None:
+        w = np.abs(np.asarray(w, np.int64)).reshape(w.shape[0], -1)
+        per = d * w.sum(axis=1)
+        if len(consts) > 2:
+            b = consts[2]
+            per = per + (np.abs(np.asarray(b, np.int64)).reshape(-1) if b is not None
+                         else max(abs(ranges[2][0]), abs(ranges[2][1])))
+        return int(per.max(initial=0)), I32
+    k = int(np.prod(types[1].shape[1:]))
+    bound = d * k * max(abs(ranges[1][0]), abs(ranges[1][1]))
+    if len(ranges) > 2:
+        bound += max(abs(ranges[2][0]), abs(ranges[2][1]))
+    return bound, I32
+
+
+def _requantize_bound(types, ranges, consts, a):
+    m = max(abs(ranges[1][0]), abs(ranges[1][1]))
+    s_max = int(ranges[2][1])
+    if s_max < 1 or s_max > 62:
+        return I64, I64                                       # shift outside [1, 62]: never valid
+    return _dev(ranges[0], a.get("in_zp", 0)) * m + (1 << (s_max - 1)), I64
+
+
+def _qadd_bound(types, ranges, consts, a):
+    sh = int(a["shift"])
+    if not 1 <= sh <= 62:
+        return I64, I64
+    return (_dev(ranges[0], a["a_zp"]) * abs(int(a["a_m"])) + _dev(ranges[1], a["b_zp"]) * abs(int(a["b_m"]))
+            + (1 << (sh - 1))), I64
+
+
+def _lut_bound(types, ranges, consts, a):
+    """Table indices: x - in_min must lie in [0, len(table))."""
+    n = types[1].shape[0]
+    lo, hi = int(ranges[0][0]) - int(a["in_min"]), int(ranges[0][1]) - int(a["in_min"])
+    return (hi if lo >= 0 else n), n
 
 
 def _exact_gemm_bound(x: np.ndarray, w: np.ndarray, k: int) -> None:
@@ -85,7 +140,7 @@ def _dequantize():
     return infer, kernel
 
 
-@register("qconv2d", (2, 3), integer=True)
+@register("qconv2d", (2, 3), integer=True, weight=1, bias=2, acc_bound=_weighted_bound)
 def _qconv2d():
     """Integer convolution with int32 accumulation."""
     def infer(t, a):
@@ -109,7 +164,7 @@ def _to_i32(y: np.ndarray) -> np.ndarray:
     return y.astype(np.int32)
 
 
-@register("qlinear", (2, 3), integer=True)
+@register("qlinear", (2, 3), integer=True, weight=1, bias=2, acc_bound=_weighted_bound)
 def _qlinear():
     """Integer ``(x - x_zp) @ w.T + b`` with int32 accumulation."""
     def infer(t, a):
@@ -129,7 +184,9 @@ def _qlinear():
     return infer, kernel
 
 
-@register("qmatmul", 2, integer=True)
+@register("qmatmul", 2, integer=True,
+          acc_bound=lambda t, r, c, a: (t[0].shape[-1] * _dev(r[0], a.get("a_zp", 0)) * _dev(r[1], a.get("b_zp", 0)),
+                                        I32))
 def _qmatmul():
     """Integer batched matmul of zero-point-shifted operands."""
     def infer(t, a):
@@ -153,7 +210,7 @@ def rounding_shift(v: np.ndarray, s: np.ndarray) -> np.ndarray:
     return (v + (np.int64(1) << (s - 1))) >> s
 
 
-@register("requantize", (3, 5), integer=True)
+@register("requantize", (3, 5), integer=True, acc_bound=_requantize_bound)
 def _requantize():
     """Dyadic rescale ``((acc - in_zp) * m) >> s`` with rounding, zero point and clamp."""
     def infer(t, a):
@@ -174,7 +231,7 @@ def _requantize():
     return infer, kernel
 
 
-@register("qadd", 2, integer=True)
+@register("qadd", 2, integer=True, acc_bound=_qadd_bound)
 def _qadd():
     """Integer add of two rescaled operands with a single rounding."""
     def infer(t, a):
@@ -189,7 +246,8 @@ def _qadd():
     return infer, kernel
 
 
-@register("qmul", 2, integer=True)
+@register("qmul", 2, integer=True,
+          acc_bound=lambda t, r, c, a: (_dev(r[0], a.get("a_zp", 0)) * _dev(r[1], a.get("b_zp", 0)), I32))
 def _qmul():
     """Integer product of zero-point-shifted operands (int32)."""
     def infer(t, a):
@@ -202,7 +260,9 @@ def _qmul():
     return infer, kernel
 
 
-@register("qsum", 1, integer=True)
+@register("qsum", 1, integer=True,
+          acc_bound=lambda t, r, c, a: (int(np.prod([t[0].shape[x] for x in {ax % t[0].rank for ax in a["axes"]}]))
+                                        * _dev(r[0], a.get("x_zp", 0)), I32))
 def _qsum():
     """Sum of ``x - x_zp`` over ``axes`` (keepdims) in int32."""
     def infer(t, a):
@@ -215,7 +275,8 @@ def _qsum():
     return infer, kernel
 
 
-@register("qavgpool", 1, integer=True)
+@register("qavgpool", 1, integer=True,
+          acc_bound=lambda t, r, c, a: (int(np.prod(hw_attrs(a)[0])) * _dev(r[0], a.get("x_zp", 0)), I32))
 def _qavgpool():
     """Window sums of ``x - x_zp`` (padding contributes 0) in int32."""
     def infer(t, a):
@@ -225,15 +286,13 @@ def _qavgpool():
     def kernel(x, a):
         k, s, p, d = hw_attrs(a)
         xz = x[0].astype(np.int64) - a.get("x_zp", 0)
-        oh, ow = infer([TensorType(x[0].shape, "i8")], a)[0].shape[2:]
-        extra = tuple(max(0, (o - 1) * st + kk - (n + lo + hi))
-                      for o, st, kk, n, lo, hi in zip((oh, ow), s, k, x[0].shape[2:], p[:2], p[2:]))
+        (oh, ow), extra = pool_geometry(x[0].shape[2:], a)
         win = windows(pad_nchw(xz, p, 0, extra), k, s, d, (oh, ow))
         return [_to_i32(win.sum(axis=(4, 5)))]
     return infer, kernel
 
 
-@register("lut", 2, integer=True)
+@register("lut", 2, integer=True, acc_bound=_lut_bound)
 def _lut():
     """Table lookup ``table[x - in_min]`` (exact integer unary function)."""
     def infer(t, a):

@@ -15,13 +15,15 @@ import numpy as np
 from ...errors import IRError
 from ..types import TensorType
 from .registry import norm_axis, register, same_dtype
-from .window import hw_attrs, out_size, pad_nchw, windows
+from .window import hw_attrs, out_size, pad_nchw, pool_geometry, windows
 
 
 # ---- convolution ------------------------------------------------------------------------------
 def conv_out_type(x: TensorType, w: TensorType, a: dict, dtype: str) -> TensorType:
     _, s, p, d = hw_attrs(a)
     g = a.get("groups", 1)
+    if not isinstance(g, int) or g < 1:
+        raise IRError(f"groups must be a positive integer, got {g!r}")
     if x.rank != 4 or w.rank != 4:
         raise IRError(f"conv2d needs 4-D input and weight, got {x} and {w}")
     if x.shape[1] != w.shape[1] * g or w.shape[0] % g:
@@ -62,7 +64,7 @@ def _bias_shape(b: np.ndarray, rank: int) -> np.ndarray:
     return b.reshape((1, -1) + (1,) * (rank - 2))
 
 
-@register("conv2d", (2, 3))
+@register("conv2d", (2, 3), fusable=True, weight=1, bias=2)
 def _conv2d():
     """2-D convolution with optional bias."""
     def infer(t, a):
@@ -78,7 +80,7 @@ def _conv2d():
     return infer, kernel
 
 
-@register("linear", (2, 3))
+@register("linear", (2, 3), fusable=True, weight=1, bias=2)
 def _linear():
     """``x @ w.T + b`` over the last dim."""
     def infer(t, a):
@@ -93,7 +95,7 @@ def _linear():
     return infer, kernel
 
 
-@register("matmul", 2)
+@register("matmul", 2, fusable=True)
 def _matmul():
     """numpy matmul with batch broadcasting."""
     def infer(t, a):
@@ -162,26 +164,20 @@ def _softmax():
 
 # ---- pooling and reductions ---------------------------------------------------------------------
 def pool_out_type(x: TensorType, a: dict) -> TensorType:
-    k, s, p, d = hw_attrs(a)
-    ceil = bool(a.get("ceil_mode", False))
     if x.rank != 4:
         raise IRError(f"pooling needs a 4-D input, got {x}")
-    oh = out_size(x.shape[2], k[0], s[0], p[0], p[2], d[0], ceil)
-    ow = out_size(x.shape[3], k[1], s[1], p[1], p[3], d[1], ceil)
+    (oh, ow), _ = pool_geometry(x.shape[2:], a)
     return TensorType((x.shape[0], x.shape[1], oh, ow), x.dtype)
 
 
 def _pool_windows(x: np.ndarray, a: dict, pad_value) -> tuple[np.ndarray, tuple]:
     k, s, p, d = hw_attrs(a)
-    t = pool_out_type(TensorType(x.shape, "f32"), a)
-    oh, ow = t.shape[2:]
-    extra = tuple(max(0, (o - 1) * st + dl * (kk - 1) + 1 - (n + lo + hi))
-                  for o, st, dl, kk, n, lo, hi in zip((oh, ow), s, d, k, x.shape[2:], p[:2], p[2:]))
+    (oh, ow), extra = pool_geometry(x.shape[2:], a)
     xp = pad_nchw(x, p, pad_value, extra)
     return windows(xp, k, s, d, (oh, ow)), (k, s, p, d, extra)
 
 
-@register("maxpool", 1)
+@register("maxpool", 1, moves_data=True, quant="inherit")
 def _maxpool():
     """Max pooling (padding never wins)."""
     def kernel(x, a):

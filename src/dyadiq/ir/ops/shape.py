@@ -14,7 +14,7 @@ from ..types import TensorType
 from .registry import norm_axis, register, same_dtype
 
 
-@register("reshape", 1)
+@register("reshape", 1, moves_data=True, quant="inherit")
 def _reshape():
     """Reshape to a static shape with the same element count."""
     def infer(t, a):
@@ -25,7 +25,7 @@ def _reshape():
     return infer, lambda x, a: [x[0].reshape(tuple(a["shape"]))]
 
 
-@register("transpose", 1)
+@register("transpose", 1, moves_data=True, quant="inherit")
 def _transpose():
     """Permute dims."""
     def infer(t, a):
@@ -36,7 +36,7 @@ def _transpose():
     return infer, lambda x, a: [np.ascontiguousarray(x[0].transpose(tuple(a["perm"])))]
 
 
-@register("concat", (1, 1 << 16))
+@register("concat", (1, 1 << 16), moves_data=True, quant="shared")
 def _concat():
     """Concatenate along ``axis``."""
     def infer(t, a):
@@ -63,7 +63,7 @@ def _slices(shape: tuple[int, ...], a: dict) -> tuple[slice, ...]:
     return tuple(idx)
 
 
-@register("slice", 1)
+@register("slice", 1, moves_data=True, quant="inherit")
 def _slice():
     """Static strided slice."""
     def infer(t, a):
@@ -71,7 +71,7 @@ def _slice():
     return infer, lambda x, a: [np.ascontiguousarray(x[0][_slices(x[0].shape, a)])]
 
 
-@register("pad", 1)
+@register("pad", 1, moves_data=True, quant="inherit")
 def _pad():
     """Pad every dim by ``pads`` (ONNX order: all begins, then all ends)."""
     def widths(rank, a):

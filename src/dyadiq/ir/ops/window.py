@@ -6,9 +6,14 @@ import numpy as np
 
 from ...errors import IRError
 
+MAX_WINDOW = 1 << 16          # largest kernel, stride, dilation or pad a window attribute may hold
+
 
 def out_size(n: int, k: int, stride: int, pad_lo: int, pad_hi: int, dilation: int = 1, ceil: bool = False) -> int:
     """Output length of a window of ``k`` taps over ``n`` (with ONNX/torch ceil-mode rule)."""
+    if k < 1 or stride < 1 or dilation < 1 or pad_lo < 0 or pad_hi < 0:
+        raise IRError(f"window {k} stride {stride} dilation {dilation} pads ({pad_lo}, {pad_hi}): kernel, "
+                      f"stride and dilation must be >= 1, pads >= 0")
     eff = dilation * (k - 1) + 1
     span = n + pad_lo + pad_hi - eff
     if span < 0:
@@ -47,4 +52,19 @@ def hw_attrs(a: dict) -> tuple[tuple[int, int], tuple[int, int], tuple[int, int,
     d = tuple(a.get("dilation", (1, 1)))
     if len(k) != 2 or len(s) != 2 or len(p) != 4 or len(d) != 2:
         raise IRError(f"expected 2-D window attributes, got kernel={k} stride={s} pad={p} dilation={d}")
+    for what, vals, lo in (("kernel", k, 1), ("stride", s, 1), ("dilation", d, 1), ("pad", p, 0)):
+        if not all(isinstance(v, int) and lo <= v <= MAX_WINDOW for v in vals):
+            raise IRError(f"{what} {list(vals)} must be integers in [{lo}, {MAX_WINDOW}]")
     return k, s, p, d
+
+
+def pool_geometry(in_hw: tuple[int, int], a: dict) -> tuple[tuple[int, int], tuple[int, int]]:
+    """((OH, OW), (extra_h, extra_w)) of a pooling window over ``in_hw``: the output size (ceil-mode and
+    dilation aware) and the extra bottom/right padding its last (ceil-mode) windows reach past the pads.
+    The one place this geometry is computed: type inference, every kernel and every backend use it."""
+    k, s, p, d = hw_attrs(a)
+    ceil = bool(a.get("ceil_mode", False))
+    out = tuple(out_size(in_hw[i], k[i], s[i], p[i], p[i + 2], d[i], ceil) for i in range(2))
+    extra = tuple(max(0, (out[i] - 1) * s[i] + d[i] * (k[i] - 1) + 1 - (in_hw[i] + p[i] + p[i + 2]))
+                  for i in range(2))
+    return out, extra
