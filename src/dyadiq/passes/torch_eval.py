@@ -6,9 +6,8 @@
     y = tg(x, weights={"w1": w1})               # override constants (fake-quantized, requires_grad, ...)
     tg = TorchGraph(q, simulated=True)          # fake-quantize every value that carries a QuantType
 
-Every float op of the registry has a torch counterpart with the interpreter's semantics (pads are
-``(top, left, bottom, right)``, ceil-mode pools pad the high side, average pools divide by
-``avgpool_divisor``). Graphs have static shapes: when ``N != B`` the graph runs under
+Every float op of the registry has a torch counterpart (``ir.ops.torch_kernels``) with the interpreter's
+semantics, checked op by op against the numpy kernels in float and simulated modes. Graphs have static shapes: when ``N != B`` the graph runs under
 ``torch.func.vmap`` over ``N / B`` chunks of ``B`` samples, so static ``reshape``s stay valid and autograd
 (gradients, Hessian-vector products) still works. ``simulated`` rounds like ``interp`` mode
 "simulated": ``q = clamp(round_half_even(x / s) + z)`` in float64, ``x <- s (q - z)``.
@@ -17,181 +16,16 @@ This module imports torch; only the passes that need autograd (``sensitivity``, 
 """
 from __future__ import annotations
 
-import math
-from typing import Callable, Mapping, Sequence
+from typing import Mapping, Sequence
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 
 from ..errors import PassError
-from ..ir.graph import Graph, Node
-from ..ir.ops.nn import avgpool_divisor, pool_out_type
-from ..ir.ops.shape import _slices
-from ..ir.ops.window import hw_attrs
+from ..ir.graph import Graph
+from ..ir.ops.registry import is_weighted
+from ..ir.ops.torch_kernels import TORCH_OPS, Fn
 from ..ir.types import QuantType, TensorType
-
-Fn = Callable[[Sequence[torch.Tensor]], torch.Tensor]
-
-
-# ---- op table: op name -> builder(node, graph) -> fn(args) --------------------------------------
-def _pad_hw(x: torch.Tensor, p: tuple[int, int, int, int], value: float = 0.0) -> torch.Tensor:
-    t, l, b, r = p
-    return F.pad(x, (l, r, t, b), value=value) if (t or l or b or r) else x
-
-
-def _conv2d(n: Node, g: Graph) -> Fn:
-    _, s, p, d = hw_attrs(n.attr_dict)
-    groups = n.attr("groups", 1)
-    sym = p[0] == p[2] and p[1] == p[3]
-
-    def fn(a):
-        x = a[0] if sym else _pad_hw(a[0], p)
-        return F.conv2d(x, a[1], a[2] if len(a) == 3 else None, s, (p[0], p[1]) if sym else 0, d, groups)
-    return fn
-
-
-def _pool(n: Node, g: Graph, kind: str) -> Fn:
-    a = n.attr_dict
-    k, s, p, d = hw_attrs(a)
-    in_t = g.type_of(n.inputs[0])
-    oh, ow = pool_out_type(in_t, a).shape[2:]
-    extra = tuple(max(0, (o - 1) * st + dl * (kk - 1) + 1 - (m + lo + hi))
-                  for o, st, dl, kk, m, lo, hi in zip((oh, ow), s, d, k, in_t.shape[2:], p[:2], p[2:]))
-    pads = (p[0], p[1], p[2] + extra[0], p[3] + extra[1])
-    if kind == "max":
-        return lambda x: F.max_pool2d(_pad_hw(x[0], pads, -math.inf), k, s, 0, d)[..., :oh, :ow]
-    if d != (1, 1):
-        raise PassError("torch evaluation of a dilated avgpool is not supported", node=n)
-    div = torch.from_numpy(avgpool_divisor(in_t.shape[2:], a, (oh, ow)).astype(np.float32))
-    return lambda x: (F.avg_pool2d(_pad_hw(x[0], pads), k, s, 0, divisor_override=1)[..., :oh, :ow]
-                      / div.to(x[0].dtype))
-
-
-def _reduce(fn):
-    def build(n: Node, g: Graph) -> Fn:
-        rank = g.type_of(n.inputs[0]).rank
-        axes = tuple(ax % rank for ax in n.attr("axes", tuple(range(rank))))
-        keep = bool(n.attr("keepdims", True))
-        return lambda x: fn(x[0], axes, keep)
-    return build
-
-
-def _select(picks: list[tuple[int, "torch.Tensor"]]) -> Fn:
-    """``index_select`` of the input along each (axis, indices) pair in turn."""
-    def fn(x):
-        y = x[0]
-        for ax, ix in picks:
-            y = torch.index_select(y, ax, ix)
-        return y
-    return fn
-
-
-def _slice(n: Node, g: Graph) -> Fn:
-    shape = g.type_of(n.inputs[0]).shape
-    idx = _slices(shape, n.attr_dict)
-    picks = [(ax, torch.from_numpy(np.arange(shape[ax])[sl].astype(np.int64)))
-             for ax, sl in enumerate(idx) if sl != slice(None)]
-
-    return _select(picks)
-
-
-def _pad(n: Node, g: Graph) -> Fn:
-    shape = g.type_of(n.inputs[0]).shape
-    rank = len(shape)
-    p = tuple(n.attr("pads"))
-    mode = n.attr("mode", "constant")
-    if mode == "constant":
-        widths = [w for i in reversed(range(rank)) for w in (p[i], p[i + rank])]
-        return lambda x: F.pad(x[0], widths, value=float(n.attr("value", 0)))
-    # reflect / edge on any dims: gather the source index of every padded position (numpy's rule)
-    picks = [(ax, torch.from_numpy(np.pad(np.arange(shape[ax]), (p[ax], p[ax + rank]), mode=mode).astype(np.int64)))
-             for ax in range(rank) if p[ax] or p[ax + rank]]
-
-    return _select(picks)
-
-
-def _gather(n: Node, g: Graph) -> Fn:
-    d = g.type_of(n.inputs[0])
-    ax = n.attr("axis", 0) % d.rank
-    ishape = g.type_of(n.inputs[1]).shape
-    out = d.shape[:ax] + ishape + d.shape[ax + 1:]
-    return lambda x: torch.index_select(x[0], ax, x[1].reshape(-1).long() % d.shape[ax]).reshape(out)
-
-
-def _clip(n: Node, g: Graph) -> Fn:
-    lo, hi = n.attr("min", -math.inf), n.attr("max", math.inf)
-    lo, hi = (None if math.isinf(lo) else lo), (None if math.isinf(hi) else hi)
-    return lambda x: torch.clamp(x[0], lo, hi)
-
-
-def _layernorm(n: Node, g: Graph) -> Fn:
-    t = g.type_of(n.inputs[0])
-    norm = t.shape[n.attr("axis", -1) % t.rank:]
-    return lambda x: F.layer_norm(x[0], norm, x[1], x[2], n.attr("eps", 1e-5))
-
-
-def _batchnorm(n: Node, g: Graph) -> Fn:
-    rank = g.type_of(n.inputs[0]).rank
-    eps = n.attr("eps", 1e-5)
-    sh = (-1,) + (1,) * (rank - 2)
-    return lambda x: (x[0] - x[3].reshape(sh)) / torch.sqrt(x[4].reshape(sh) + eps) * x[1].reshape(sh) \
-        + x[2].reshape(sh)
-
-
-def _unary(f):
-    return lambda n, g: (lambda x: f(x[0], n))
-
-
-def _binary(f):
-    return lambda n, g: (lambda x: f(x[0], x[1]))
-
-
-def _gelu(x, n):
-    return F.gelu(x, approximate="tanh" if n.attr("approximate", "none") == "tanh" else "none")
-
-
-OPS: dict[str, Callable[[Node, Graph], Fn]] = {
-    "conv2d": _conv2d,
-    "linear": lambda n, g: (lambda x: F.linear(x[0], x[1], x[2] if len(x) == 3 else None)),
-    "matmul": _binary(torch.matmul),
-    "batchnorm": _batchnorm,
-    "layernorm": _layernorm,
-    "softmax": _unary(lambda x, n: torch.softmax(x, n.attr("axis", -1))),
-    "maxpool": lambda n, g: _pool(n, g, "max"),
-    "avgpool": lambda n, g: _pool(n, g, "avg"),
-    "global_avgpool": lambda n, g: (lambda x: x[0].mean(dim=tuple(range(2, x[0].ndim)), keepdim=True)),
-    "mean": _reduce(lambda x, ax, k: x.mean(dim=ax, keepdim=k)),
-    "reduce_sum": _reduce(lambda x, ax, k: x.sum(dim=ax, keepdim=k)),
-    "reduce_max": _reduce(lambda x, ax, k: x.amax(dim=ax, keepdim=k)),
-    "reduce_min": _reduce(lambda x, ax, k: x.amin(dim=ax, keepdim=k)),
-    "reshape": lambda n, g: (lambda x: x[0].reshape(tuple(n.attr("shape")))),
-    "transpose": lambda n, g: (lambda x: x[0].permute(tuple(n.attr("perm")))),
-    "concat": lambda n, g: (lambda x: torch.cat(list(x), dim=n.attr("axis"))),
-    "slice": _slice,
-    "pad": _pad,
-    "gather": _gather,
-    "add": _binary(torch.add), "sub": _binary(torch.sub), "mul": _binary(torch.mul),
-    "div": _binary(torch.div), "pow": _binary(torch.pow),
-    "maximum": _binary(torch.maximum), "minimum": _binary(torch.minimum),
-    "identity": _unary(lambda x, n: x),
-    "neg": _unary(lambda x, n: -x),
-    "abs": _unary(lambda x, n: x.abs()),
-    "exp": _unary(lambda x, n: x.exp()),
-    "log": _unary(lambda x, n: x.log()),
-    "sqrt": _unary(lambda x, n: x.sqrt()),
-    "reciprocal": _unary(lambda x, n: 1 / x),
-    "erf": _unary(lambda x, n: torch.erf(x)),
-    "relu": _unary(lambda x, n: torch.relu(x)),
-    "leaky_relu": _unary(lambda x, n: F.leaky_relu(x, n.attr("alpha", 0.01))),
-    "clip": _clip,
-    "sigmoid": _unary(lambda x, n: torch.sigmoid(x)),
-    "tanh": _unary(lambda x, n: torch.tanh(x)),
-    "silu": _unary(lambda x, n: F.silu(x)),
-    "hardsigmoid": _unary(lambda x, n: torch.clamp(n.attr("alpha", 1 / 6) * x + n.attr("beta", 0.5), 0, 1)),
-    "hardswish": _unary(lambda x, n: x * torch.clamp(x + 3, 0, 6) / 6),
-    "gelu": _unary(_gelu),
-}
 
 
 # ---- fake quantization ----------------------------------------------------------------------------
@@ -223,7 +57,7 @@ class TorchGraph:
         self.nodes = [n for n in g.nodes if any(o in needed for o in n.outputs)]
         self.fns: list[Fn] = []
         for n in self.nodes:
-            build = OPS.get(n.op)
+            build = TORCH_OPS.get(n.op)
             if build is None or not g.type_of(n.outputs[0]).is_float and n.op not in ("reshape", "transpose",
                                                                                        "slice", "concat", "gather"):
                 raise PassError(f"op {n.op!r} has no torch evaluation (float graphs only)", node=n)
@@ -235,6 +69,8 @@ class TorchGraph:
                 if q is not None and t.is_floating_point():
                     self.constants[k] = fake_quant(t, q)
         self.quants = {k: g.quant_of(k) for k in needed if g.quant_of(k) is not None} if simulated else {}
+        self.bias_steps = {i: _bias_step(g, n) for i, n in enumerate(self.nodes)
+                           if simulated and is_weighted(n.op) and len(n.inputs) == 3 and _bias_step(g, n) is not None}
 
     # ---- evaluation ------------------------------------------------------------------------------
     def values(self, inputs: Mapping[str, torch.Tensor], weights: Mapping[str, torch.Tensor] | None = None,
@@ -259,7 +95,11 @@ class TorchGraph:
             env.update(base)
         for i in (range(len(self.nodes)) if nodes is None else nodes):
             n = self.nodes[i]
-            y = self.fns[i]([env[a] for a in n.inputs])
+            args = [env[a] for a in n.inputs]
+            if i in self.bias_steps:            # the bias the integer code adds (as interp's simulated mode)
+                step = self.bias_steps[i]
+                args[2] = (torch.round(args[2].double() / step) * step).to(args[2].dtype)
+            y = self.fns[i](args)
             q = self.quants.get(n.outputs[0])
             env[n.outputs[0]] = fake_quant(y, q) if q is not None and y.is_floating_point() else y
             if n.outputs[0] in taps:
@@ -302,6 +142,14 @@ class TorchGraph:
             want = self.g.type_of(k)
             out[k] = t.to(_torch_dtype(want)) if want.is_float else t
         return out
+
+
+def _bias_step(g: Graph, n) -> torch.Tensor | None:
+    """``s_x s_w`` of a layer whose input and weight are quantized (per-tensor input), else None."""
+    qx, qw = g.quant_of(n.inputs[0]), g.quant_of(n.inputs[1])
+    if qx is None or qw is None or qx.per_channel:
+        return None
+    return torch.from_numpy(qx.scale[0] * np.asarray(qw.scale, np.float64))
 
 
 def _torch_dtype(t: TensorType) -> torch.dtype:
