@@ -12,6 +12,7 @@ import json
 import os
 import sys
 import traceback
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Sequence
@@ -223,6 +224,10 @@ def _one_line(msg: str) -> str:
     return " ".join(str(msg).split()) or "unknown error"
 
 
+def _show_warning(message, category, filename, lineno, file=None, line=None) -> None:
+    print(f"warning: {_one_line(message)}", file=sys.stderr)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``dyadiq`` console script; returns the exit code."""
     try:
@@ -230,7 +235,14 @@ def main(argv: Sequence[str] | None = None) -> int:
             args = build_parser().parse_args(argv)
         except SystemExit as e:              # --help / --version
             return e.code if isinstance(e.code, int) else 0
-        return int(args._run(args) or 0)
+        import numpy as np
+        with np.errstate(all="ignore"), warnings.catch_warnings():
+            # inf / nan in float code is checked where it matters; a warning is one 'warning:' line, and
+            # third-party deprecation notices (torch, onnx internals) are not the user's business
+            warnings.showwarning = _show_warning
+            warnings.simplefilter("ignore", FutureWarning)
+            warnings.simplefilter("ignore", DeprecationWarning)
+            return int(args._run(args) or 0)
     except DyadiqError as e:
         print(f"error: {_one_line(e)}", file=sys.stderr)
         return 2

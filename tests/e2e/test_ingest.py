@@ -153,8 +153,11 @@ def test_efficientnet_lite0_qdq_from_onnxruntime(tmp_path):
     layer = teacher_forced(path, integerize(q), xs[:4])
     histogram("per layer, fed onnxruntime's codes", layer)
     assert np.mean(layer == 0) >= 0.9999 and layer.max() <= 1
-    # ... but 60 layers amplify those rare ties: end to end the logits spread like two float runtimes do
-    assert top1 >= 0.99 and np.mean(d <= 1) >= 0.90 and np.mean(d <= 2) >= 0.98
+    # ... but 60 layers amplify those rare ties, and onnxruntime's float kernels (which CPU-dependent MLAS
+    # path computes DQ -> conv -> Q: AVX2 FMA or AVX-512) decide where the ties fall: end to end the logits
+    # spread like two float runtimes do. Only what holds on every x86 host is asserted (an AVX2 host agrees on
+    # top-1 for 64/64 crops, an AVX-512 VNNI host for 61/64); the exact reference is the per-layer check above.
+    assert top1 >= 0.9 and np.mean(d <= 1) >= 0.90 and np.mean(d <= 2) >= 0.98
     compile_matches(q, xs[:8])
 
 

@@ -140,7 +140,11 @@ class Importer:
 
         g = self.graph
         for init in g.initializer:
-            self.env[init.name] = self.constant(numpy_helper.to_array(init), init.name)
+            try:
+                arr = numpy_helper.to_array(init)
+            except (ValueError, TypeError, KeyError) as e:     # raw data shorter than its dims, bad type
+                raise FrontendError(f"initializer {init.name!r}: unreadable ({e})") from None
+            self.env[init.name] = self.constant(arr, init.name)
         inputs = [i for i in g.input if i.name not in self.env]
         unknown = set(input_shapes) - {i.name for i in inputs}
         if unknown:
@@ -165,7 +169,7 @@ class Importer:
                 if str(e).startswith(cx.prefix):
                     raise
                 raise FrontendError(f"{cx.prefix}{e}") from None
-            except (DyadiqError, KeyError, TypeError, ValueError, IndexError) as e:  # malformed node
+            except (DyadiqError, KeyError, TypeError, ValueError, IndexError, ArithmeticError) as e:  # malformed node
                 raise FrontendError(f"{cx.prefix}{type(e).__name__}: {e}") from None
             refs = [refs] if isinstance(refs, str) else list(refs)
             for k, o in enumerate(node.output):

@@ -204,6 +204,13 @@ def verify_folder(path: str | os.PathLike) -> dict:
     files = manifest.get("files")
     if not isinstance(files, dict) or not files:
         raise ArtifactError(f"{mf}: lists no files")
+    for key in ("inputs", "outputs"):
+        check_io_specs(manifest.get(key), f"{mf}: {key}")
+    for key, kind in (("target", str), ("entry", str), ("arch", str), ("mcpu", str), ("required_cpu_features", list)):
+        v = manifest.get(key)
+        if (key in manifest or key == "target") and (not isinstance(v, kind) or (
+                kind is list and not all(isinstance(x, str) for x in v))):
+            raise ArtifactError(f"{mf}: bad {key!r} entry {v!r}")
     for name, digest in sorted(files.items()):
         f = p / name
         if Path(name).name != name:
@@ -213,6 +220,24 @@ def verify_folder(path: str | os.PathLike) -> dict:
         if sha256_file(f) != digest:
             raise ArtifactError(f"{f}: sha256 does not match {MANIFEST} (file modified or corrupted)")
     return manifest
+
+
+def check_io_specs(specs, where: str) -> None:
+    """ArtifactError unless ``specs`` is a list of {name, shape (ints >= 0), dtype, numpy_dtype} that agree."""
+    if not isinstance(specs, list) or not specs:
+        raise ArtifactError(f"{where}: expected a non-empty list of tensors")
+    names = set()
+    for s in specs:
+        if not isinstance(s, dict):
+            raise ArtifactError(f"{where}: entry {s!r} is not an object")
+        name, shape, dt = s.get("name"), s.get("shape"), s.get("dtype")
+        if not isinstance(name, str) or not name or name in names:
+            raise ArtifactError(f"{where}: bad or repeated tensor name {name!r}")
+        names.add(name)
+        if not isinstance(shape, list) or not all(type(d) is int and 0 <= d < 1 << 31 for d in shape):
+            raise ArtifactError(f"{where}: {name!r} has a bad shape {shape!r}")
+        if dt not in DTYPES or s.get("numpy_dtype") != str(DTYPES[dt]):
+            raise ArtifactError(f"{where}: {name!r} has a bad dtype {dt!r} / {s.get('numpy_dtype')!r}")
 
 
 class Artifact:

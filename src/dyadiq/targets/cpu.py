@@ -24,6 +24,7 @@ from __future__ import annotations
 import json
 import os
 import platform
+import threading
 from pathlib import Path
 
 import numpy as np
@@ -316,7 +317,7 @@ class CpuArtifact(Artifact):
     def __init__(self, manifest: dict, module, graph: Graph | Path | None = None, lib_path: Path | None = None):
         super().__init__(manifest)
         self.module, self._graph, self._lib_path = module, graph, lib_path
-        self._vm = self._main = None
+        self._local = threading.local()        # one Relax VM per thread: a VM is not thread-safe
 
     @property
     def graph(self) -> Graph | None:
@@ -328,17 +329,29 @@ class CpuArtifact(Artifact):
 
     @property
     def vm(self):
-        if self._vm is None:
+        """This thread's Relax VM (a VM keeps per-call state, so threads never share one)."""
+        vm = getattr(self._local, "vm", None)
+        if vm is None:
             import tvm
             from tvm import relax
-            self._vm = relax.VirtualMachine(self.module, tvm.cpu())
-        return self._vm
+            vm = relax.VirtualMachine(self.module, tvm.cpu())
+            entry = self.manifest.get("entry", "main")
+            try:
+                self._local.main = vm[entry]
+            except AttributeError:
+                raise ArtifactError(f"{LIB} has no function {entry!r} (the manifest's entry)") from None
+            self._local.vm = vm
+        return vm
 
     def _run(self, arrays: list[np.ndarray]) -> list[np.ndarray]:
         import tvm_ffi
-        if self._main is None:
-            self._main = self.vm[self.manifest.get("entry", "main")]
-        res = self._main(*[tvm_ffi.from_dlpack(_aligned(a)) for a in arrays])     # zero-copy in
+        self.vm                                                                   # this thread's VM
+        try:
+            res = self._local.main(*[tvm_ffi.from_dlpack(_aligned(a)) for a in arrays])     # zero-copy in
+        except Exception as e:  # noqa: BLE001 - the library refuses inputs its manifest misdescribes
+            msg = (str(e).strip().splitlines() or [type(e).__name__])[-1]
+            raise ArtifactError(f"the compiled model rejected its inputs ({msg}); "
+                                f"is manifest.json consistent with {LIB}?") from None
         outs = [res] if len(self.outputs) == 1 else list(res)
         return [o.numpy() for o in outs]
 
