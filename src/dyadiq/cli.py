@@ -204,20 +204,31 @@ COMMANDS: dict[str, Command] = {
                        _lazy("cli_quantize", "compile_args"), _lazy("cli_quantize", "cmd_compile")),
     "run": Command("run a model on .npy/.npz inputs with the interpreter", _run_args, cmd_run),
     "demo": Command("EfficientNet-Lite0 end to end on photo crops", _demo_args, cmd_demo),
+    "opt": Command("run graph passes by name and print or save the result (the passes' test format)",
+                   _lazy("cli_opt", "opt_args"), _lazy("cli_opt", "cmd_opt")),
     "pareto": Command("size/BOPs vs error of ILP mixed-precision plans -> PNG + JSON",
                       _lazy("cli_pareto", "pareto_args"), _lazy("cli_pareto", "cmd_pareto")),
 }
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser(only: str | None = None) -> argparse.ArgumentParser:
+    """The parser; with ``only``, just that command's arguments are declared (the others' modules, e.g.
+    every compile target's options, are not imported)."""
     parser = _Parser(prog="dyadiq", description="dyadiq: a quantizing compiler to integer-only dyadic code")
     parser.add_argument("--version", action="version", version=f"dyadiq {_version()}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     for name, cmd in COMMANDS.items():
         p = sub.add_parser(name, help=cmd.help, description=cmd.help)
-        cmd.add_arguments(p)
+        if only is None or name == only:
+            cmd.add_arguments(p)
         p.set_defaults(_run=cmd.run)
     return parser
+
+
+def _command_of(argv: Sequence[str] | None) -> str | None:
+    args = list(sys.argv[1:] if argv is None else argv)
+    first = next((a for a in args if not a.startswith("-")), None)
+    return first if first in COMMANDS else ""          # "" : no command's arguments (help / usage error)
 
 
 def _one_line(msg: str) -> str:
@@ -232,7 +243,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``dyadiq`` console script; returns the exit code."""
     try:
         try:
-            args = build_parser().parse_args(argv)
+            args = build_parser(_command_of(argv)).parse_args(argv)
         except SystemExit as e:              # --help / --version
             return e.code if isinstance(e.code, int) else 0
         import numpy as np

@@ -95,3 +95,32 @@ def test_accumulator_bound_is_recorded():
     for n in ig.nodes:
         if n.op in ("qconv2d", "qlinear"):
             assert 1 < n.attr("acc_bits") <= 32
+
+
+def test_binary_ops_with_a_scalar_constant_become_tables_that_track_simulated_mode_at_the_range_ends():
+    """x * clip(x + 3, 0, 6) / 6 (hard-swish as exporters write it): the constant-operand ops are tables over the
+    input codes (with the fused clip), the product of two activations a qmul; inputs at and past the
+    calibrated range ends stay within one output step of simulated mode."""
+    import sys
+    from pathlib import Path
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "filecheck"))
+    from models import hardswish_as_exported
+    q = hardswish_as_exported()
+    ig = integerize(q)
+    assert [n.op for n in ig.nodes] == ["quantize", "lut", "qmul", "requantize", "lut", "dequantize"]
+    qx = q.quant_of("x")
+    lo, hi = (np.array(qx.qrange) - qx.zero_point[0]) * qx.scale[0]
+    xs = np.stack([np.full((1, 3, 8, 8), v, np.float32) for v in (lo, hi, lo - 1, hi + 1, 0.0, -3.0)] +
+                  [RNG.uniform(lo, hi, size=(1, 3, 8, 8)).astype(np.float32) for _ in range(4)])
+    step = q.quant_of(q.outputs[0]).scale[0]
+    for x in xs:
+        assert np.max(np.abs(run(ig, [x]) - run(q, [x], "simulated"))) <= step * 1.0001
+
+
+def test_a_constant_tensor_operand_is_refused_with_its_shape():
+    b = GraphBuilder()
+    x = b.input("x", (1, 3, 4, 4))
+    y = b.op("mul", [x, b.const("c", RNG.normal(size=(1, 3, 1, 1)).astype(np.float32))])
+    q = simple_quantize(b.build([y]), CALIB[:4, :, :4, :4])
+    with pytest.raises(PassError, match=r"\[%mul mul\] constant operand %c of shape \[1, 3, 1, 1\]"):
+        integerize(q)
