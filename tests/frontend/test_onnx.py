@@ -13,7 +13,7 @@ torch = pytest.importorskip("torch")
 from onnx import TensorProto, helper, numpy_helper  # noqa: E402
 from onnx.reference import ReferenceEvaluator  # noqa: E402
 
-from dyadiq.errors import FrontendError  # noqa: E402
+from dyadiq.errors import FrontendError, InputError  # noqa: E402
 from dyadiq.frontend import from_onnx  # noqa: E402
 from dyadiq.interp import run  # noqa: E402
 from dyadiq.zoo.blocks import BLOCKS  # noqa: E402
@@ -193,23 +193,34 @@ def test_pooling_matches_onnxruntime(op, kernel, stride, dilation, pads, ceil, i
     np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-6)
 
 
-def test_symbolic_batch_needs_input_shapes():
+def test_symbolic_batch_defaults_to_one_and_other_dims_need_input_shapes():
     m = onnx_model([helper.make_node("Relu", ["x"], ["y"])], [f32("x", ["batch", 3])], [f32("y", ["batch", 3])])
-    with pytest.raises(FrontendError, match=r"input 'x' has a dynamic shape \(\[batch, 3\]\).*input_shapes"):
-        from_onnx(m)
+    notes: list[str] = []
+    assert from_onnx(m, notes=notes).type_of("x").shape == (1, 3)
+    assert notes == ["dynamic batch dim of input 'x' set to 1 (--input-shape to choose another)"]
     g = from_onnx(m, input_shapes={"x": (2, 3)})
     assert g.type_of("x").shape == (2, 3)
-    with pytest.raises(FrontendError, match="unknown input"):
+    with pytest.raises(InputError, match="unknown input"):
         from_onnx(m, input_shapes={"z": (2, 3)})
+    m2 = onnx_model([helper.make_node("Relu", ["x"], ["y"])], [f32("x", ["n", 3, "height", "width"])],
+                    [f32("y", None)])
+    with pytest.raises(InputError, match=r"^input 'x' dim 2 \('height'\), dim 3 \('width'\) are dynamic: "
+                                         r"give --input-shape x=1,3,H,W$"):
+        from_onnx(m2)
+    assert from_onnx(m2, sample_shapes={None: (3, 5, 7)}).type_of("x").shape == (1, 3, 5, 7)
+    with pytest.raises(InputError, match=r"contradicts the model: dim 1 is 3"):
+        from_onnx(m2, input_shapes={"x": (1, 4, 5, 7)})
+    with pytest.raises(InputError, match=r"has rank 3, the model's input 'x' has rank 4"):
+        from_onnx(m2, input_shapes={"x": (1, 3, 5)})
 
 
 # ---- errors ------------------------------------------------------------------------------------------
 @pytest.mark.parametrize("op,inputs,node_name,label", [
-    ("TopK", ["x", "k"], "topk_0", "topk_0"),
+    ("Unique", ["x"], "unique_0", "unique_0"),
     ("NonMaxSuppression", ["boxes", "x"], "", "selected"),
 ])
 def test_unsupported_op_names_op_and_node(op, inputs, node_name, label):
-    node = helper.make_node(op, inputs, ["selected"] if op != "TopK" else ["values", "indices"], name=node_name)
+    node = helper.make_node(op, inputs, ["selected"], name=node_name)
     outs = [helper.make_tensor_value_info(o, TensorProto.FLOAT, None) for o in node.output]
     m = onnx_model([node], [f32("x", [1, 1, 8]), f32("boxes", [1, 8, 4])], outs,
                    [numpy_helper.from_array(np.asarray([3], np.int64), "k")])
@@ -238,10 +249,12 @@ def test_missing_file(tmp_path):
         from_onnx(tmp_path / "nope.onnx")
 
 
-def test_old_opset_is_refused_with_a_hint():
+def test_old_opset_is_converted_with_a_note():
     m = onnx_model([helper.make_node("Relu", ["x"], ["y"])], [f32("x", [1])], [f32("y", [1])], opset=11)
-    with pytest.raises(FrontendError, match="opset 11.*version_converter"):
-        from_onnx(m)
+    notes: list[str] = []
+    g = from_onnx(m, notes=notes)
+    assert notes == ["converted ONNX opset 11 to 13 with onnx.version_converter"]
+    np.testing.assert_array_equal(run(g, np.asarray([-1.0], np.float32)), [0.0])
 
 
 def test_runtime_shape_parameter_is_an_error_naming_the_node():

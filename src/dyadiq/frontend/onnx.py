@@ -2,8 +2,12 @@
 """ONNX -> Graph for float models: ``from_onnx(model, *, name="main", input_shapes=None)``.
 
 - Reads the default domain at opsets 13..28 (versions 22..28 of the supported ops only add element
-  types); older models must be converted with ``onnx.version_converter`` first.
-- Graph inputs need static dims; ``input_shapes={"x": (1, 3, 224, 224)}`` sets symbolic (or any) dims.
+  types); older models (opset 7..12) are converted to 13 with ``onnx.version_converter`` on import, and a
+  note says so (``notes``: a list the caller reads, else one stderr line).
+- Graph inputs get static dims: ``input_shapes={"x": (1, 3, 224, 224)}`` sets symbolic (or any) dims and
+  must agree with the static ones; ``sample_shapes={"x": (3, 224, 224)}`` (e.g. a calibration array's
+  shape[1:], key ``None`` for a one-input model) fills the dims after the first; a dynamic leading
+  (batch) dim is 1. A dim still unknown is an ``InputError`` that names it.
 - Initializers and ``Constant`` nodes are constants. A node whose inputs are all constants is evaluated
   at import time (registry kernels or plain numpy), and ``Shape`` of a runtime value is known from its
   static type, so shape arithmetic (``Shape -> Gather -> Concat -> Reshape``) folds away completely.
@@ -15,21 +19,24 @@
 from __future__ import annotations
 
 import os
+import sys
 from typing import Mapping, Sequence
 
 import numpy as np
 
-from ..errors import DyadiqError, FrontendError, IRError
+from ..errors import DyadiqError, FrontendError, InputError, IRError
 from ..ir.builder import GraphBuilder
 from ..ir.graph import Graph, Node
 from ..ir.ops import op_def
 from ..ir.types import TensorType, dtype_of
 
 MIN_OPSET, MAX_OPSET = 13, 28
+OLDEST_OPSET = 1                # older opsets are converted to MIN_OPSET (the contract promises 7..12)
 DEFAULT_DOMAINS = ("", "ai.onnx")
 
 
-def from_onnx(model, *, name: str = "main", input_shapes: Mapping[str, Sequence[int]] | None = None) -> Graph:
+def from_onnx(model, *, name: str = "main", input_shapes: Mapping[str, Sequence[int]] | None = None,
+              sample_shapes: Mapping[str | None, Sequence[int]] | None = None, notes: list | None = None) -> Graph:
     """Import a float ONNX model (a path or a ``ModelProto``) as a verified Graph."""
     import onnx
 
@@ -40,11 +47,42 @@ def from_onnx(model, *, name: str = "main", input_shapes: Mapping[str, Sequence[
     version = next((opset[d] for d in DEFAULT_DOMAINS if d in opset), None)
     if version is None:
         raise FrontendError("the model imports no default-domain (ai.onnx) opset")
+    said: list[str] = []
+    if version < MIN_OPSET:
+        proto = upgrade(proto, version)
+        said.append(f"converted ONNX opset {version} to {MIN_OPSET} with onnx.version_converter")
+        version = MIN_OPSET
     if not MIN_OPSET <= version <= MAX_OPSET:
         raise FrontendError(f"ONNX opset {version} is not supported (dyadiq reads opsets "
-                            f"{MIN_OPSET}..{MAX_OPSET}; "
-                            f"convert with onnx.version_converter.convert_version(model, {MIN_OPSET}))")
-    return Importer(proto.graph, version, name).run(dict(input_shapes or {}))
+                            f"{OLDEST_OPSET}..{MAX_OPSET})")
+    imp = Importer(proto.graph, version, name)
+    imp.sample_shapes, imp.notes = dict(sample_shapes or {}), said
+    g = imp.run(dict(input_shapes or {}))
+    if notes is not None:
+        notes.extend(said)
+    else:
+        for line in said:
+            print(f"note: {line}", file=sys.stderr)
+    return g
+
+
+def upgrade(proto, version: int):
+    """``proto`` converted from opset ``version`` to ``MIN_OPSET`` by ``onnx.version_converter``."""
+    from onnx import version_converter
+
+    if version < OLDEST_OPSET:
+        raise FrontendError(f"ONNX opset {version} is not supported (dyadiq reads opsets {OLDEST_OPSET}..{MAX_OPSET})")
+    names = {i.name for i in proto.graph.input}
+    if proto.ir_version < 4 and any(t.name not in names for t in proto.graph.initializer):
+        old, proto = proto, type(proto)()            # IR 3 lists initializers as inputs; the converter checks
+        proto.CopyFrom(old)
+        proto.ir_version = 4
+    try:
+        return version_converter.convert_version(proto, MIN_OPSET)
+    except Exception as e:  # the converter raises RuntimeError / ConvertError / ValidationError
+        msg = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise FrontendError(f"ONNX opset {version}: onnx.version_converter cannot convert the model to opset "
+                            f"{MIN_OPSET} ({msg})") from None
 
 
 def _load(path):
@@ -91,6 +129,57 @@ def attributes(node) -> dict:
     return out
 
 
+def input_dims(vi) -> list | None:
+    """The dims of an ONNX graph input: ints, dim_param names, or None (unknown); None for unknown rank."""
+    t = vi.type.tensor_type
+    if not t.HasField("shape"):
+        return None
+    return [d.dim_value if d.HasField("dim_value") else (d.dim_param or None) for d in t.shape.dim]
+
+
+def resolve_input_shape(name: str, dims: list | None, override, sample) -> tuple[tuple[int, ...], str, bool]:
+    """(static shape, message naming the dims still unknown or "", whether a dynamic batch dim became 1).
+
+    ``override`` (``--input-shape``) must have the input's rank and agree with its static dims; ``sample``
+    (a calibration sample's shape) fills the dims after the first.
+    """
+    if override is not None:
+        override = tuple(int(d) for d in override)
+        if dims is not None:
+            if len(override) != len(dims):
+                raise InputError(f"--input-shape {name}={','.join(map(str, override))} has rank {len(override)}, "
+                                 f"the model's input {name!r} has rank {len(dims)} ({_shown(dims)})")
+            bad = [k for k, (d, o) in enumerate(zip(dims, override)) if isinstance(d, int) and d != o]
+            if bad:
+                raise InputError(f"--input-shape {name}={','.join(map(str, override))} contradicts the model: "
+                                 + ", ".join(f"dim {k} is {dims[k]}" for k in bad) + f" ({_shown(dims)})")
+        if any(d < 0 for d in override):
+            raise InputError(f"--input-shape {name}: dims must be >= 0, got {list(override)}")
+        return override, "", False
+    if dims is None:
+        if sample is not None:
+            return (1,) + tuple(int(d) for d in sample), "", True
+        return (), (f"input {name!r} has an unknown rank: give --input-shape {name}=D0,D1,..."), False
+    dims = list(dims)
+    if sample is not None and len(sample) == len(dims) - 1:
+        dims[1:] = [int(s) if not isinstance(d, int) else d for d, s in zip(dims[1:], sample)]
+    batched = bool(dims) and not isinstance(dims[0], int)
+    if batched:
+        dims[0] = 1
+    unknown = [k for k, d in enumerate(dims) if not isinstance(d, int)]
+    if unknown:
+        what = ", ".join(f"dim {k}" + (f" ({dims[k]!r})" if dims[k] else "") for k in unknown)
+        hint = ",".join(str(d) if isinstance(d, int) else (str(d)[:1].upper() if d and str(d)[:1].isalpha()
+                                                             else f"D{k}") for k, d in enumerate(dims))
+        verb = "is" if len(unknown) == 1 else "are"
+        return (), f"input {name!r} {what} {verb} dynamic: give --input-shape {name}={hint}", batched
+    return tuple(dims), "", batched
+
+
+def _shown(dims) -> str:
+    return "[" + ", ".join("?" if d is None else str(d) for d in dims) + "]"
+
+
 class Importer:
     """Walks one ONNX graph in order, keeping ONNX name -> ref and the constant arrays."""
 
@@ -102,6 +191,8 @@ class Importer:
         self.hints: dict[str, str] = {}             # constant ref -> name hint
         self.placed: dict[str, str] = {}            # constant ref -> builder name once materialized
         self.used: set[str] = set()                 # ONNX names read by a node or a graph output
+        self.sample_shapes: dict = {}               # input name (None: the only input) -> shape[1:]
+        self.notes: list[str] = []                  # what the import decided for the user (one line each)
 
     # ---- refs ------------------------------------------------------------------------------------
     def constant(self, array, hint: str) -> str:
@@ -148,10 +239,20 @@ class Importer:
         inputs = [i for i in g.input if i.name not in self.env]
         unknown = set(input_shapes) - {i.name for i in inputs}
         if unknown:
-            raise FrontendError(f"input_shapes names unknown input(s) {sorted(unknown)} "
-                                f"(graph inputs: {', '.join(i.name for i in inputs)})")
-        for vi in inputs:
-            self.env[vi.name] = self.b.input(vi.name, self._input_shape(vi, input_shapes.get(vi.name)),
+            raise InputError(f"--input-shape names unknown input(s) {', '.join(map(repr, sorted(unknown)))} "
+                             f"(graph inputs: {', '.join(i.name for i in inputs)})")
+        shapes = [resolve_input_shape(vi.name, input_dims(vi), input_shapes.get(vi.name),
+                                      self.sample_shapes.get(vi.name, self.sample_shapes.get(None)
+                                                             if len(inputs) == 1 else None)) for vi in inputs]
+        missing = [m for _, m, _ in shapes if m]
+        if missing:
+            raise InputError("; ".join(missing))
+        batched = [vi.name for vi, (_, _, b) in zip(inputs, shapes) if b]
+        if batched:
+            self.notes.append(f"dynamic batch dim of input {', '.join(map(repr, batched))} set to 1 "
+                              f"(--input-shape to choose another)")
+        for vi, (shape, _, _) in zip(inputs, shapes):
+            self.env[vi.name] = self.b.input(vi.name, shape,
                                              onnx_dtype(vi.type.tensor_type.elem_type, f"input {vi.name!r}"))
         used = self.used = {i for n in g.node for i in n.input} | {o.name for o in g.output}
         for node in g.node:
@@ -181,22 +282,6 @@ class Importer:
                     continue
                 self.env[o] = refs[k]
         return self.b.build(self._outputs())
-
-    def _input_shape(self, vi, override) -> tuple[int, ...]:
-        t = vi.type.tensor_type
-        dims = [d.dim_value if d.HasField("dim_value") else (d.dim_param or "?") for d in t.shape.dim]
-        if override is not None:
-            override = tuple(int(d) for d in override)
-            if t.HasField("shape") and len(override) != len(dims):
-                raise FrontendError(f"input_shapes[{vi.name!r}] = {list(override)} has rank {len(override)}, "
-                                    f"the model's input has rank {len(dims)}")
-            return override
-        if not t.HasField("shape") or any(isinstance(d, str) for d in dims):
-            shown = "unknown rank" if not t.HasField("shape") else "[" + ", ".join(map(str, dims)) + "]"
-            raise FrontendError(f"input {vi.name!r} has a dynamic shape ({shown}); dyadiq needs static shapes: "
-                                f"pass input_shapes={{{vi.name!r}: (...)}} or fix the dims in the model "
-                                f"(e.g. onnx.tools.update_model_dims)")
-        return tuple(dims)
 
     def _outputs(self) -> list[str]:
         outs: list[str] = []

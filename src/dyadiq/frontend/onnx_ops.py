@@ -95,4 +95,6 @@ from . import onnx_ops_conv  # noqa: E402,F401  (convolution, pooling, normaliza
 from . import onnx_ops_linalg  # noqa: E402,F401  (Gemm, MatMul)
 from . import onnx_ops_movement  # noqa: E402,F401  (reshape, transpose, concat, slice, pad...)
 from . import onnx_ops_const  # noqa: E402,F401  (constants and shape arithmetic)
+from . import onnx_ops_logic  # noqa: E402,F401  (more activations, logic, per-axis ops)
+from . import onnx_ops_spatial  # noqa: E402,F401  (Resize, ConvTranspose, pixel shuffles, norms)
 from . import onnx_qdq  # noqa: E402,F401  (QDQ / QOperator rows, registered on import)

@@ -6,6 +6,8 @@ import math
 
 import numpy as np
 
+from ..errors import IRError
+from ..ir.types import dtype_of
 from .onnx_ops import _ints, row
 
 
@@ -36,7 +38,11 @@ def _cast_to(cx, x: str, dt: np.dtype) -> str:
         return cx.const(cx.array(x).astype(dt))
     if cx.np_dtype(x) == dt:
         return x
-    raise cx.fail(f"casting a run-time {cx.np_dtype(x)} tensor to {dt} is not supported (only constants)")
+    try:
+        to = dtype_of(np.empty(0, dt))
+    except IRError:
+        raise cx.fail(f"casting a run-time {cx.np_dtype(x)} tensor to {dt} is not supported") from None
+    return cx.op("cast", [x], to=to)
 
 
 @row("Cast")

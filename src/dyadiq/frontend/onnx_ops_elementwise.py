@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from ..ir.types import dtype_of
 from .onnx_ops import row
 
 
@@ -31,6 +32,8 @@ def _binary(cx):
         if not np.array_equal(y, cx.array(b)):
             raise cx.fail(f"exponent of dtype {cx.np_dtype(b)} is not exact in {cx.np_dtype(a)}")
         b = cx.const(y, cx.sub("exponent"))
+    elif cx.np_dtype(a) != cx.np_dtype(b) and cx.np_dtype(a).kind == "f" and cx.np_dtype(b).kind in "iu":
+        b = cx.op("cast", [b], cx.sub("exponent"), to=dtype_of(np.empty(0, cx.np_dtype(a))))  # exact: |y| < 2^24
     return cx.op(BINARY[cx.node.op_type], [a, b])
 
 
