@@ -188,3 +188,14 @@ def _expand(cx):
     if out == cx.shape(x):
         return x
     return cx.op("mul", [x, cx.const(np.ones(target, cx.np_dtype(x)), cx.sub("ones"))])   # x * 1 broadcasts
+
+
+@row("ReverseSequence", params=(1,))
+def _reverse_sequence(cx):
+    """Reverse the first ``sequence_lens[b]`` steps along ``time_axis`` of each batch entry (lengths constant)."""
+    x = cx.inp(0)
+    lens = cx.const_input(1, "sequence_lens")
+    if lens is None:
+        raise cx.fail("sequence_lens must be a constant")
+    return cx.op("reverse_sequence", [x], batch_axis=int(cx.attr("batch_axis", 1)),
+                 time_axis=int(cx.attr("time_axis", 0)), lens=tuple(int(v) for v in np.asarray(lens).reshape(-1)))

@@ -37,6 +37,7 @@ from ..ir.ops import op_def
 from ..ir.ops.elementwise import UNARY
 from ..ir.ops.nn import avgpool_divisor
 from ..ir.ops.registry import ops_with
+from ..ir.ops.shape import reverse_sequence_index
 from ..ir.types import DTYPES, QuantType, int_dtype
 from ..ir.verify_integer import verify_integer
 
@@ -303,6 +304,18 @@ class _Lowering:
         y = self.b.op(n.op, [x], n.name, quant=qx, **attrs)
         self.bind(n.name, self.convert(y, qx, qo, n) if qo != qx else y, qo)
 
+    def as_gather(self, n: Node, source_index) -> None:
+        """A data-movement op given by ``source_index(shape, attrs)`` (flat source of each output element)
+        as reshape -> gather of constant indices -> reshape, on the integer codes."""
+        x, qx = self.act(n.inputs[0], n)
+        shape = self.g.type_of(n.inputs[0]).shape
+        flat = self.b.op("reshape", [x], f"{n.name}.flat", quant=qx, shape=(int(np.prod(shape)),))
+        idx = self.b.const(f"{n.name}.idx", source_index(shape, n.attr_dict).reshape(-1).astype(np.int64))
+        y = self.b.op("gather", [flat, idx], f"{n.name}.gather", quant=qx, axis=0)
+        y = self.b.op("reshape", [y], n.name, quant=qx, shape=self.g.type_of(n.name).shape)
+        qo = self.g.quant_of(n.name) or qx
+        self.bind(n.name, self.convert(y, qx, qo, n) if qo != qx else y, qo)
+
     def concat(self, n: Node) -> None:
         qo = self.quant(n.name, n)
         ins = []
@@ -401,6 +414,7 @@ LOWERINGS: dict[str, Lowering] = {
     **{op: Lowering(lambda low, n, c: low.pool(n)) for op in ("avgpool", "global_avgpool", "mean")},
     **{op: Lowering(lambda low, n, c: low.move(n)) for op in MOVE_OPS},
     "concat": Lowering(lambda low, n, c: low.concat(n)),
+    "reverse_sequence": Lowering(lambda low, n, c: low.as_gather(n, reverse_sequence_index)),
     **{op: Lowering(lambda low, n, c: low.lut(n)) for op in LUT_OPS},
 }
 LOWERED = frozenset(LOWERINGS)

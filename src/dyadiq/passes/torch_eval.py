@@ -24,7 +24,7 @@ import torch
 from ..errors import PassError
 from ..ir.graph import Graph
 from ..ir.ops.registry import is_weighted
-from ..ir.ops.torch_kernels import TORCH_OPS, Fn
+from ..ir.ops.torch_kernels import Fn, torch_op
 from ..ir.types import QuantType, TensorType
 
 
@@ -57,7 +57,7 @@ class TorchGraph:
         self.nodes = [n for n in g.nodes if any(o in needed for o in n.outputs)]
         self.fns: list[Fn] = []
         for n in self.nodes:
-            build = TORCH_OPS.get(n.op)
+            build = torch_op(n.op)
             if build is None or not g.type_of(n.outputs[0]).is_float and n.op not in ("reshape", "transpose",
                                                                                        "slice", "concat", "gather"):
                 raise PassError(f"op {n.op!r} has no torch evaluation (float graphs only)", node=n)

@@ -54,6 +54,7 @@ class OpDef:
     weight: int | None = None
     bias: int | None = None
     acc_bound: BoundFn | None = None
+    torch: Callable | None = None   # torch evaluation ``(node, graph) -> fn(tensors)`` (else ir.ops.torch_kernels)
 
     def __post_init__(self):
         if self.quant not in QUANT_RULES:
@@ -83,7 +84,7 @@ def register(name: str, arity: int | tuple[int, int], *, integer: bool = False, 
     return deco
 
 
-TRAITS = frozenset({"moves_data", "quant", "clamp", "fusable", "weight", "bias", "acc_bound"})
+TRAITS = frozenset({"moves_data", "quant", "clamp", "fusable", "weight", "bias", "acc_bound", "torch"})
 
 
 def ops_with(**want) -> frozenset[str]:

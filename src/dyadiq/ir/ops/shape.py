@@ -106,3 +106,34 @@ def _gather():
             raise IRError(f"gather indices must be i32/i64, got {i.dtype}")
         return [TensorType(d.shape[:ax] + i.shape + d.shape[ax + 1:], d.dtype)]
     return infer, lambda x, a: [np.take(x[0], x[1].astype(np.int64), axis=a.get("axis", 0))]
+
+
+def reverse_sequence_index(shape: tuple[int, ...], a: dict) -> np.ndarray:
+    """Flat source index of every output element of ``reverse_sequence`` (the op is this gather)."""
+    b_ax, t_ax, lens = a["batch_axis"] % len(shape), a["time_axis"] % len(shape), a["lens"]
+    idx = np.indices(shape)
+    b, t = idx[b_ax], idx[t_ax]
+    n = np.asarray(lens, np.int64)[b]
+    idx[t_ax] = np.where(t < n, n - 1 - t, t)
+    return np.ravel_multi_index(tuple(idx), shape)
+
+
+def _reverse_sequence_torch(n, g):
+    import torch
+    src = torch.from_numpy(reverse_sequence_index(g.type_of(n.inputs[0]).shape, n.attr_dict).reshape(-1))
+    return lambda x: x[0].reshape(-1)[src].reshape(x[0].shape)
+
+
+@register("reverse_sequence", 1, moves_data=True, quant="inherit", torch=_reverse_sequence_torch)
+def _reverse_sequence():
+    """ONNX ReverseSequence with constant lengths ``lens`` {batch_axis, time_axis, lens}."""
+    def infer(t, a):
+        if t[0].rank < 2 or {a["batch_axis"] % t[0].rank, a["time_axis"] % t[0].rank} != {
+                a["batch_axis"] % t[0].rank, a["time_axis"] % t[0].rank} or a["batch_axis"] % t[0].rank == \
+                a["time_axis"] % t[0].rank:
+            raise IRError(f"batch_axis and time_axis must be two different axes of {t[0]}")
+        nb, nt = t[0].shape[a["batch_axis"] % t[0].rank], t[0].shape[a["time_axis"] % t[0].rank]
+        if len(a["lens"]) != nb or any(not 0 <= v <= nt for v in a["lens"]):
+            raise IRError(f"lens {list(a['lens'])} must give one length in [0, {nt}] per batch entry ({nb})")
+        return [t[0]]
+    return infer, lambda x, a: [x[0].reshape(-1)[reverse_sequence_index(x[0].shape, a)]]
