@@ -57,6 +57,8 @@ class Backend(Protocol):
 
 BACKENDS: dict[str, str] = {   # target name -> "module:attribute" of its Backend
     "cpu": "dyadiq.targets.cpu:BACKEND",
+    "tosa": "dyadiq.targets.tosa:BACKEND",
+    "cuda": "dyadiq.targets.cuda:BACKEND",
 }
 
 

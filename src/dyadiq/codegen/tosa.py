@@ -1,0 +1,507 @@
+# SPDX-License-Identifier: Apache-2.0
+"""Integer graph -> MLIR TOSA (v1.0, generic form), bit-exact with the kernels of ``ir/ops/integer.py``.
+
+The module's ``main`` takes and returns the integer tensors between the graph's ``quantize`` and
+``dequantize`` (those two run in numpy, ``targets.tosa``: TOSA has no float64 division, and the integer
+part stays free of float ops). Rank-4 tensors live in NHWC inside the module (one ``tosa.transpose`` at
+each end); weights are OHWI (depthwise: ``[KH, KW, C, M]``).
+
+- ``qconv2d`` -> ``tosa.conv2d`` / ``tosa.depthwise_conv2d`` (i8 x i8, ``acc_type = i32``, input zero
+  point operand; TOSA skips padded taps, so padding contributes ``(x_zp - x_zp) * w = 0`` as in dyadiq);
+  grouped convs are sliced per group and concatenated. TOSA needs ``(H + pads - window) % stride == 0``:
+  the bottom/right pad is set to what the output rows read (extra rows are never read; unused input rows
+  are sliced off). ``qlinear`` -> 1x1 ``tosa.conv2d`` on ``[rows, 1, 1, K]``; ``qmatmul`` -> ``tosa.matmul``.
+- ``requantize`` -> ``tosa.rescale`` (``SINGLE_ROUND``, per channel) + ``tosa.clamp`` (or per-channel
+  ``maximum``/``minimum``); ``qadd`` -> int32 ``mul``/``add``/``arithmetic_right_shift`` (exactness and
+  its limits: ``codegen.tosa_rescale``).
+- ``qsum`` -> ``cast`` + ``reduce_sum`` - ``x_zp * n``; ``qavgpool`` -> depthwise conv with ones and the
+  input zero point; ``maxpool`` -> ``tosa.max_pool2d``; ``lut`` over i8 -> ``tosa.table`` (256 entries),
+  other widths -> ``tosa.gather`` on clamped indices; ``qmul`` -> int32 ``tosa.mul``.
+- ``reshape`` / ``transpose`` / ``concat`` / ``slice`` / ``pad`` (constant) map one to one (axes moved to NHWC).
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from ..errors import CodegenError
+from ..ir.graph import Graph, Node
+from ..ir.ops.nn import pool_out_type
+from ..ir.ops.shape import _slices
+from ..ir.ops.window import hw_attrs
+from . import tosa_rescale as rs
+
+NCHW_TO_NHWC, NHWC_TO_NCHW = (0, 2, 3, 1), (0, 3, 1, 2)
+INT_TYPES = {"i8": "i8", "i16": "i16", "i32": "i32", "i4": "i8"}
+DTYPE_NP = {"i8": np.int8, "i16": np.int16, "i32": np.int32, "i48": np.int64}
+BOUNDARY = ("quantize", "dequantize")
+SUPPORTED = ("qconv2d", "qlinear", "qmatmul", "requantize", "qadd", "qmul", "qsum", "qavgpool", "lut",
+             "maxpool", "reshape", "transpose", "concat", "slice", "pad", "identity") + BOUNDARY
+
+
+def ttype(shape, et: str) -> str:
+    return f"tensor<{'x'.join(str(int(d)) for d in shape)}{'x' if len(shape) else ''}{et}>"
+
+
+def dense(a: np.ndarray, et: str) -> str:
+    """A ``dense<...>`` attribute: a splat, else little-endian hex of the element type's bytes."""
+    a = np.asarray(a)
+    t = ttype(a.shape, et)
+    flat = a.reshape(-1)
+    if flat.size and np.all(flat == flat[0]):
+        return f"dense<{int(flat[0])}> : {t}"
+    raw = np.ascontiguousarray(a.astype(DTYPE_NP[et]).astype(np.dtype(DTYPE_NP[et]).newbyteorder("<")))
+    return f'dense<"0x{raw.tobytes().hex().upper()}"> : {t}'
+
+
+class Tensor:
+    """An SSA value of the module: name, shape (as stored), element type, NHWC flag (rank 4)."""
+
+    def __init__(self, ssa: str, shape, et: str, nhwc: bool = False):
+        self.ssa, self.shape, self.et, self.nhwc = ssa, tuple(int(d) for d in shape), et, nhwc
+
+    @property
+    def type(self) -> str:
+        return ttype(self.shape, self.et)
+
+
+class _Emitter:
+    def __init__(self, g: Graph):
+        self.g, self.lines, self.env, self.count = g, [], {}, 0
+
+    # ---- building blocks -----------------------------------------------------------------------
+    def op(self, name: str, ins: list, shape, et: str, props: str = "", nhwc: bool = False,
+           rtype: str | None = None) -> Tensor:
+        r = Tensor(f"%{self.count}", shape, et, nhwc)
+        self.count += 1
+        p = f" <{{{props}}}>" if props else ""
+        args = ", ".join(i.ssa for i in ins)
+        types = ", ".join(i.type for i in ins)
+        self.lines.append(f'    {r.ssa} = "tosa.{name}"({args}){p} : ({types}) -> {rtype or r.type}')
+        return r
+
+    def const(self, a: np.ndarray, et: str) -> Tensor:
+        a = np.asarray(a)
+        return self.op("const", [], a.shape, et, f"values = {dense(a, et)}")
+
+    def shape_const(self, vals) -> Tensor:
+        vals = [int(v) for v in vals]
+        t = _Shape(f"%{self.count}", len(vals))
+        self.count += 1
+        body = f"dense<[{', '.join(map(str, vals))}]>" if vals else "dense<>"
+        self.lines.append(f'    {t.ssa} = "tosa.const_shape"() <{{values = {body} : tensor<{len(vals)}xindex>}}> : '
+                          f'() -> {t.type}')
+        return t
+
+    def zp(self, v: int, et: str) -> Tensor:
+        return self.const(np.asarray([v]), et)
+
+    def reshape(self, x: Tensor, shape, nhwc: bool = False) -> Tensor:
+        if tuple(shape) == x.shape:
+            return Tensor(x.ssa, x.shape, x.et, nhwc)
+        return self.op("reshape", [x, self.shape_const(shape)], shape, x.et, nhwc=nhwc)
+
+    def transpose(self, x: Tensor, perm, nhwc: bool = False) -> Tensor:
+        if tuple(perm) == tuple(range(len(perm))):
+            return Tensor(x.ssa, x.shape, x.et, nhwc)
+        shape = [x.shape[p] for p in perm]
+        return self.op("transpose", [x], shape, x.et, f"perms = array<i32: {', '.join(map(str, perm))}>", nhwc)
+
+    def cast(self, x: Tensor, et: str) -> Tensor:
+        return x if x.et == et else self.op("cast", [x], x.shape, et, nhwc=x.nhwc)
+
+    def binary(self, name: str, a: Tensor, b: Tensor) -> Tensor:
+        shape = np.broadcast_shapes(a.shape, b.shape)
+        return self.op(name, [a, b], shape, a.et, nhwc=a.nhwc or b.nhwc)
+
+    def mul(self, a: Tensor, b: Tensor) -> Tensor:
+        shape = np.broadcast_shapes(a.shape, b.shape)
+        return self.op("mul", [a, b, self.zp(0, "i8")], shape, a.et, nhwc=a.nhwc or b.nhwc)
+
+    def scalar(self, x: Tensor, v: int) -> Tensor:
+        """A rank-matching broadcast constant (TOSA binary ops need equal ranks)."""
+        return self.const(np.full((1,) * len(x.shape), v), x.et)
+
+    def clamp(self, x: Tensor, lo, hi) -> Tensor:
+        """``min(max(x, lo), hi)``: one ``tosa.clamp`` for scalar bounds, else maximum/minimum."""
+        lo, hi = np.asarray(lo, np.int64), np.asarray(hi, np.int64)
+        dmin, dmax = -(1 << (_bits(x.et) - 1)), (1 << (_bits(x.et) - 1)) - 1
+        scalar = np.all(lo == lo.reshape(-1)[0]) and np.all(hi == hi.reshape(-1)[0])
+        if scalar and x.et != "i32":                   # tosa.clamp takes i8 / i16 only (TOSA profiles)
+            lo_v, hi_v = max(int(lo.reshape(-1)[0]), dmin), min(int(hi.reshape(-1)[0]), dmax)
+            if (lo_v, hi_v) == (dmin, dmax):
+                return x
+            return self.op("clamp", [x], x.shape, x.et, f"max_val = {hi_v} : {x.et}, min_val = {lo_v} : {x.et}",
+                           x.nhwc)
+        if scalar:
+            lo, hi = lo.reshape(-1)[:1], hi.reshape(-1)[:1]
+        x = self.binary("maximum", x, self.const(self.chan(np.clip(lo, dmin, dmax), x), x.et))
+        return self.binary("minimum", x, self.const(self.chan(np.clip(hi, dmin, dmax), x), x.et))
+
+    def chan(self, a: np.ndarray, x: Tensor) -> np.ndarray:
+        """A constant broadcastable to the graph-layout tensor, in ``x``'s stored layout and rank."""
+        a = np.asarray(a)
+        a = a.reshape((1,) * (len(x.shape) - a.ndim) + a.shape)
+        if x.nhwc and a.ndim == 4:
+            a = a.transpose(NCHW_TO_NHWC)
+        return a
+
+    # ---- values ---------------------------------------------------------------------------------
+    def value(self, name: str) -> Tensor:
+        if name not in self.env:
+            raise CodegenError(f"value %{name} is not available in the TOSA module (constant operand?)")
+        return self.env[name]
+
+    def native(self, name: str) -> Tensor:
+        """``name`` in the graph's own layout (NCHW for rank 4)."""
+        x = self.value(name)
+        return self.transpose(x, NHWC_TO_NCHW) if x.nhwc else x
+
+    def nhwc(self, name: str) -> Tensor:
+        x = self.value(name)
+        if len(x.shape) != 4 or x.nhwc:
+            return x
+        return self.transpose(x, NCHW_TO_NHWC, nhwc=True)
+
+    def np_const(self, n: Node, i: int) -> np.ndarray:
+        if not self.g.is_const(n.inputs[i]):
+            raise CodegenError(f"operand %{n.inputs[i]} must be a constant", node=n)
+        return np.asarray(self.g.const(n.inputs[i]))
+
+    def axis(self, x: Tensor, ax: int) -> int:
+        ax %= len(x.shape)
+        return NCHW_TO_NHWC.index(ax) if x.nhwc else ax
+
+    # ---- convolutions ---------------------------------------------------------------------------
+    def _window(self, x: Tensor, k, s, p, d, out_hw):
+        """(x sliced to what is read, TOSA pads (t, b, l, r)) so that every division is exact."""
+        pads, crop = [], []
+        for i, (size, kk, st, dl, lo, o) in enumerate(zip(x.shape[1:3], k, s, d, p[:2], out_hw)):
+            need = (o - 1) * st + dl * (kk - 1) + 1 - lo           # input rows read, from row 0
+            pads.append((lo, max(0, need - size)))
+            crop.append(min(size, need))
+        if tuple(crop) != x.shape[1:3]:
+            x = self.op("slice", [x, self.shape_const([0, 0, 0, 0]),
+                                  self.shape_const([x.shape[0], crop[0], crop[1], x.shape[3]])],
+                        (x.shape[0], crop[0], crop[1], x.shape[3]), x.et, nhwc=True)
+        return x, (pads[0][0], pads[0][1], pads[1][0], pads[1][1])
+
+    def _conv(self, x: Tensor, w_ohwi: np.ndarray, bias: np.ndarray, zp: int, k, s, p, d, out_hw,
+              depthwise: bool = False) -> Tensor:
+        x, pads = self._window(x, k, s, p, d, out_hw)
+        attrs = (f"acc_type = i32, dilation = array<i64: {d[0]}, {d[1]}>, "
+                 f"pad = array<i64: {', '.join(map(str, pads))}>, stride = array<i64: {s[0]}, {s[1]}>")
+        if depthwise:                     # [C*M, 1, KH, KW] -> [KH, KW, C, M]
+            c = x.shape[3]
+            wt = w_ohwi.reshape(c, -1, w_ohwi.shape[1], w_ohwi.shape[2]).transpose(2, 3, 0, 1)
+        else:
+            wt = w_ohwi
+        oc = w_ohwi.shape[0]
+        ins = [x, self.const(wt, "i8"), self.const(bias.astype(np.int64), "i32"), self.zp(zp, "i8"),
+               self.zp(0, "i8")]
+        return self.op("depthwise_conv2d" if depthwise else "conv2d", ins, (x.shape[0], *out_hw, oc), "i32",
+                       attrs, nhwc=True)
+
+    def qconv2d(self, n: Node) -> Tensor:
+        x = self.nhwc(n.inputs[0])
+        if x.et != "i8":
+            raise CodegenError(f"qconv2d input {x.et}: TOSA convolutions here take i8 activations", node=n)
+        _, s, p, d = hw_attrs(n.attr_dict)
+        w = self.np_const(n, 1).astype(np.int64)                      # [O, I/g, KH, KW]
+        b = self.np_const(n, 2).astype(np.int64).reshape(-1) if len(n.inputs) == 3 else np.zeros(w.shape[0], np.int64)
+        k, groups, zp = w.shape[2:], int(n.attr("groups", 1)), int(n.attr("x_zp", 0))
+        out_hw = self.g.type_of(n.name).shape[2:]
+        w_ohwi = w.transpose(0, 2, 3, 1)
+        cin = x.shape[3]
+        if groups == 1:
+            return self._conv(x, w_ohwi, b, zp, k, s, p, d, out_hw)
+        if groups == cin and w.shape[1] == 1:
+            return self._conv(x, w_ohwi, b, zp, k, s, p, d, out_hw, depthwise=True)
+        parts, og, ig = [], w.shape[0] // groups, cin // groups
+        for gi in range(groups):
+            xs = self.op("slice", [x, self.shape_const([0, 0, 0, gi * ig]),
+                                   self.shape_const([*x.shape[:3], ig])], (*x.shape[:3], ig), "i8", nhwc=True)
+            sl = slice(gi * og, (gi + 1) * og)
+            parts.append(self._conv(xs, w_ohwi[sl], b[sl], zp, k, s, p, d, out_hw))
+        shape = (*parts[0].shape[:3], w.shape[0])
+        return self.op("concat", parts, shape, "i32", "axis = 3 : i32", nhwc=True)
+
+    def qlinear(self, n: Node) -> Tensor:
+        x = self.native(n.inputs[0])
+        if x.et != "i8":
+            raise CodegenError(f"qlinear input {x.et}: TOSA convolutions here take i8 activations", node=n)
+        w = self.np_const(n, 1).astype(np.int64)                      # [O, K]
+        b = self.np_const(n, 2).astype(np.int64).reshape(-1) if len(n.inputs) == 3 else np.zeros(w.shape[0], np.int64)
+        rows = int(np.prod(x.shape[:-1]))
+        x4 = self.reshape(x, (rows, 1, 1, x.shape[-1]))
+        y = self._conv(x4, w.reshape(w.shape[0], 1, 1, w.shape[1]), b, int(n.attr("x_zp", 0)),
+                       (1, 1), (1, 1), (0, 0, 0, 0), (1, 1), (1, 1))
+        return self.reshape(y, (*x.shape[:-1], w.shape[0]))
+
+    def qmatmul(self, n: Node) -> Tensor:
+        a, b = self.native(n.inputs[0]), self.native(n.inputs[1])
+        if a.et != "i8" or b.et != "i8" or a.shape[:-2] != b.shape[:-2]:
+            raise CodegenError("qmatmul: TOSA matmul here needs i8 operands with equal batch dims", node=n)
+        batch = int(np.prod(a.shape[:-2]))
+        a3 = self.reshape(a, (batch, *a.shape[-2:]))
+        b3 = self.reshape(b, (batch, *b.shape[-2:]))
+        y = self.op("matmul", [a3, b3, self.zp(n.attr("a_zp", 0), "i8"), self.zp(n.attr("b_zp", 0), "i8")],
+                    (batch, a.shape[-2], b.shape[-1]), "i32")
+        return self.reshape(y, (*a.shape[:-1], b.shape[-1]))
+
+    # ---- rescales -------------------------------------------------------------------------------
+    def _vmax(self, n: Node, x: Tensor) -> int:
+        """Largest ``|acc - in_zp|`` the requantize input can hold (proven ``acc_bits`` when known)."""
+        zp = int(n.attr("in_zp", 0))
+        lo, hi = -(1 << (_bits(x.et) - 1)), (1 << (_bits(x.et) - 1)) - 1
+        prod = self.g.producers().get(n.inputs[0])
+        if prod is not None and prod.attr("acc_bits") is not None:
+            b = 1 << (int(prod.attr("acc_bits")) - 1)
+            lo, hi = max(lo, -b), min(hi, b)
+        return max(abs(lo - zp), abs(hi - zp))
+
+    def requantize(self, n: Node) -> Tensor:
+        x = self.value(n.inputs[0])
+        out_et = INT_TYPES.get(n.attr("dtype"))
+        if out_et not in ("i8", "i16"):
+            raise CodegenError(f"requantize to {n.attr('dtype')} has no TOSA rescale here", node=n)
+        m, s = self.np_const(n, 1).astype(np.int64), self.np_const(n, 2).astype(np.int64)
+        zp_in, zp_out = int(n.attr("in_zp", 0)), int(n.attr("out_zp", 0))
+        lo, hi = np.asarray(n.attr("qmin"), np.int64), np.asarray(n.attr("qmax"), np.int64)
+        if len(n.inputs) >= 4:
+            lo = np.maximum(lo, self.np_const(n, 3).astype(np.int64))
+        if len(n.inputs) == 5:
+            hi = np.minimum(hi, self.np_const(n, 4).astype(np.int64))
+        try:
+            plan = rs.rescale_plan(self._vmax(n, x), m, s, zp_out, lo, hi)
+        except ValueError as e:
+            raise CodegenError(str(e), node=n) from None
+        if plan is not None or (zp_in and x.et != "i8"):
+            x = self.cast(x, "i32")
+            if plan is not None:
+                x = self.clamp(x, plan[0] + zp_in, plan[1] + zp_in)     # saturating inputs (tosa_rescale)
+            if zp_in:
+                x = self.binary("sub", x, self.scalar(x, zp_in))
+                zp_in = 0
+        per_channel = m.size > 1 and not (np.all(m == m.reshape(-1)[0]) and np.all(s == s.reshape(-1)[0]))
+        if per_channel:
+            rank = len(x.shape)
+            axes = [rank - np.ndim(m) + i for i, dd in enumerate(np.shape(m)) if dd > 1]
+            if len(axes) != 1 or self.axis(x, axes[0]) != rank - 1:
+                raise CodegenError(f"requantize multiplier of shape {np.shape(m)} is not per channel "
+                                   f"on the last (NHWC) axis", node=n)
+            mv, sv = m.reshape(-1), s.reshape(-1)
+        else:
+            mv, sv = m.reshape(-1)[:1], s.reshape(-1)[:1]
+        y = self.op("rescale", [x, self.const(mv, "i32"), self.const(sv, "i8"), self.zp(zp_in, x.et),
+                                self.zp(zp_out, out_et)], x.shape, out_et,
+                    "input_unsigned = false, output_unsigned = false, "
+                    f"per_channel = {'true' if per_channel else 'false'}, "
+                    "rounding_mode = #tosa<rounding_mode<SINGLE_ROUND>>, scale32 = true", x.nhwc)
+        return self.clamp(y, self.chan(lo, y) if lo.size > 1 else lo, self.chan(hi, y) if hi.size > 1 else hi)
+
+    def qadd(self, n: Node) -> Tensor:
+        a, b = self.value(n.inputs[0]), self.value(n.inputs[1])
+        if len(a.shape) == 4 and a.nhwc != b.nhwc:
+            a, b = self.nhwc(n.inputs[0]), self.nhwc(n.inputs[1])
+        out_et = INT_TYPES.get(n.attr("dtype"))
+        if a.et != "i8" or b.et != "i8" or out_et not in ("i8", "i16"):
+            raise CodegenError("qadd: the int32 TOSA form needs i8 operands", node=n)
+        try:
+            p = rs.qadd_plan(int(n.attr("a_m")), int(n.attr("b_m")), int(n.attr("shift")), 255)
+        except ValueError as e:
+            raise CodegenError(str(e), node=n) from None
+        va = self.binary("sub", self.cast(a, "i32"), self.scalar(Tensor("", a.shape, "i32"), n.attr("a_zp")))
+        vb = self.binary("sub", self.cast(b, "i32"), self.scalar(Tensor("", b.shape, "i32"), n.attr("b_zp")))
+        c = lambda v: self.scalar(va, v)                                   # noqa: E731
+        p0 = self.binary("add", self.mul(va, c(p["a0"])), self.mul(vb, c(p["b0"])))
+        p1 = self.binary("add", self.mul(va, c(p["a1"])), self.mul(vb, c(p["b1"])))
+        u = self.binary("add", p1, self.op("arithmetic_right_shift", [p0, c(16)], p0.shape, "i32", "round = false",
+                                           p0.nhwc))
+        u = self.binary("add", u, c(p["round"]))
+        y = self.op("arithmetic_right_shift", [u, c(p["shift"])], u.shape, "i32", "round = false", u.nhwc)
+        y = self.clamp(self.binary("add", y, c(n.attr("out_zp"))), n.attr("qmin"), n.attr("qmax"))
+        return self.cast(y, out_et)
+
+    def qmul(self, n: Node) -> Tensor:
+        a, b = self.value(n.inputs[0]), self.value(n.inputs[1])
+        if len(a.shape) == 4 and a.nhwc != b.nhwc:
+            a, b = self.nhwc(n.inputs[0]), self.nhwc(n.inputs[1])
+        va = self.binary("sub", self.cast(a, "i32"), self.scalar(Tensor("", a.shape, "i32"), n.attr("a_zp", 0)))
+        vb = self.binary("sub", self.cast(b, "i32"), self.scalar(Tensor("", b.shape, "i32"), n.attr("b_zp", 0)))
+        return self.mul(va, vb)
+
+    # ---- pools and sums -------------------------------------------------------------------------
+    def qsum(self, n: Node) -> Tensor:
+        x = self.value(n.inputs[0])
+        t = self.g.type_of(n.inputs[0])
+        axes = sorted({a % t.rank for a in n.attr("axes")})
+        y = self.cast(x, "i32")
+        for ax in axes:
+            a = self.axis(y, ax)
+            shape = tuple(1 if i == a else dd for i, dd in enumerate(y.shape))
+            y = self.op("reduce_sum", [y], shape, "i32", f"axis = {a} : i32", y.nhwc)
+        zp = int(n.attr("x_zp", 0))
+        count = int(np.prod([t.shape[a] for a in axes]))
+        return y if zp == 0 else self.binary("sub", y, self.scalar(y, zp * count))
+
+    def qavgpool(self, n: Node) -> Tensor:
+        x = self.nhwc(n.inputs[0])
+        k, s, p, d = hw_attrs(n.attr_dict)
+        c = x.shape[3]
+        out_hw = self.g.type_of(n.name).shape[2:]
+        if x.et != "i8":
+            raise CodegenError(f"qavgpool input {x.et}: TOSA depthwise sums here take i8", node=n)
+        return self._conv(x, np.ones((c, k[0], k[1], 1), np.int64), np.zeros(c, np.int64), int(n.attr("x_zp", 0)),
+                          k, s, p, d, out_hw, depthwise=True)
+
+    def maxpool(self, n: Node) -> Tensor:
+        x = self.nhwc(n.inputs[0])
+        k, s, p, d = hw_attrs(n.attr_dict)
+        if tuple(d) != (1, 1):
+            raise CodegenError("maxpool with dilation has no TOSA max_pool2d", node=n)
+        out_hw = pool_out_type(self.g.type_of(n.inputs[0]), n.attr_dict).shape[2:]
+        x, pads = self._window(x, k, s, p, d, out_hw)
+        if max(pads) >= max(k):
+            raise CodegenError(f"maxpool pads {pads} reach the kernel size (TOSA max_pool2d)", node=n)
+        return self.op("max_pool2d", [x], (x.shape[0], *out_hw, x.shape[3]), x.et,
+                       f"kernel = array<i64: {k[0]}, {k[1]}>, pad = array<i64: {', '.join(map(str, pads))}>, "
+                       f"stride = array<i64: {s[0]}, {s[1]}>", nhwc=True)
+
+    def lut(self, n: Node) -> Tensor:
+        x = self.value(n.inputs[0])
+        table = self.np_const(n, 1).astype(np.int64)
+        in_min = int(n.attr("in_min"))
+        out_et = INT_TYPES.get(self.g.type_of(n.name).dtype)
+        if out_et is None:
+            raise CodegenError(f"lut output {self.g.type_of(n.name).dtype} is not a TOSA integer type", node=n)
+        if x.et == "i8" and out_et == "i8":                   # tosa.table: out = t[x + 128]
+            idx = np.arange(-128, 128) - in_min
+            t = np.where((idx >= 0) & (idx < table.size), table[np.clip(idx, 0, table.size - 1)], 0)
+            return self.op("table", [x, self.const(t, "i8")], x.shape, "i8", nhwc=x.nhwc)
+        i = self.binary("sub", self.cast(x, "i32"), self.scalar(Tensor("", x.shape, "i32"), in_min))
+        i = self.clamp(i, 0, table.size - 1)
+        size = int(np.prod(x.shape))
+        vals = self.const(table.reshape(1, -1, 1), out_et)
+        y = self.op("gather", [vals, self.reshape(i, (1, size))], (1, size, 1), out_et)
+        return self.reshape(y, x.shape, nhwc=x.nhwc)
+
+    # ---- data movement --------------------------------------------------------------------------
+    def reshape_op(self, n: Node) -> Tensor:
+        return self.reshape(self.native(n.inputs[0]), self.g.type_of(n.name).shape)
+
+    def transpose_op(self, n: Node) -> Tensor:
+        x = self.value(n.inputs[0])
+        perm = [int(v) % len(x.shape) for v in n.attr("perm")]
+        if x.nhwc:                                  # graph perm over NCHW, composed with the NHWC storage
+            perm = [NCHW_TO_NHWC.index(v) for v in perm]
+        return self.transpose(x, perm)
+
+    def concat(self, n: Node) -> Tensor:
+        xs = [self.value(i) for i in n.inputs]
+        xs = [self.nhwc(i) for i in n.inputs] if any(x.nhwc for x in xs) else xs
+        ax = self.axis(xs[0], int(n.attr("axis")))
+        shape = list(xs[0].shape)
+        shape[ax] = sum(x.shape[ax] for x in xs)
+        return self.op("concat", xs, shape, xs[0].et, f"axis = {ax} : i32", nhwc=xs[0].nhwc)
+
+    def slice(self, n: Node) -> Tensor:
+        x = self.native(n.inputs[0])
+        sl = _slices(x.shape, n.attr_dict)
+        starts, sizes = [], []
+        for ax, s in enumerate(sl):
+            idx = np.arange(x.shape[ax])[s]
+            if s.step not in (None, 1):
+                raise CodegenError("strided slice has no TOSA form here", node=n)
+            starts.append(int(idx[0]) if idx.size else 0)
+            sizes.append(int(idx.size))
+        return self.op("slice", [x, self.shape_const(starts), self.shape_const(sizes)], sizes, x.et)
+
+    def pad(self, n: Node) -> Tensor:
+        if n.attr("mode", "constant") != "constant":
+            raise CodegenError(f"pad mode {n.attr('mode')!r} has no TOSA form", node=n)
+        x = self.native(n.inputs[0])
+        r, p = len(x.shape), n.attr("pads")
+        pads = [int(v) for i in range(r) for v in (p[i], p[i + r])]
+        shape = [x.shape[i] + pads[2 * i] + pads[2 * i + 1] for i in range(r)]
+        return self.op("pad", [x, self.shape_const(pads), self.const(np.asarray([int(n.attr("value", 0))]), x.et)],
+                       shape, x.et)
+
+    def identity(self, n: Node) -> Tensor:
+        return self.value(n.inputs[0])
+
+    # ---- driver ---------------------------------------------------------------------------------
+    def run(self) -> tuple[str, list[str], list[str]]:
+        g = self.g
+        prods = g.producers()
+        ins = []
+        for name in g.inputs:
+            q = [c for c in g.consumers().get(name, []) if c.op == "quantize"]
+            real = q[0].name if q else name
+            t = g.type_of(real)
+            et = INT_TYPES.get(t.dtype)
+            if et is None or t.dtype == "i4":
+                raise CodegenError(f"graph input %{name} of type {t.dtype} is not a TOSA integer type")
+            arg = Tensor(f"%arg{len(ins)}", t.shape, et)
+            self.env[real] = arg
+            ins.append(real)
+        outs = [prods[o].inputs[0] if o in prods and prods[o].op == "dequantize" else o for o in g.outputs]
+        table = {"reshape": self.reshape_op, "transpose": self.transpose_op}
+        for n in g.nodes:
+            if n.op in BOUNDARY:
+                continue
+            fn = table.get(n.op) or (getattr(self, n.op, None) if n.op in SUPPORTED else None)
+            if fn is None:
+                raise CodegenError(f"op {n.op!r} has no TOSA lowering (supported: {', '.join(SUPPORTED)})", node=n)
+            self.env[n.name] = fn(n)
+        res = [self.native(o) for o in outs]
+        args = ", ".join(f"{self.env[i].ssa}: {self.env[i].type}" for i in ins)
+        rtypes = ", ".join(r.type for r in res)
+        head = f'  func.func @main({args}) -> ({rtypes}) {{'
+        ret = f'    "func.return"({", ".join(r.ssa for r in res)}) : ({rtypes}) -> ()'
+        text = "\n".join(["module {", head, *self.lines, ret, "  }", "}", ""])
+        return text, ins, outs
+
+
+class _Shape:
+    """A ``!tosa.shape<n>`` SSA value."""
+
+    def __init__(self, ssa: str, n: int):
+        self.ssa, self.shape, self.et, self.nhwc = ssa, (n,), "index", False
+        self.type = f"!tosa.shape<{n}>"
+
+
+def _bits(et: str) -> int:
+    return int(et[1:])
+
+
+def to_tosa_text(ig: Graph) -> tuple[str, list[str], list[str]]:
+    """(MLIR text of ``main``, the integer values it takes, those it returns) for the integer graph ``ig``."""
+    return _Emitter(ig).run()
+
+
+def normalize(text: str) -> str:
+    """Parse and verify ``text`` with the MLIR bindings; the module printed in generic form (a fixed point
+    of parse -> print, the form IREE reads)."""
+    from torch_mlir import ir
+    with ir.Context(), ir.Location.unknown():
+        try:
+            m = ir.Module.parse(text)
+        except Exception as e:  # noqa: BLE001 - MLIR diagnostics: one line
+            raise CodegenError(f"TOSA module does not parse: {_first_line(e)}") from e
+        try:
+            ok = m.operation.verify()
+        except Exception as e:  # noqa: BLE001
+            raise CodegenError(f"TOSA module does not verify: {_first_line(e)}") from e
+        if not ok:
+            raise CodegenError("TOSA module does not verify")
+        return m.operation.get_asm(print_generic_op_form=True, large_elements_limit=None)
+
+
+def _first_line(e: Exception) -> str:
+    lines = [ln.strip() for ln in str(e).splitlines() if ln.strip()]
+    return " | ".join(lines[:3])
+
+
+def to_tosa(ig: Graph) -> str:
+    """The verified TOSA module (generic form) of the integer graph ``ig``."""
+    return normalize(to_tosa_text(ig)[0])
