@@ -46,13 +46,13 @@ def _console():
 
 
 # ---- inspect ---------------------------------------------------------------------------------------
-FORMATS = ("text", "mlir", "json")
+FORMATS = ("text", "mlir", "json", "tosa")
 
 
 def _inspect_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("model", help="a .pt2, .onnx or .dyq model file")
     p.add_argument("--format", choices=FORMATS, default=None,
-                   help="print the graph as compact text (default), MLIR generic syntax or JSON")
+                   help="print the graph as compact text (default), MLIR generic syntax, JSON or (quantized models) the MLIR TOSA module of its integer graph")
     p.add_argument("--stats", action="store_true",
                    help="op counts, parameters, MACs and weight bytes per layer and in total "
                         "(alone: only the statistics; with --format json: inside the JSON)")
@@ -68,7 +68,11 @@ def cmd_inspect(args: argparse.Namespace) -> int:
         sys.stdout.write(json.dumps(api.describe(g, with_stats=args.stats), indent=1) + "\n")
         return 0
     if fmt is not None:
-        text = print_text(g) if fmt == "text" else print_mlir(g)
+        if fmt == "tosa":
+            from .targets.tosa import module_text
+            text = module_text(g)
+        else:
+            text = print_text(g) if fmt == "text" else print_mlir(g)
         sys.stdout.write(text if text.endswith("\n") else text + "\n")
     if args.stats:
         from .stats import graph_stats
