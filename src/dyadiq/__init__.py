@@ -28,10 +28,10 @@ def from_onnx(model, **kw):
     return f(model, **kw)
 
 
-def load(path):
-    """Load a model file by extension: .onnx, .pt2 or .dyq."""
+def load(path, **kw):
+    """Load a model file by extension: .onnx, .pt2 or .dyq (``input_shapes={name: shape}`` for dynamic dims)."""
     from .api import load as f
-    return f(path)
+    return f(path, **kw)
 
 
 def save(g, path):

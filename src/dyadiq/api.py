@@ -19,26 +19,40 @@ from .errors import InputError
 from .ir.graph import Graph
 
 
-def _load_onnx(path: Path) -> Graph:
+def _load_onnx(path: Path, **shapes) -> Graph:
     from .frontend import from_onnx
-    return from_onnx(str(path))
+    return from_onnx(str(path), **shapes)
 
 
-def _load_pt2(path: Path) -> Graph:
+def _load_pt2(path: Path, **shapes) -> Graph:
     from .frontend import load_pt2
-    return load_pt2(str(path))
+    return load_pt2(str(path), **shapes)
 
 
-def _load_dyq(path: Path) -> Graph:
+def _load_dyq(path: Path, *, input_shapes=None, sample_shapes=None, notes=None) -> Graph:
     from .ir.serialize import load as load_dyq
-    return load_dyq(path)
+    g = load_dyq(path)
+    for name, shape in (input_shapes or {}).items():          # a saved graph has static shapes: check only
+        if name not in g.inputs:
+            raise InputError(f"--input-shape names unknown input {name!r} (graph inputs: {', '.join(g.inputs)})")
+        if tuple(int(d) for d in shape) != g.type_of(name).shape:
+            raise InputError(f"--input-shape {name}={','.join(map(str, shape))} contradicts {path.name}: "
+                             f"input {name!r} has shape {list(g.type_of(name).shape)}")
+    return g
 
 
-LOADERS: dict[str, Callable[[Path], Graph]] = {".onnx": _load_onnx, ".pt2": _load_pt2, ".dyq": _load_dyq}
+LOADERS: dict[str, Callable[..., Graph]] = {".onnx": _load_onnx, ".pt2": _load_pt2, ".dyq": _load_dyq}
 
 
-def load(path: str | os.PathLike) -> Graph:
-    """Load a model file as a Graph; the loader is chosen by extension (see ``LOADERS``)."""
+def load(path: str | os.PathLike, *, input_shapes: Mapping[str, tuple[int, ...]] | None = None,
+         sample_shapes: Mapping[str | None, tuple[int, ...]] | None = None, notes: list | None = None) -> Graph:
+    """Load a model file as a Graph; the loader is chosen by extension (see ``LOADERS``).
+
+    ``input_shapes`` ({name: shape}) fixes dynamic dims of a model file's inputs; ``sample_shapes``
+    ({name or None: shape without the batch dim}, e.g. from calibration data) fills the dims after the first;
+    a dynamic batch dim is 1. What the import decided (an opset conversion, a batch of 1) goes to ``notes``
+    when given, else one ``note:`` line each on stderr.
+    """
     p = Path(path)
     if not p.exists():
         raise InputError(f"{p}: no such file")
@@ -48,7 +62,7 @@ def load(path: str | os.PathLike) -> Graph:
     if loader is None:
         raise InputError(f"{p}: unknown model file type {p.suffix or '(none)'!r} "
                          f"(expected one of {', '.join(LOADERS)})")
-    return fold_imported_quantization(loader(p))
+    return fold_imported_quantization(loader(p, input_shapes=input_shapes, sample_shapes=sample_shapes, notes=notes))
 
 
 FAKE_QUANT_OPS = frozenset({"quantize_linear", "dequantize_linear", "fake_quant"})

@@ -56,13 +56,22 @@ def _inspect_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--stats", action="store_true",
                    help="op counts, parameters, MACs and weight bytes per layer and in total "
                         "(alone: only the statistics; with --format json: inside the JSON)")
+    p.add_argument("--check", action="store_true",
+                   help="per op: does it import, quantize and lower to integers for --target (before any work)")
+    p.add_argument("--target", default="cpu", help="with --check: the target whose kernels are checked (default cpu)")
+    from .cli_shapes import add_input_shape_arg
+    add_input_shape_arg(p)
 
 
 def cmd_inspect(args: argparse.Namespace) -> int:
     from . import api
+    from .cli_shapes import parse_input_shapes
     from .ir.printer import print_mlir, print_text
 
-    g = api.load(args.model)
+    if args.check:
+        from .check import cmd_check
+        return cmd_check(args, _console())
+    g = api.load(args.model, input_shapes=parse_input_shapes(args.input_shape))
     fmt = args.format or ("text" if not args.stats else None)
     if fmt == "json":
         sys.stdout.write(json.dumps(api.describe(g, with_stats=args.stats), indent=1) + "\n")
@@ -133,6 +142,8 @@ def _run_args(p: argparse.ArgumentParser) -> None:
                    help="interpreter mode for model files (default: float)")
     p.add_argument("-o", "--output", required=True, metavar="OUT",
                    help="OUT.npy (one output) or OUT.npz (outputs by name); written atomically")
+    from .cli_shapes import add_input_shape_arg
+    add_input_shape_arg(p)
 
 
 def cmd_run(args: argparse.Namespace) -> int:
@@ -141,7 +152,8 @@ def cmd_run(args: argparse.Namespace) -> int:
 
     if Path(args.model).is_dir():
         return _run_artifact(args)
-    g = api.load(args.model)
+    from .cli_shapes import parse_input_shapes
+    g = api.load(args.model, input_shapes=parse_input_shapes(args.input_shape))
     check_output_path(args.output, len(g.outputs))          # fail before the work, not after
     inputs = load_inputs(args.input, {n: g.type_of(n) for n in g.inputs})
     outputs = api.run(g, inputs, mode=args.mode or "float")

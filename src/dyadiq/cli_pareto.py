@@ -53,6 +53,8 @@ def pareto_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--name", default=None, help="the model's name in the plot and JSON (default: the file name)")
     p.add_argument("--eval-mode", choices=("torch", "interp"), default="torch",
                    help="simulate with torch (fast, default) or the numpy interpreter")
+    from .cli_shapes import add_input_shape_arg
+    add_input_shape_arg(p)
 
 
 def cmd_pareto(args: argparse.Namespace) -> int:
@@ -72,7 +74,9 @@ def cmd_pareto(args: argparse.Namespace) -> int:
             raise InputError(f"{p}: no such folder")
     if not args.avg_bits:
         raise InputError("--avg-bits needs at least one width")
-    g = api.load(args.model)
+    from .cli_shapes import calib_sample_shapes, parse_input_shapes
+    g = api.load(args.model, input_shapes=parse_input_shapes(args.input_shape),
+                 sample_shapes=calib_sample_shapes(args.calib))
     calib = load_calib(args.calib, g, preprocess=args.preprocess)
     evalx = load_calib(args.evaluation, g, preprocess=args.preprocess) if args.evaluation else None
     options = make_options(None, per_channel=args.per_channel, act_bits=args.act_bits)

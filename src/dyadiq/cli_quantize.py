@@ -61,6 +61,8 @@ def quantize_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--sensitivity", choices=("hessian", "measured"), default="measured",
                    help="with --weight-bits auto: per-layer sensitivity")
     p.add_argument("--report", help="write the quantization report as JSON")
+    from .cli_shapes import add_input_shape_arg
+    add_input_shape_arg(p)
 
 
 @contextmanager
@@ -92,7 +94,12 @@ def cmd_quantize(args: argparse.Namespace) -> int:
         raise InputError(f"{out}: the output must be a .dyq file")
     if not out.parent.exists():
         raise InputError(f"{out.parent}: no such folder")
-    g = api.load(args.model)
+    from .cli_shapes import calib_sample_shapes, parse_input_shapes
+    notes: list[str] = []
+    g = api.load(args.model, input_shapes=parse_input_shapes(args.input_shape),
+                 sample_shapes=calib_sample_shapes(args.calib), notes=notes)
+    for line in notes:
+        print(f"note: {line}", file=sys.stderr)
     calib = load_calib(args.calib, g, preprocess=args.preprocess)
     opts = dict(per_channel=args.per_channel, act_bits=args.act_bits, calib_method=args.calib_method,
                 equalize=args.equalize, bias_correct=args.bias_correct, first_last_bits=args.first_last_bits)
@@ -114,6 +121,8 @@ def cmd_quantize(args: argparse.Namespace) -> int:
                 raise InputError("budgets apply only with --weight-bits auto")
             q, report = quantize(g, calib, weight_bits=args.weight_bits, progress=progress, **opts)
     data = dump_bytes(q)
+    if notes:
+        report["import_notes"] = notes
     if args.report:
         atomic_write(args.report, json.dumps(report, indent=1, sort_keys=True, default=str).encode())
     atomic_write(out, data)

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import logging
 import os
+import sys
 
 import torch
 from torch.export import ExportedProgram
@@ -57,7 +58,7 @@ def from_torch(model: torch.nn.Module, example_inputs, *, name: str = "main") ->
     return from_exported_program(ep, name=name)
 
 
-def load_pt2(path: str | os.PathLike, *, name: str = "main") -> Graph:
+def load_pt2(path: str | os.PathLike, *, name: str = "main", **shapes) -> Graph:
     """Load a ``torch.export.save``-d ``.pt2`` file and convert it."""
     path = os.fspath(path)
     if not os.path.isfile(path):
@@ -73,14 +74,63 @@ def load_pt2(path: str | os.PathLike, *, name: str = "main") -> Graph:
     finally:
         for lg, lv in zip(loggers, levels):
             lg.setLevel(lv)
-    return from_exported_program(ep, name=name)
+    return from_exported_program(ep, name=name, **shapes)
 
 
-def from_exported_program(ep: ExportedProgram, *, name: str = "main") -> Graph:
-    """Convert an ``ExportedProgram`` (pre-dispatch or core ATen) into a verified float Graph."""
+def from_exported_program(ep: ExportedProgram, *, name: str = "main", input_shapes=None, sample_shapes=None,
+                          notes: list | None = None) -> Graph:
+    """Convert an ``ExportedProgram`` (pre-dispatch or core ATen) into a verified float Graph.
+
+    Dynamic input dims (``torch.export.Dim``) are fixed as for ONNX (``from_onnx``): ``input_shapes``, then
+    ``sample_shapes`` for the dims after the first, then a batch of 1; the program is re-exported with them.
+    """
     if not isinstance(ep, ExportedProgram):
         raise FrontendError(f"expected a torch.export.ExportedProgram, got {type(ep).__name__}")
-    return _Walker(_prepare(ep), name).run()
+    said: list[str] = []
+    ep = _specialize(ep, dict(input_shapes or {}), dict(sample_shapes or {}), said)
+    g = _Walker(_prepare(ep), name).run()
+    if notes is not None:
+        notes.extend(said)
+    else:
+        for line in said:
+            print(f"note: {line}", file=sys.stderr)
+    return g
+
+
+def _specialize(ep: ExportedProgram, input_shapes: dict, sample_shapes: dict, notes: list) -> ExportedProgram:
+    """``ep`` re-exported with static input shapes when it has dynamic dims or ``input_shapes`` asks for others."""
+    from ..errors import InputError
+    from .onnx import resolve_input_shape
+
+    users = [s.arg.name for s in ep.graph_signature.input_specs if s.kind == InputKind.USER_INPUT]
+    vals = {n.name: n.meta.get("val") for n in ep.graph.nodes if n.op == "placeholder"}
+    tensors = [u for u in users if isinstance(vals.get(u), torch.Tensor)]
+    unknown = set(input_shapes) - set(tensors)
+    if unknown:
+        raise InputError(f"--input-shape names unknown input(s) {', '.join(map(repr, sorted(unknown)))} "
+                         f"(graph inputs: {', '.join(tensors)})")
+    shapes, missing, batched, dynamic = {}, [], [], False
+    for u in tensors:
+        dims = [int(d) if isinstance(d, int) else str(d) for d in vals[u].shape]
+        dynamic |= any(isinstance(d, str) for d in dims)
+        sample = sample_shapes.get(u, sample_shapes.get(None) if len(tensors) == 1 else None)
+        shape, miss, b = resolve_input_shape(u, dims, input_shapes.get(u), sample)
+        shapes[u] = shape
+        missing += [miss] if miss else []
+        batched += [u] if b else []
+    if missing:
+        raise InputError("; ".join(missing))
+    if not dynamic or len(tensors) != len(users):
+        return ep
+    if batched:
+        notes.append(f"dynamic batch dim of input {', '.join(map(repr, batched))} set to 1 "
+                     f"(--input-shape to choose another)")
+    args = tuple(torch.zeros(shapes[u], dtype=vals[u].dtype) for u in users)
+    try:
+        return torch.export.export(ep.module(), args)
+    except Exception as e:
+        raise FrontendError(f"re-exporting with static shapes {[list(shapes[u]) for u in users]} failed: "
+                            f"{type(e).__name__}: {_reason(e)}") from e
 
 
 # ---- choosing the graph to convert ---------------------------------------------------------------
