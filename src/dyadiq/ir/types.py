@@ -6,6 +6,8 @@ integer; per-tensor when ``axis is None`` (one scale/zero point), else per-chann
 """
 from __future__ import annotations
 
+import math
+import os
 from dataclasses import dataclass
 
 import numpy as np
@@ -21,6 +23,16 @@ DTYPES: dict[str, np.dtype] = {
     "i32": np.dtype(np.int32), "i64": np.dtype(np.int64), "i1": np.dtype(np.bool_),
 }
 FLOAT_DTYPES = frozenset({"f32", "f64"})
+DEFAULT_MAX_ELEMENTS = 1 << 30      # a tensor type over this many elements is refused before anything is allocated
+
+
+def max_elements() -> int:
+    """The largest tensor (elements) a type may describe: ``$DYADIQ_MAX_ELEMENTS``, else 2^30."""
+    v = os.environ.get("DYADIQ_MAX_ELEMENTS")
+    try:
+        return int(v) if v else DEFAULT_MAX_ELEMENTS
+    except ValueError:
+        raise IRError(f"DYADIQ_MAX_ELEMENTS={v!r} is not an integer") from None
 _FROM_NUMPY = {np.dtype(np.float32): "f32", np.dtype(np.float64): "f64", np.dtype(np.int8): "i8",
                np.dtype(np.uint8): "u8", np.dtype(np.int16): "i16", np.dtype(np.uint16): "u16",
                np.dtype(np.int32): "i32", np.dtype(np.int64): "i64", np.dtype(np.bool_): "i1"}
@@ -59,6 +71,9 @@ class TensorType:
             raise IRError(f"unknown dtype {self.dtype!r}")
         if not all(isinstance(d, int) and d >= 0 for d in self.shape):
             raise IRError(f"shape {self.shape} must be non-negative ints")
+        if math.prod(self.shape) > max_elements():
+            raise IRError(f"tensor of shape {list(self.shape)} has {math.prod(self.shape):,} elements, over the "
+                          f"limit of {max_elements():,} (set DYADIQ_MAX_ELEMENTS to raise it)")
 
     @property
     def rank(self) -> int:

@@ -171,17 +171,31 @@ def write_folder(dest: str | os.PathLike, manifest: dict, write_files) -> Path:
         files = sorted(p.name for p in tmp.iterdir() if p.is_file() and p.name != MANIFEST)
         manifest = {**manifest, "files": {name: sha256_file(tmp / name) for name in files}}
         (tmp / MANIFEST).write_text(json.dumps(manifest, indent=1, sort_keys=True) + "\n")
-        old = None
-        if dest.exists():
-            old = dest.with_name(f".{dest.name}.old-{os.getpid()}")
-            os.replace(dest, old)
-        os.replace(tmp, dest)
-        if old is not None:
-            shutil.rmtree(old, ignore_errors=True)
+        if dest.exists() and _exchange(tmp, dest):       # one atomic step: dest is old or new, never absent
+            shutil.rmtree(tmp, ignore_errors=True)       # (tmp now holds the previous artifact)
+        else:
+            old = None
+            if dest.exists():
+                old = dest.with_name(f".{dest.name}.old-{os.getpid()}")
+                os.replace(dest, old)
+            os.replace(tmp, dest)
+            if old is not None:
+                shutil.rmtree(old, ignore_errors=True)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
     return dest
+
+
+def _exchange(a: Path, b: Path) -> bool:
+    """Swap two folders atomically (Linux ``renameat2(RENAME_EXCHANGE)``); False where unavailable."""
+    import ctypes
+    try:
+        fn = ctypes.CDLL(None, use_errno=True).renameat2
+    except (OSError, AttributeError):
+        return False
+    at_fdcwd, rename_exchange = -100, 2
+    return fn(at_fdcwd, os.fsencode(a), at_fdcwd, os.fsencode(b), rename_exchange) == 0
 
 
 def verify_folder(path: str | os.PathLike) -> dict:
