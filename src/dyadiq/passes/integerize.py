@@ -34,7 +34,6 @@ from ..ir.builder import GraphBuilder
 from ..ir.graph import Graph, Node
 from ..ir.numerics import dequantize, dyadic, quantize
 from ..ir.ops import op_def
-from ..ir.ops.elementwise import UNARY
 from ..ir.ops.nn import avgpool_divisor
 from ..ir.ops.registry import ops_with
 from ..ir.ops.shape import reverse_sequence_index
@@ -44,7 +43,7 @@ from ..ir.verify_integer import verify_integer
 ACC_OPS = ops_with(fusable=True)                         # conv2d, linear, matmul, add
 CLAMP_OPS = ops_with(clamp=True)                         # relu, clip, minimum/maximum (constant bound)
 MOVE_OPS = ops_with(moves_data=True, quant="inherit")    # reshape, transpose, slice, pad, maxpool, identity
-LUT_OPS = frozenset(UNARY) - MOVE_OPS
+LUT_OPS = ops_with(pointwise=True) - MOVE_OPS           # unary elementwise: a table over the input codes
 SCALAR_BINARY = frozenset({"add", "sub", "mul", "div", "pow", "maximum", "minimum"})
 
 

@@ -98,7 +98,7 @@ def _same(fn):
 
 
 for _name, _fn in UNARY.items():
-    register(_name, 1, doc=f"elementwise {_name}")(_same(_fn))
+    register(_name, 1, doc=f"elementwise {_name}", pointwise=True)(_same(_fn))
 
 
 # ---- predicates, selection, integer arithmetic ---------------------------------------------------------

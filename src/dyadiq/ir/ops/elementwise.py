@@ -83,4 +83,4 @@ UNARY = {
 }
 UNARY_TRAITS = {"identity": {"moves_data": True, "quant": "inherit"}, "relu": {"clamp": True}, "clip": {"clamp": True}}
 for _name, _fn in UNARY.items():
-    register(_name, 1, doc=f"elementwise {_name}", **UNARY_TRAITS.get(_name, {}))(_unary(_fn))
+    register(_name, 1, doc=f"elementwise {_name}", pointwise=True, **UNARY_TRAITS.get(_name, {}))(_unary(_fn))

@@ -16,6 +16,8 @@ with ``ops_with``, never written out as a list of names):
 - ``clamp``: clamps its one non-constant input (relu, clip, minimum/maximum with a constant bound): fused
   into the requantize of the producer before it.
 - ``fusable``: an accumulating op whose output can absorb a following clamp chain (conv2d, linear, add, ...).
+- ``pointwise``: a unary elementwise function of its input (one output element from one input element):
+  integerize lowers it to a lookup table over the input codes.
 - ``weight`` / ``bias``: input positions of the weight constant and of the optional bias (layers).
 - ``acc_bound`` (integer ops): ``(ranges, consts, attrs) -> int``, the largest ``|accumulator|`` over the
   operands' integer ranges; the integer verifier (``ir.verify_integer``) proves it below the accumulator's
@@ -50,6 +52,7 @@ class OpDef:
     moves_data: bool = False        # traits: see the module docstring
     quant: str = "own"
     clamp: bool = False
+    pointwise: bool = False
     fusable: bool = False
     weight: int | None = None
     bias: int | None = None
@@ -84,7 +87,7 @@ def register(name: str, arity: int | tuple[int, int], *, integer: bool = False, 
     return deco
 
 
-TRAITS = frozenset({"moves_data", "quant", "clamp", "fusable", "weight", "bias", "acc_bound", "torch"})
+TRAITS = frozenset({"moves_data", "quant", "clamp", "pointwise", "fusable", "weight", "bias", "acc_bound", "torch"})
 
 
 def ops_with(**want) -> frozenset[str]:
