@@ -15,6 +15,11 @@ fires (at most ``max_sweeps`` sweeps, then ``PassError`` naming the rules still 
 - div-to-mul:          x / c -> x * (1/c)
 - sub-to-add:          x - c -> x + (-c)
 - matmul-to-linear:    matmul(x, W) -> linear(x, W^T)   for a constant 2-D W
+- conv-transpose:      conv_transpose2d(x, W, b) -> conv2d(zero_insert(x), flip(W^T), b) for a constant W:
+                       zeros between input pixels (stride s: reshape -> pad -> reshape -> slice), the
+                       border ``d (k-1) - pad`` as conv padding (a negative one as a slice), weights
+                       regrouped [g*Cout/g, Cin/g, kh, kw] and flipped; so transposed convolutions take the
+                       conv path everywhere after (equalization, GPTQ, integer conv, the x86 kernels)
 - fold-pad:            conv2d(pad(x)) -> conv2d(x) with the pad widths added to its ``pad``, for zero
                        constant padding of H and W only (TF-style "same" padding from exporters)
 - fold-scale:          layer(x, W, b) * s -> layer(x, W*s, b*s)     s: one value per output channel
@@ -250,6 +255,54 @@ def matmul_to_linear(g: Graph, n: Node, ctx: _Ctx) -> Graph | None:
     return splice(g, {n.name: [lin]}, constants={name: np.ascontiguousarray(w.T)})
 
 
+def conv_transpose(g: Graph, n: Node, ctx: _Ctx) -> Graph | None:
+    """conv_transpose2d(x, W, b) -> conv2d(zero_insert(x), flip(W^T), b)."""
+    w = ctx.const(n.inputs[1]) if n.op == "conv_transpose2d" else None
+    if w is None or (len(n.inputs) == 3 and ctx.const(n.inputs[2]) is None):
+        return None
+    s = tuple(n.attr("stride", (1, 1)))
+    p = tuple(n.attr("pad", (0, 0, 0, 0)))
+    d = tuple(n.attr("dilation", (1, 1)))
+    op = tuple(n.attr("output_padding", (0, 0)))
+    groups = int(n.attr("groups", 1))
+    t = g.type_of(n.inputs[0])
+    nb, c, h, wd = t.shape
+    ci, cog, kh, kw = w.shape
+    taken: set[str] = set()
+
+    def name(hint):
+        v = fresh_name(g, f"{n.name}.{hint}", taken)
+        taken.add(v)
+        return v
+    nodes, x = [], n.inputs[0]
+    if s != (1, 1):                                    # zeros between pixels: [N,C,H,1,W,1] padded to s
+        r = name("split")
+        nodes.append(Node.make("reshape", (x,), r, shape=(nb, c, h, 1, wd, 1)))
+        z = name("zeros")
+        nodes.append(Node.make("pad", (r,), z, pads=(0, 0, 0, 0, 0, 0, 0, 0, 0, s[0] - 1, 0, s[1] - 1),
+                               mode="constant", value=0.0))
+        m = name("merged")
+        nodes.append(Node.make("reshape", (z,), m, shape=(nb, c, h * s[0], wd * s[1])))
+        x = name("dilated")
+        nodes.append(Node.make("slice", (m,), x, starts=(0, 0), ends=((h - 1) * s[0] + 1, (wd - 1) * s[1] + 1),
+                               axes=(2, 3), steps=(1, 1)))
+    lo = [d[0] * (kh - 1) - p[0], d[1] * (kw - 1) - p[1]]
+    hi = [d[0] * (kh - 1) - p[2] + op[0], d[1] * (kw - 1) - p[3] + op[1]]
+    if min(lo + hi) < 0:                              # a pad larger than the border: crop instead
+        hh, ww = (h - 1) * s[0] + 1, (wd - 1) * s[1] + 1
+        cut = name("cropped")
+        nodes.append(Node.make("slice", (x,), cut, starts=(max(-lo[0], 0), max(-lo[1], 0)),
+                               ends=(hh - max(-hi[0], 0), ww - max(-hi[1], 0)), axes=(2, 3), steps=(1, 1)))
+        x = cut
+    wc = w.reshape(groups, ci // groups, cog, kh, kw).transpose(0, 2, 1, 3, 4).reshape(groups * cog, ci // groups,
+                                                                                        kh, kw)
+    wname = name("w")
+    conv = Node.make("conv2d", (x, wname) + tuple(n.inputs[2:]), n.name, stride=(1, 1), dilation=d, groups=groups,
+                     pad=(max(lo[0], 0), max(lo[1], 0), max(hi[0], 0), max(hi[1], 0)))
+    return splice(g, {n.name: nodes + [conv]},
+                  constants={wname: np.ascontiguousarray(wc[:, :, ::-1, ::-1]).astype(w.dtype)})
+
+
 def fold_pad(g: Graph, n: Node, ctx: _Ctx) -> Graph | None:
     """conv2d(pad(x), W) -> conv2d(x, W) {pad += pads}."""
     p = ctx.producer.get(n.inputs[0]) if n.op == "conv2d" else None
@@ -298,6 +351,7 @@ RULES: list[tuple[str, Rule]] = [
     ("div-to-mul", div_to_mul),
     ("sub-to-add", sub_to_add),
     ("matmul-to-linear", matmul_to_linear),
+    ("conv-transpose", conv_transpose),
     ("fold-pad", fold_pad),
     ("fold-scale", fold_scale),
     ("fold-bias", fold_bias),
