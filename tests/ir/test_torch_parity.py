@@ -119,6 +119,13 @@ VARIANTS: list[tuple[str, str, list, dict]] = [
      {"direction": "RIGHT"}),
     ("bitshift-i32", "bitshift", [("arr", _ints(-2**31, 2**31, X4, np.int32)), ("arr", _ints(0, 33, X4, np.int32))],
      {"direction": "LEFT"}),
+    ("bitwise_and-u16", "bitwise_and", [("arr", _ints(0, 2**16, X4, np.uint16)), ("arr", _ints(0, 2**16, X4, np.uint16))],
+     {}),
+    ("mod-u16", "mod", [("arr", _ints(0, 2**16, X4, np.uint16)), ("arr", _ints(0, 9, X4, np.uint16))], {}),
+    ("less-u16", "less", [("arr", _ints(0, 4, X4, np.uint16)), ("arr", _ints(0, 4, (6,), np.uint16))], {}),
+    ("bitshift-u16", "bitshift", [("arr", _ints(0, 2**16, X4, np.uint16)), ("arr", _ints(0, 18, X4, np.uint16))],
+     {"direction": "LEFT"}),
+    ("cast-u16", "cast", [("uniform", 0.0, 60000.0, X4)], {"to": "u16"}),
     ("bitwise_not-i1", "bitwise_not", [("arr", _bools(X4))], {}),
     ("where-i8", "where", [("arr", _bools((7, 1))), ("arr", _ints(-9, 9, X4, np.int8)),
                            ("arr", _ints(-9, 9, (6,), np.int8))], {}),
@@ -316,7 +323,8 @@ def _act(v: np.ndarray) -> QuantType:
 
 
 SIMULATED = ["conv2d", "linear", "matmul", "add", "mul", "avgpool", "maxpool", "softmax", "layernorm", "hardswish",
-             "concat", "gelu", "sigmoid", "mean"]
+             "concat", "gelu", "sigmoid", "mean", "elu", "mish", "resize", "conv_transpose2d", "cumsum", "einsum",
+             "reduce_prod"]
 
 
 @pytest.mark.parametrize("op", SIMULATED)

@@ -8,6 +8,13 @@ against the numpy interpreter in float and simulated modes; ``missing_torch_ops(
 lacks an entry. Semantics follow the numpy kernels: pads ``(top, left, bottom, right)``, pool geometry
 from ``window.pool_geometry``, average pools divided by ``avgpool_divisor``.
 
+Every function keeps to what ``torch.func.vmap`` and autograd need: attributes, shapes and index tables come
+from the node and the graph's static types, never from tensor values (no ``.item()``, no branching on
+data). Outputs keep the numpy kernel's dtype: predicates give ``torch.bool``, ``argmax``/``argmin`` and
+``topk`` indices ``torch.int64``, ``cast`` the dtype ``to`` names (``TORCH_DTYPES``). An op with several
+outputs (``topk``) returns a tuple, one tensor per output. Integer ops follow numpy where torch differs:
+``mod`` by 0 gives 0 (torch raises), uint16 operands are widened to int64 (torch lacks most uint16 kernels).
+
 This module imports torch; ``import dyadiq.ir.ops`` never imports it.
 """
 from __future__ import annotations
