@@ -47,18 +47,36 @@ def cuda_target(arch: str):
                              host={"kind": "llvm"})
 
 
-def schedule(ig: Graph, target):
-    """The fused Relax module of ``ig`` with every PrimFunc scheduled for ``target`` by dlight."""
+def schedule(ig: Graph, target, rules_used: dict | None = None):
+    """The fused Relax module of ``ig`` with every PrimFunc scheduled for ``target`` by dlight: the first
+    of ``Matmul``, ``GEMV``, ``Reduction``, ``GeneralReduction``, ``Fallback`` that applies (a rule that
+    raises, as ``Matmul`` does on some fused epilogues, counts as not applying). ``rules_used`` (if
+    given) receives kernel name -> rule name."""
     import tvm
     from tvm import relax
     from tvm.s_tir import dlight as dl
     from .tvm import to_relax
     mod = to_relax(ig)
+    rules = [dl.gpu.Matmul(), dl.gpu.GEMV(), dl.gpu.Reduction(), dl.gpu.GeneralReduction(), dl.gpu.Fallback()]
     with target:
         mod = tvm.transform.Sequential([relax.transform.LegalizeOps(), relax.transform.AnnotateTIROpPattern(),
                                         relax.transform.FuseOps(), relax.transform.FuseTIR()])(mod)
-        mod = dl.ApplyDefaultSchedule(dl.gpu.Matmul(), dl.gpu.GEMV(), dl.gpu.Reduction(),
-                                      dl.gpu.GeneralReduction(), dl.gpu.Fallback())(mod)
+        for gv, f in list(mod.functions.items()):
+            if not isinstance(f, tvm.tirx.PrimFunc):
+                continue
+            for rule in rules:
+                try:
+                    sch = rule.apply(f, target, False)
+                except Exception:  # noqa: BLE001 - a dlight rule that cannot handle this kernel
+                    sch = None
+                if sch is not None:
+                    sch = sch[0] if isinstance(sch, list) else sch
+                    mod[gv] = sch.mod["main"].with_attr("tirx.is_scheduled", True)
+                    if rules_used is not None:
+                        rules_used[gv.name_hint] = type(rule).__name__
+                    break
+            else:
+                raise CodegenError(f"no dlight GPU rule schedules kernel {gv.name_hint}")
     return mod
 
 

@@ -282,21 +282,29 @@ class _Emitter:
             if zp_in:
                 x = self.binary("sub", x, self.scalar(x, zp_in))
                 zp_in = 0
-        per_channel = m.size > 1 and not (np.all(m == m.reshape(-1)[0]) and np.all(s == s.reshape(-1)[0]))
-        if per_channel:
-            rank = len(x.shape)
-            axes = [rank - np.ndim(m) + i for i, dd in enumerate(np.shape(m)) if dd > 1]
-            if len(axes) != 1 or self.axis(x, axes[0]) != rank - 1:
-                raise CodegenError(f"requantize multiplier of shape {np.shape(m)} is not per channel "
-                                   f"on the last (NHWC) axis", node=n)
-            mv, sv = m.reshape(-1), s.reshape(-1)
-        else:
-            mv, sv = m.reshape(-1)[:1], s.reshape(-1)[:1]
-        y = self.op("rescale", [x, self.const(mv, "i32"), self.const(sv, "i8"), self.zp(zp_in, x.et),
-                                self.zp(zp_out, out_et)], x.shape, out_et,
+        # axes of the stored tensor along which (m, s) vary go last, flattened into one channel axis
+        ms = np.broadcast_arrays(m, s, np.empty(self.g.type_of(n.inputs[0]).shape, np.int8))[:2]
+        ms = [a.transpose(NCHW_TO_NHWC) if x.nhwc else a for a in ms]
+        rank = len(x.shape)
+        vary = [a for a in range(rank) if any(np.any(np.diff(v, axis=a) != 0) for v in ms)]
+        keep = [a for a in range(rank) if a not in vary]
+        perm = keep + vary
+        flat = [v.transpose(perm).reshape(-1, int(np.prod([x.shape[a] for a in vary], dtype=np.int64)))[0]
+                for v in ms]
+        xt = self.transpose(x, perm) if vary and vary != [rank - 1] else x
+        xr = xt
+        if vary and vary != [rank - 1]:
+            xr = self.reshape(xt, (int(np.prod(xt.shape[:len(keep)], dtype=np.int64)), flat[0].size))
+        y = self.op("rescale", [xr, self.const(flat[0], "i32"), self.const(flat[1], "i8"), self.zp(zp_in, x.et),
+                                self.zp(zp_out, out_et)], xr.shape, out_et,
                     "input_unsigned = false, output_unsigned = false, "
-                    f"per_channel = {'true' if per_channel else 'false'}, "
-                    "rounding_mode = #tosa<rounding_mode<SINGLE_ROUND>>, scale32 = true", x.nhwc)
+                    f"per_channel = {'true' if vary else 'false'}, "
+                    "rounding_mode = #tosa<rounding_mode<SINGLE_ROUND>>, scale32 = true")
+        if xr is not xt:
+            y = self.reshape(y, xt.shape)
+        if xt is not x:
+            y = self.transpose(y, list(np.argsort(perm)))
+        y = Tensor(y.ssa, y.shape, y.et, x.nhwc)
         return self.clamp(y, self.chan(lo, y) if lo.size > 1 else lo, self.chan(hi, y) if hi.size > 1 else hi)
 
     def qadd(self, n: Node) -> Tensor:

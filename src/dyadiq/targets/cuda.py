@@ -48,7 +48,8 @@ def compile_cuda(ig: Graph, *, arch: str = "sm_80") -> "CudaArtifact":
     import tempfile
     import tvm
     target = cg.cuda_target(arch)
-    mod = cg.schedule(ig, target)
+    rules: dict[str, str] = {}
+    mod = cg.schedule(ig, target, rules)
     ex = cg.build(mod, target)
     source = cg.cuda_source(ex)
     with tempfile.TemporaryDirectory(prefix="dyadiq-nvcc-") as tmp:
@@ -57,6 +58,7 @@ def compile_cuda(ig: Graph, *, arch: str = "sm_80") -> "CudaArtifact":
     report = cg.kernel_report(source, blobs["ptx"].decode())
     manifest = {**graph_manifest(ig), "target": "cuda", "arch": arch, "entry": "main",
                 "tvm_version": tvm.__version__, "nvcc_version": _nvcc_version(), "schedule": "dlight default GPU rules",
+                "schedule_rules": {r: sum(v == r for v in rules.values()) for r in sorted(set(rules.values()))},
                 "kernels": {k: v for k, v in report.items() if k != "kernel_names"},
                 "cuda_source_sha256": hashlib.sha256(source.encode()).hexdigest()}
     return CudaArtifact(manifest, ig, ex=ex, scheduled=mod, blobs=blobs)
