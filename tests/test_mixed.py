@@ -88,7 +88,7 @@ def test_compiled_artifact_stores_exactly_the_plans_predicted_weight_bytes(digit
     assert predicted <= budget
     m = check_artifact(q, plan, predicted, x)
     # the quantization parameters do not depend on the plan: uniform 8 bits stores the same amount
-    q8, _ = dyadiq.quantize(g, calib, weight_bits=8)
+    q8, _ = dyadiq.quantize(g, calib, weight_bits=8, calib_method="minmax", rounding="nearest")
     assert weight_bytes(dyadiq.integerize(q8))["quant_params"] == m["weight_bytes_detail"]["quant_params"]
 
 
@@ -98,7 +98,7 @@ def test_a_plan_with_many_widths_compiles_bit_exact(digits):
     names = list(layer_costs(canonicalize(g)))
     for widths in ((2, 3, 5, 6), (7, 5, 3, 2)):
         plan = dict(zip(names, widths))
-        q, report = dyadiq.quantize(g, d.x_train[:32], weight_bits=plan)
+        q, report = dyadiq.quantize(g, d.x_train[:32], weight_bits=plan, calib_method="minmax", rounding="nearest")
         costs = layer_costs(canonicalize(g))
         from dyadiq.passes.choose_bits import plan_stats
         check_artifact(q, plan, plan_stats(plan, costs)["size_bytes"], d.x_test[:3])

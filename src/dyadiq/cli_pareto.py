@@ -62,7 +62,7 @@ def cmd_pareto(args: argparse.Namespace) -> int:
     from .cli_quantize import progress_bar
     from .data import load_calib
     from .pareto import pareto
-    from .passes.pipeline import make_options
+    from .passes.pipeline import FAST_OPTIONS, make_options
     from .passes.sensitivity import make_sensitivity_options
 
     out = Path(args.output)
@@ -79,7 +79,8 @@ def cmd_pareto(args: argparse.Namespace) -> int:
                  sample_shapes=calib_sample_shapes(args.calib))
     calib = load_calib(args.calib, g, preprocess=args.preprocess)
     evalx = load_calib(args.evaluation, g, preprocess=args.preprocess) if args.evaluation else None
-    options = make_options(None, per_channel=args.per_channel, act_bits=args.act_bits)
+    # a sweep quantizes once per plan: min/max ranges and round-to-nearest (FAST_OPTIONS) keep it quick
+    options = make_options(None, per_channel=args.per_channel, act_bits=args.act_bits, **FAST_OPTIONS)
     sopts = make_sensitivity_options(None, samples=args.sensitivity_samples)
     with progress_bar() as progress:
         result = pareto(g, calib, evalx, out, js, avg_bits=args.avg_bits, kind=args.budget,

@@ -23,26 +23,27 @@ def _bits(text: str):
 def quantize_args(p: argparse.ArgumentParser) -> None:
     from .data import PREPROCESS
     from .passes.calibrate import METHODS
-    from .passes.pipeline import ROUNDINGS
+    from .passes.pipeline import ROUNDINGS, QuantizeOptions
+    d = QuantizeOptions()                     # one set of defaults: the Python API's
     p.add_argument("model", help="a float model (.pt2, .onnx) or a .dyq graph")
     p.add_argument("-o", "--output", required=True, help="the quantized graph, OUT.dyq (written atomically)")
     p.add_argument("--calib", required=True, help="calibration data: .npy (samples on axis 0), .npz (one array "
                    "per input) or a folder of images (with --preprocess)")
     p.add_argument("--preprocess", choices=sorted(PREPROCESS), help="preprocessing for an image folder")
-    p.add_argument("--per-channel", action=argparse.BooleanOptionalAction, default=True,
+    p.add_argument("--per-channel", action=argparse.BooleanOptionalAction, default=d.per_channel,
                    help="per-channel weight scales (default) or one scale per tensor")
-    p.add_argument("--weight-bits", type=_bits, default=8, help="weight width 2..8, or auto (needs a budget)")
-    p.add_argument("--first-last-bits", type=int, default=None, help="width of the first and last layer")
-    p.add_argument("--act-bits", type=int, default=8, help="activation width (default 8)")
-    p.add_argument("--calib-method", choices=METHODS, default="mse",
+    p.add_argument("--weight-bits", type=_bits, default=d.weight_bits, help="weight width 2..8, or auto (needs a budget)")
+    p.add_argument("--first-last-bits", type=int, default=d.first_last_bits, help="width of the first and last layer")
+    p.add_argument("--act-bits", type=int, default=d.act_bits, help="activation width (default 8)")
+    p.add_argument("--calib-method", choices=METHODS, default=d.calib_method,
                    help="activation ranges: mse (default; minimizes each activation's expected squared "
                         "quantization error, about 0.7 dB over minmax on EfficientNet-Lite0 per-channel), "
                         "minmax, percentile or entropy")
-    p.add_argument("--equalize", action=argparse.BooleanOptionalAction, default=None,
+    p.add_argument("--equalize", action=argparse.BooleanOptionalAction, default=d.equalize,
                    help="cross-layer equalization (default: only with per-tensor weights)")
-    p.add_argument("--bias-correct", action=argparse.BooleanOptionalAction, default=True,
+    p.add_argument("--bias-correct", action=argparse.BooleanOptionalAction, default=d.bias_correct,
                    help="empirical bias correction (default on)")
-    p.add_argument("--rounding", choices=ROUNDINGS, default="gptq",
+    p.add_argument("--rounding", choices=ROUNDINGS, default=d.rounding,
                    help="weight rounding: GPTQ error feedback (default; EfficientNet-Lite0 in about a minute), "
                         "AdaRound-style optimized rounding (slower), or round-to-nearest")
     p.add_argument("--wide-acts", type=float, default=None, metavar="FRACTION",

@@ -101,14 +101,14 @@ def time_layer(g: Graph, n: Node, bits: int, *, act_bits: int = 8, per_channel: 
                repeats: int = 20, warmup: int = 3, seed: int = 0) -> float:
     """Median milliseconds of layer ``n`` alone at ``bits`` on ``target`` (see the module docstring)."""
     from .passes.integerize import integerize
-    from .passes.pipeline import quantize
+    from .passes.pipeline import FAST_OPTIONS, quantize
     from .targets import compile as build
     one = single_layer(g, n)
     rng = np.random.default_rng(seed)
     shape = one.type_of("x").shape
     calib = rng.normal(size=(2 * shape[0], *shape[1:])).astype(np.float32)
     q, _ = quantize(one, calib, weight_bits=int(bits), act_bits=int(act_bits), per_channel=per_channel,
-                    bias_correct=False)
+                    bias_correct=False, **FAST_OPTIONS)             # timing only: the values do not matter
     art = build(integerize(q, raw=True), target)
     t = art.input_types[art.inputs[0]]
     info = np.iinfo(t.np_dtype)

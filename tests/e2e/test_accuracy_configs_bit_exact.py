@@ -46,7 +46,7 @@ def test_config_compiles_bit_exact(effnet, config):
                                   **opts)
         assert len(set(report["mixed_precision"]["plan"].values())) > 1
     else:
-        q, report = dyadiq.quantize(g, calib, **opts)
+        q, report = dyadiq.quantize(g, calib, **{"calib_method": "minmax", "rounding": "nearest", **opts})
         assert report["activations"]["wide"]["chosen"]
     ig = dyadiq.integerize(q)
     art = dyadiq.compile(ig, target="cpu")

@@ -48,7 +48,7 @@ def test_effnet_artifact_is_bit_exact_with_the_integer_interpreter(effnet, bits)
     """W7 (every layer 7-bit) runs all its GEMMs on the u8 x s8 vpmaddubsw kernels of an AVX2 host."""
     g, calib, evalx = effnet
     kw = dict(weight_bits=bits, first_last_bits=8) if bits == 4 else dict(weight_bits=bits)
-    q, _ = dyadiq.quantize(g, calib, per_channel=True, bias_correct=bits == 8, **kw)
+    q, _ = dyadiq.quantize(g, calib, per_channel=True, bias_correct=bits == 8, **kw, calib_method="minmax", rounding="nearest")
     ig = dyadiq.integerize(q)
     _assert_integer_only(ig)
     art = dyadiq.compile(ig, target="cpu")
@@ -82,7 +82,7 @@ def digits():
 def test_digits_artifact_bit_exact_and_accurate(digits, bits):
     g, d, float_acc = digits
     kw = dict(weight_bits=bits, first_last_bits=8) if bits < 8 else {}
-    q, _ = dyadiq.quantize(g, d.x_train[:128], **kw)
+    q, _ = dyadiq.quantize(g, d.x_train[:128], **kw, calib_method="minmax", rounding="nearest")
     ig = dyadiq.integerize(q)
     art = dyadiq.compile(ig, target="cpu")
     for i in range(32):
@@ -104,7 +104,7 @@ def test_blocks_artifact_bit_exact(name, bits):
     g = dyadiq.from_torch(model, (x,))
     rng = np.random.default_rng(1)
     data = rng.normal(size=(64,) + tuple(x.shape[1:])).astype(np.float32)
-    q, _ = dyadiq.quantize(g, data[:32], weight_bits=bits)
+    q, _ = dyadiq.quantize(g, data[:32], weight_bits=bits, calib_method="minmax", rounding="nearest")
     ig = dyadiq.integerize(q)
     art = dyadiq.compile(ig, target="cpu")
     for i in range(32, 64):

@@ -34,10 +34,10 @@ def _widths(q):
 
 def test_named_values_get_the_wider_type_and_the_rest_keep_act_bits(mbv2):
     g, calib = mbv2
-    q8, _ = dyadiq.quantize(g, calib)
+    q8, _ = dyadiq.quantize(g, calib, calib_method="minmax", rounding="nearest")
     acts = sorted(_widths(q8))
     wide = {acts[0]: 16, acts[len(acts) // 2]: 16}
-    q, report = dyadiq.quantize(g, calib, act_bits_by_value=wide)
+    q, report = dyadiq.quantize(g, calib, act_bits_by_value=wide, calib_method="minmax", rounding="nearest")
     widths = _widths(q)
     assert {k for k, b in widths.items() if b == 16} == set(wide)
     assert all(b == 8 for k, b in widths.items() if k not in wide)
@@ -46,9 +46,9 @@ def test_named_values_get_the_wider_type_and_the_rest_keep_act_bits(mbv2):
 
 def test_mixed_widths_compile_bit_exact(mbv2):
     g, calib = mbv2
-    q8, _ = dyadiq.quantize(g, calib)
+    q8, _ = dyadiq.quantize(g, calib, calib_method="minmax", rounding="nearest")
     wide = {k: 16 for k in sorted(_widths(q8))[::2]}
-    q, _ = dyadiq.quantize(g, calib, act_bits_by_value=wide)
+    q, _ = dyadiq.quantize(g, calib, act_bits_by_value=wide, calib_method="minmax", rounding="nearest")
     ig = dyadiq.integerize(q)
     dtypes = {ig.type_of(v).dtype for n in ig.nodes for v in n.outputs}
     assert {"i8", "i16"} <= dtypes
@@ -62,8 +62,8 @@ def test_mixed_widths_compile_bit_exact(mbv2):
 def test_widening_every_activation_lowers_the_error(mbv2):
     g, calib = mbv2
     ref = run_batched(g, calib, "float")
-    q8, _ = dyadiq.quantize(g, calib, act_bits=4)
-    q, _ = dyadiq.quantize(g, calib, act_bits=4, act_bits_by_value={k: 16 for k in _widths(q8)})
+    q8, _ = dyadiq.quantize(g, calib, act_bits=4, calib_method="minmax", rounding="nearest")
+    q, _ = dyadiq.quantize(g, calib, act_bits=4, act_bits_by_value={k: 16 for k in _widths(q8)}, calib_method="minmax", rounding="nearest")
     err = lambda qq: float(np.mean((run_batched(qq, calib, "simulated") - ref) ** 2))
     assert err(q) < err(q8)
 
@@ -75,4 +75,4 @@ def test_bad_widths_are_refused(mbv2, wide, msg):
     name = next(iter(wide))
     wide = {g.inputs[0] if name == "x" else name: wide[name]}
     with pytest.raises(PassError, match=msg):
-        dyadiq.quantize(g, calib, act_bits_by_value=wide)
+        dyadiq.quantize(g, calib, act_bits_by_value=wide, calib_method="minmax", rounding="nearest")

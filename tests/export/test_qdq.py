@@ -139,7 +139,7 @@ def test_efficientnet_lite0_export_matches_simulated():
     from dyadiq.zoo import efficientnet_lite0, photo_crops
     x = photo_crops(10, split="calib")
     g = from_torch(efficientnet_lite0(), torch.from_numpy(x[:1]))
-    q, _ = quantize(g, x[:8], bias_correct=False)
+    q, _ = quantize(g, x[:8], bias_correct=False, calib_method="minmax", rounding="nearest")
     sess = ort.InferenceSession(to_onnx_qdq(q).SerializeToString())
     ev = photo_crops(3, split="eval")
     got = np.concatenate([sess.run(None, {q.inputs[0]: ev[i:i + 1]})[0] for i in range(len(ev))])

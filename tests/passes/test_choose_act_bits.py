@@ -62,7 +62,7 @@ def _kl(p_logits, q_logits):
 
 def test_second_order_sensitivity_predicts_the_measured_kl():
     g, calib = _mlp()
-    q, _ = quantize(g, calib, act_bits=6, bias_correct=False)
+    q, _ = quantize(g, calib, act_bits=6, bias_correct=False, calib_method="minmax", rounding="nearest")
     hidden = next(k for k, v in q.values.items() if v.quant is not None and not q.is_const(k) and k not in g.inputs
                   and k not in g.outputs)
     traces = activation_traces(g, calib, [hidden], samples=64, probes=16)
@@ -75,7 +75,7 @@ def test_second_order_sensitivity_predicts_the_measured_kl():
 
 def test_a_reader_that_could_overflow_int32_is_not_a_candidate():
     g, calib = _mlp()
-    q, _ = quantize(g, calib, bias_correct=False)
+    q, _ = quantize(g, calib, bias_correct=False, calib_method="minmax", rounding="nearest")
     acts = [k for k, v in q.values.items() if v.quant is not None and not q.is_const(k)]
     traces = dict.fromkeys(acts, 1.0)
     small = {n.inputs[1]: np.ones(g.type_of(n.inputs[1]).shape, np.int8) for n in g.nodes if n.op == "linear"}
@@ -89,7 +89,7 @@ def test_a_reader_whose_integer_bias_would_overflow_int32_is_not_a_candidate():
     """The integer bias is b / (s_x * s_w): a channel with tiny weights (so a tiny per-channel scale) and a
     bias leaves int32 once s_x is a 16-bit step (EfficientNet-Lite0's stem has such channels)."""
     g, calib = _mlp(bias=True)
-    q, _ = quantize(g, calib, bias_correct=False)
+    q, _ = quantize(g, calib, bias_correct=False, calib_method="minmax", rounding="nearest")
     acts = [k for k, v in q.values.items() if v.quant is not None and not q.is_const(k)]
     traces = dict.fromkeys(acts, 1.0)
     reader = next(n for n in q.nodes if n.op == "linear" and n.inputs[0] == "x")
@@ -106,11 +106,11 @@ def test_quantize_widens_the_planned_values_within_the_budget():
     model, x = BLOCKS["mbv2_block"]()
     g = dyadiq.from_torch(model, (x,))
     calib = np.random.default_rng(0).standard_normal((16, *x.shape[1:])).astype(np.float32)
-    q, report = dyadiq.quantize(g, calib, wide_acts=0.5)
+    q, report = dyadiq.quantize(g, calib, wide_acts=0.5, calib_method="minmax", rounding="nearest")
     wide = report["activations"]["wide"]
     assert wide["chosen"] and wide["cost"] <= 0.5
     got = sorted(k for k, v in q.values.items() if v.quant is not None and not q.is_const(k) and v.quant.bits == 16)
     assert got == wide["chosen"]
-    q0, r0 = dyadiq.quantize(g, calib, wide_acts=0.0)
+    q0, r0 = dyadiq.quantize(g, calib, wide_acts=0.0, calib_method="minmax", rounding="nearest")
     assert r0["activations"]["wide"]["chosen"] == []
     assert all(v.quant.bits == 8 for k, v in q0.values.items() if v.quant is not None and not q0.is_const(k))

@@ -190,7 +190,7 @@ def test_plan_stats_size_is_what_the_pipeline_and_the_manifest_count():
     g = _conv_linear_graph()
     plan = {"c1": 3, "dw": 5, "fc": 2}
     q, report = dyadiq.quantize(g, np.random.default_rng(1).normal(size=(4, 3, 10, 10)).astype(np.float32),
-                                weight_bits=plan, equalize=False)
+                                weight_bits=plan, equalize=False, calib_method="minmax", rounding="nearest")
     stats = plan_stats(plan, layer_costs(g))
     expected = -(-162 * 3 // 8) + -(-54 * 5 // 8) + -(-30 * 2 // 8)
     assert stats["size_bytes"] == expected == report["weight_bytes"]
@@ -206,5 +206,5 @@ def test_plan_bits_plans_for_the_pipeline_within_the_budget():
     budget = Budget(size_bytes=weight_bytes(246, 4))
     plan, info = plan_bits(g, calib, budget, method="hessian", sens_options=None)
     assert set(plan) == {"c1", "dw", "fc"} and info["predicted"]["size_bytes"] <= budget.size_bytes
-    q, report = dyadiq.quantize(g, calib, weight_bits=plan)
+    q, report = dyadiq.quantize(g, calib, weight_bits=plan, calib_method="minmax", rounding="nearest")
     assert report["weight_bytes"] == info["predicted"]["size_bytes"]

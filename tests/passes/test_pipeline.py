@@ -37,7 +37,7 @@ CALIB = RNG.normal(size=(16, 3, 8, 8)).astype(np.float32)
 
 def test_quantized_tiny_cnn_follows_the_contract_and_stays_close_to_float():
     g = tiny_cnn()
-    q, report = quantize(g, CALIB)
+    q, report = quantize(g, CALIB, calib_method="minmax", rounding="nearest")
     assert check_contract(q) == []
     assert "batchnorm" not in q.count_ops()                             # canonicalized
     x = CALIB[:2]                                  # inside the calibrated ranges
@@ -49,14 +49,14 @@ def test_quantized_tiny_cnn_follows_the_contract_and_stays_close_to_float():
 def test_quantizing_twice_gives_byte_identical_graphs():
     g = tiny_cnn()
     for method in ("minmax", "mse"):
-        a, _ = quantize(g, CALIB, calib_method=method)
-        b, _ = quantize(g, CALIB, calib_method=method)
+        a, _ = quantize(g, CALIB, calib_method=method, rounding="nearest")
+        b, _ = quantize(g, CALIB, calib_method=method, rounding="nearest")
         assert dump_bytes(a) == dump_bytes(b)
 
 
 def test_report_lists_options_layers_and_timings():
     seen = []
-    q, rep = quantize(tiny_cnn(), CALIB, QuantizeOptions(weight_bits=4, first_last_bits=8),
+    q, rep = quantize(tiny_cnn(), CALIB, QuantizeOptions(weight_bits=4, first_last_bits=8, calib_method="minmax", rounding="nearest"),
                       progress=lambda stage, k, n: seen.append(stage))
     assert rep["options"]["weight_bits"] == 4 and rep["options"]["first_last_bits"] == 8
     assert [(d["name"], d["bits"]) for d in rep["layers"]] == [("bn", 8), ("c2", 4), ("logits", 8)]
@@ -71,14 +71,14 @@ def test_report_lists_options_layers_and_timings():
 @pytest.mark.parametrize("per_channel, equalize, runs", [(True, None, False), (False, None, True),
                                                          (True, True, True), (False, False, False)])
 def test_equalization_runs_by_default_only_with_per_tensor_weights(per_channel, equalize, runs):
-    _, rep = quantize(tiny_cnn(), CALIB, per_channel=per_channel, equalize=equalize, bias_correct=False)
+    _, rep = quantize(tiny_cnn(), CALIB, per_channel=per_channel, equalize=equalize, bias_correct=False, calib_method="minmax", rounding="nearest")
     assert ("equalize" in rep["timings_s"]) is runs
 
 
 def test_bias_correction_changes_biases_and_keeps_weights_on_grid():
     g = tiny_cnn()
-    plain, _ = quantize(g, CALIB, bias_correct=False, weight_bits=4)
-    corrected, _ = quantize(g, CALIB, bias_correct=True, weight_bits=4)
+    plain, _ = quantize(g, CALIB, bias_correct=False, weight_bits=4, calib_method="minmax", rounding="nearest")
+    corrected, _ = quantize(g, CALIB, bias_correct=True, weight_bits=4, calib_method="minmax", rounding="nearest")
     assert check_contract(corrected) == []
     assert not np.array_equal(plain.const("b2"), corrected.const("b2"))
     for w in ("w2", "w3"):
@@ -102,9 +102,9 @@ def test_bad_options_are_pass_errors(kw, match):
 
 def test_unknown_options_and_layers_are_pass_errors():
     with pytest.raises(PassError, match=r"unknown quantize option\(s\) \['size_budget'\]"):
-        quantize(tiny_cnn(), CALIB, size_budget=10)
+        quantize(tiny_cnn(), CALIB, size_budget=10, calib_method="minmax", rounding="nearest")
     with pytest.raises(PassError, match=r"unknown layer\(s\) \['conv9'\]"):
-        quantize(tiny_cnn(), CALIB, weight_bits={"conv9": 4})
+        quantize(tiny_cnn(), CALIB, weight_bits={"conv9": 4}, calib_method="minmax", rounding="nearest")
 
 
 @pytest.mark.parametrize("data, match", [
@@ -114,7 +114,7 @@ def test_unknown_options_and_layers_are_pass_errors():
 ])
 def test_bad_calibration_data_is_an_input_error(data, match):
     with pytest.raises(InputError, match=match):
-        quantize(tiny_cnn(), data)
+        quantize(tiny_cnn(), data, calib_method="minmax", rounding="nearest")
 
 
 # ---- a real model: the digits CNN ---------------------------------------------------------------

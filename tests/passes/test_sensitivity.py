@@ -140,7 +140,7 @@ def test_torch_eval_simulated_matches_the_interpreter_up_to_rare_rounding_flips(
     import dyadiq
     g = small_cnn(batch=2)
     rng = np.random.default_rng(3)
-    q, _ = dyadiq.quantize(g, f32(rng, 8, 3, 12, 12), weight_bits={"c1": 4, "dw": 6, "fc": 3})
+    q, _ = dyadiq.quantize(g, f32(rng, 8, 3, 12, 12), weight_bits={"c1": 4, "dw": 6, "fc": 3}, calib_method="minmax", rounding="nearest")
     x = f32(rng, 8, 3, 12, 12)
     with torch.no_grad():
         got = TorchGraph(q, simulated=True)(x).numpy()
@@ -154,7 +154,8 @@ def test_torch_eval_simulated_matches_the_interpreter_up_to_rare_rounding_flips(
 def test_torch_eval_refuses_integer_graphs():
     import dyadiq
     g = small_cnn(batch=1)
-    q, _ = dyadiq.quantize(g, f32(np.random.default_rng(0), 2, 3, 12, 12))
+    q, _ = dyadiq.quantize(g, f32(np.random.default_rng(0), 2, 3, 12, 12), calib_method="minmax",
+                           rounding="nearest")
     with pytest.raises(PassError, match="no torch evaluation"):
         TorchGraph(dyadiq.integerize(q))
 
@@ -272,7 +273,7 @@ def test_layer_names_are_the_pipelines_and_a_plan_quantizes():
     assert list(sens) == [n.name for n in weighted_layers(prepared)]
     costs = layer_costs(prepared)
     plan = choose_bits(sens, costs, Budget(size_bytes=plan_stats({n: 4 for n in costs}, costs)["size_bytes"]))
-    q, report = dyadiq.quantize(g, data, weight_bits=plan)
+    q, report = dyadiq.quantize(g, data, weight_bits=plan, calib_method="minmax", rounding="nearest")
     assert {d["name"]: d["bits"] for d in report["layers"]} == plan
 
 

@@ -40,19 +40,21 @@ ROUNDINGS = ("nearest", "gptq", "adaround")
 
 @dataclass(frozen=True)
 class QuantizeOptions:
-    """What ``quantize`` does; validated when built (``PassError`` on a bad value)."""
+    """What ``quantize`` does; validated when built (``PassError`` on a bad value). These defaults are the
+    defaults of ``dyadiq.quantize`` and of ``dyadiq quantize`` alike (MSE-fitted ranges, GPTQ rounding);
+    ``FAST_OPTIONS`` (min/max ranges, round-to-nearest) is the quick setting for tests and sweeps."""
 
     per_channel: bool = True
     weight_bits: int | Mapping[str, int] = 8          # one width, or layer name -> width (others 8)
     act_bits: int = 8
     act_bits_by_value: Mapping[str, int] = dataclasses.field(default_factory=dict)  # value -> width (a few at 16)
     wide_acts: float | None = None                    # 16-bit activations by ILP within this relative cost
-    calib_method: str = "minmax"                      # minmax | percentile | mse | entropy
+    calib_method: str = "mse"                         # mse | minmax | percentile | entropy (the CLI's default too)
     equalize: bool | None = None                      # None: only with per-tensor weights
     bias_correct: bool = True
     first_last_bits: int | None = None                # first and last conv/linear at this width
     percentile: float = 99.99                         # for calib_method="percentile"
-    rounding: str = "nearest"                         # nearest | gptq | adaround (layer-wise reconstruction)
+    rounding: str = "gptq"                            # gptq | nearest | adaround (layer-wise reconstruction)
 
     def __post_init__(self):
         wb = self.weight_bits
@@ -93,6 +95,9 @@ class QuantizeOptions:
             d["weight_bits"] = dict(self.weight_bits)
         d["act_bits_by_value"] = dict(self.act_bits_by_value)
         return d
+
+
+FAST_OPTIONS = {"calib_method": "minmax", "rounding": "nearest"}    # quick, and worse: tests, sweeps, latency tables
 
 
 def make_options(options: QuantizeOptions | None = None, **kw) -> QuantizeOptions:
