@@ -13,7 +13,8 @@ from the node and the graph's static types, never from tensor values (no ``.item
 data). Outputs keep the numpy kernel's dtype: predicates give ``torch.bool``, ``argmax``/``argmin`` and
 ``topk`` indices ``torch.int64``, ``cast`` the dtype ``to`` names (``TORCH_DTYPES``). An op with several
 outputs (``topk``) returns a tuple, one tensor per output. Integer ops follow numpy where torch differs:
-``mod`` by 0 gives 0 (torch raises), uint16 operands are widened to int64 (torch lacks most uint16 kernels).
+``mod`` by 0 gives 0 (torch raises); uint16 operands are widened to int64 and the result cast back (torch
+lacks most uint16 kernels).
 
 This module imports torch; ``import dyadiq.ir.ops`` never imports it.
 """
@@ -248,6 +249,11 @@ def _wide(f):
     return g
 
 
+def _w(x: torch.Tensor) -> torch.Tensor:
+    """``x`` widened to int64 where torch lacks kernels for its dtype (uint16/32/64), else itself."""
+    return x.to(torch.int64) if x.dtype in _NARROW_UNSIGNED else x
+
+
 def _k(x: torch.Tensor, v) -> torch.Tensor:
     """An attribute scalar in ``x``'s dtype (as the numpy kernels' ``np.asarray(v, x.dtype)``)."""
     return torch.tensor(v, dtype=x.dtype)
@@ -323,7 +329,7 @@ def _arg(which: str):
         f = torch.argmax if which == "max" else torch.argmin
 
         def fn(x):
-            v = x[0]
+            v = _w(x[0])
             if last:
                 size = v.shape[ax]
                 return size - 1 - f(torch.flip(v, (ax,)), dim=ax, keepdim=keep)
@@ -351,12 +357,12 @@ def _cumsum(n: Node, g: Graph) -> Fn:
     rev, excl = bool(n.attr("reverse", False)), bool(n.attr("exclusive", False))
 
     def fn(x):
-        v = torch.flip(x[0], (ax,)) if rev else x[0]
+        v = torch.flip(_w(x[0]), (ax,)) if rev else _w(x[0])
         y = torch.cumsum(v, dim=ax, dtype=v.dtype)
         m = y.shape[ax]
         if excl and m:
             y = torch.cat([torch.zeros_like(y.narrow(ax, 0, 1)), y.narrow(ax, 0, m - 1)], dim=ax)
-        return torch.flip(y, (ax,)) if rev else y
+        return (torch.flip(y, (ax,)) if rev else y).to(x[0].dtype)
     return fn
 
 
@@ -366,7 +372,7 @@ def _hardmax(n: Node, g: Graph) -> Fn:
     pos = torch.arange(t.shape[ax]).reshape([-1 if i == ax else 1 for i in range(t.rank)])
 
     def fn(x):
-        idx = torch.argmax(x[0], dim=ax, keepdim=True)
+        idx = torch.argmax(_w(x[0]), dim=ax, keepdim=True)
         return (pos == idx).to(x[0].dtype)
     return fn
 
@@ -383,7 +389,7 @@ def _topk(n: Node, g: Graph) -> Fn:
         if largest:
             key = -v.to(torch.int64) if v.dtype in (torch.uint8, torch.uint16, torch.uint32, torch.uint64) else -v
         idx = torch.sort(key, dim=ax, stable=True).indices.narrow(ax, 0, k)
-        return torch.gather(v, ax, idx), idx
+        return torch.gather(_w(v), ax, idx).to(v.dtype), idx
     return fn
 
 
@@ -394,13 +400,13 @@ def _gather_elements(n: Node, g: Graph) -> Fn:
 
     def fn(x):
         i = x[1].to(torch.int64)
-        return torch.gather(x[0], ax, torch.where(i < 0, i + size, i))
+        return torch.gather(_w(x[0]), ax, torch.where(i < 0, i + size, i)).to(x[0].dtype)
     return fn
 
 
 def _einsum(n: Node, g: Graph) -> Fn:
     eq = n.attr("equation")
-    return lambda x: torch.einsum(eq, *x).to(x[0].dtype)
+    return lambda x: torch.einsum(eq, *[_w(v) for v in x]).to(x[0].dtype)
 
 
 def _resize(n: Node, g: Graph) -> Fn:
@@ -426,7 +432,7 @@ def _resize(n: Node, g: Graph) -> Fn:
 
     def fn(x):
         v = x[0]
-        y = v if nearest else v.double()
+        y = _w(v) if nearest else v.double()
         for ax, op, mask in steps:
             if nearest:
                 y = torch.index_select(y, ax, op)
@@ -483,7 +489,7 @@ COVERAGE_OPS: dict[str, Callable[[Node, Graph], Fn]] = {
     "logical_xor": _binary(torch.logical_xor), "logical_not": _unary(lambda x, n: torch.logical_not(x)),
     "isnan": _unary(lambda x, n: torch.isnan(x)),
     "isinf": _unary(_isinf),
-    "where": lambda n, g: (lambda x: torch.where(x[0].to(torch.bool), x[1], x[2])),
+    "where": lambda n, g: (lambda x: torch.where(x[0].to(torch.bool), _w(x[1]), _w(x[2])).to(x[1].dtype)),
     "mod": _mod,
     "bitshift": _bitshift,
     "bitwise_and": _binary(_wide(torch.bitwise_and)), "bitwise_or": _binary(_wide(torch.bitwise_or)),
