@@ -324,6 +324,18 @@ class _Emitter:
         idx = self.op.subtract(self.cast(x, "int32"), const(np.asarray(n.attr("in_min"), np.int32)))
         return self.op.take(table, self.emit(idx), axis=0, mode="clip")
 
+    def qsoftmax(self, n: Node, x):
+        from . import tvm_nn
+        return tvm_nn.qsoftmax(self, n, x)
+
+    def qlayernorm(self, n: Node, x, g, b):
+        from . import tvm_nn
+        return tvm_nn.qlayernorm(self, n, x, g, b)
+
+    def qembed(self, n: Node, ids, table):
+        from . import tvm_nn
+        return tvm_nn.qembed(self, n, ids, table)
+
     def reshape(self, n: Node, x):
         return self.op.reshape(x, tuple(self.g.type_of(n.name).shape))
 
@@ -357,6 +369,17 @@ class _Emitter:
         if mode is None:
             raise CodegenError(f"pad mode {n.attr('mode')!r} is not supported", node=n)
         return self.op.nn.pad(x, widths, mode, float(n.attr("value", 0)))
+
+    def _reduce(self, n: Node, x, fn):
+        rank = self.g.type_of(n.inputs[0]).rank
+        axes = [int(a) % rank for a in n.attr("axes", range(rank))]
+        return fn(x, axis=axes, keepdims=bool(n.attr("keepdims", True)))
+
+    def reduce_max(self, n: Node, x):
+        return self._reduce(n, x, self.op.max)
+
+    def reduce_min(self, n: Node, x):
+        return self._reduce(n, x, self.op.min)
 
     def gather(self, n: Node, x, idx):
         axis = int(n.attr("axis", 0)) % self.g.type_of(n.inputs[0]).rank
@@ -414,7 +437,8 @@ class _Emitter:
 
 
 EMITTERS = ("quantize", "dequantize", "qconv2d", "qlinear", "qmatmul", "requantize", "qadd", "qmul", "qsum",
-            "qavgpool", "lut", "reshape", "transpose", "concat", "slice", "pad", "maxpool", "identity", "gather")
+            "qavgpool", "lut", "reshape", "transpose", "concat", "slice", "pad", "maxpool", "identity", "gather", "reduce_max", "reduce_min")
+EMITTERS += ("qsoftmax", "qlayernorm", "qembed")            # transformer ops: codegen/tvm_nn.py
 
 
 def _squeeze(a: np.ndarray) -> np.ndarray:

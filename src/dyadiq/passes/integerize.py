@@ -39,6 +39,7 @@ from ..ir.ops.registry import ops_with
 from ..ir.ops.shape import reverse_sequence_index
 from ..ir.types import DTYPES, QuantType, int_dtype
 from ..ir.verify_integer import verify_integer
+from . import integerize_nn
 
 ACC_OPS = ops_with(fusable=True)                         # conv2d, linear, matmul, add
 CLAMP_OPS = ops_with(clamp=True)                         # relu, clip, minimum/maximum (constant bound)
@@ -224,6 +225,8 @@ class _Lowering:
             raise PassError(str(e), node=n) from None
         shift = int(shift)
         a_m, b_m = int(round(ma * 2.0**shift)), int(round(mb * 2.0**shift))
+        if n.op == "sub":
+            b_m = -b_m                                        # a - b: the same rounding with -b
         lo_q, hi_q = self.clamp_bounds(chain, qo, 1, 1, n)
         kw = _qkw(qo)
         if lo_q is not None:
@@ -233,6 +236,104 @@ class _Lowering:
         y = self.b.op("qadd", [a, bb], out_name, quant=qo, a_zp=qa.zero_point[0], b_zp=qb.zero_point[0],
                       a_m=a_m, b_m=b_m, shift=shift, out_zp=qo.zero_point[0], **kw)
         self.bind(out_name, y, qo)
+
+    def with_const(self, n: Node, chain: list[Node]) -> None:
+        """``x op c`` for a constant tensor ``c`` (per-channel scale or shift, positional tables):
+        - ``x * c``: ``requantize((x - zp_x) * sign(c))`` with the multiplier ``s_x |c| / s_y`` per element of
+          ``c`` (exact in c up to the dyadic multiplier; a zero of ``c`` gives the code of 0);
+        - ``x + c`` / ``x - c`` / ``c - x``: ``qadd`` of ``x`` and the codes ``round(+-c / s_y)`` at the output
+          scale (one rounding; ``c`` costs at most half an output step)."""
+        out_name = chain[-1].name if chain else n.name
+        qo = self.quant(out_name, n)
+        ci = next(i for i in n.inputs if self.g.is_const(i))
+        xi = next(i for i in n.inputs if not self.g.is_const(i))
+        x, qx = self.act(xi, n)
+        if qx.per_channel or qo.per_channel:
+            raise PassError("a constant operand needs per-tensor quantized activations", node=n)
+        c = np.asarray(self.g.const(ci), np.float64)
+        lo_q, hi_q = self.clamp_bounds(chain, qo, 1, 1, n)
+        rank = self.g.type_of(n.name).rank
+        if c.ndim > rank:
+            raise PassError(f"constant operand %{ci} has more dims than the result", node=n)
+        c = c.reshape((1,) * (rank - c.ndim) + c.shape)
+        if n.op == "mul":
+            sign = np.sign(c).astype(np.int8)
+            acc = self.b.op("qmul", [x, self.b.const(f"{n.name}.sign", sign)], f"{n.name}.acc",
+                            a_zp=qx.zero_point[0], b_zp=0)
+            M = np.where(c != 0, qx.scale[0] * np.abs(c) / qo.scale[0], 1.0)
+            self.bind(out_name, self.requant(acc, _squeeze_equal(M), qo, n, lo=lo_q, hi=hi_q, name=out_name), qo)
+            return
+        neg_x = n.op == "sub" and ci == n.inputs[0]                     # c - x
+        cc = -c if n.op == "sub" and not neg_x else c
+        codes = np.rint(cc / qo.scale[0])
+        if np.abs(codes).max(initial=0) >= 2**30:
+            raise PassError(f"constant operand %{ci} is {np.abs(cc).max():.3g}: out of the output range", node=n)
+        ma = qx.scale[0] / qo.scale[0]
+        try:
+            _, shift = dyadic(max(ma, 1.0), what="add operand multiplier")
+        except ValueError as e:
+            raise PassError(str(e), node=n) from None
+        shift = int(shift)
+        a_m = int(round(ma * 2.0**shift)) * (-1 if neg_x else 1)
+        kw = _qkw(qo)
+        if lo_q is not None:
+            kw["qmin"] = int(lo_q)
+        if hi_q is not None:
+            kw["qmax"] = int(hi_q)
+        cname = self.b.const(f"{n.name}.codes", codes.astype(np.int32))
+        y = self.b.op("qadd", [x, cname], out_name, quant=qo, a_zp=qx.zero_point[0], b_zp=0, a_m=a_m,
+                      b_m=1 << shift, shift=shift, out_zp=qo.zero_point[0], **kw)
+        self.bind(out_name, y, qo)
+
+    def resize_linear(self, n: Node) -> None:
+        """Linear resize, one axis at a time, as ``qlinear`` of the codes with the axis's interpolation matrix
+        ``A`` [out, in] (rows of at most two taps summing to 1), quantized per row to 8 bits
+        (``A_q = round(127 A / max_row)``), then a per-row ``requantize`` by ``s_row``: to the input's scale
+        between axes (interpolation stays inside the input's range), to the output's after the last.
+        Each axis rounds once (half an output step) and its weights carry at most 1/254 relative error."""
+        from ..ir.ops.coverage import resize_plan
+        x, qx = self.act(n.inputs[0], n)
+        qo = self.quant(n.name, n)
+        shape = list(self.g.type_of(n.inputs[0]).shape)
+        plan = resize_plan(tuple(shape), n.attr_dict)
+        for k, (ax, idx, w, _) in enumerate(plan):
+            m, src = idx.shape[0], shape[ax]
+            A = np.zeros((m, src))
+            np.add.at(A, (np.repeat(np.arange(m), idx.shape[1]), idx.reshape(-1)), w.reshape(-1))
+            row = np.abs(A).max(axis=1)
+            aq = np.rint(A / row[:, None] * 127).astype(np.int8)
+            last = k == len(plan) - 1
+            q_to = qo if last else qx
+            perm = [i for i in range(len(shape)) if i != ax] + [ax]
+            inv = list(np.argsort(perm))
+            t = self.b.op("transpose", [x], f"{n.name}.ax{ax}.t", quant=qx, perm=tuple(perm)) if ax != len(shape) - 1 else x
+            moved = [shape[i] for i in perm]
+            flat = self.b.op("reshape", [t], f"{n.name}.ax{ax}.rows", quant=qx,
+                             shape=(int(np.prod(moved[:-1])), src))
+            wq = self.b.const(f"{n.name}.ax{ax}.A", aq)
+            acc = self.b.op("qlinear", [flat, wq], f"{n.name}.ax{ax}.acc", x_zp=qx.zero_point[0])
+            M = (qx.scale[0] * row / 127 / q_to.scale[0]).reshape(1, m)
+            y = self.requant(acc, M, q_to, n, in_zp=0, name=f"{n.name}.ax{ax}.rq")
+            moved[-1] = m
+            y = self.b.op("reshape", [y], f"{n.name}.ax{ax}.back", quant=q_to, shape=tuple(moved))
+            name = n.name if last else f"{n.name}.ax{ax}"
+            y = self.b.op("transpose", [y], name, quant=q_to, perm=tuple(int(i) for i in inv)) \
+                if ax != len(shape) - 1 else self.b.op("identity", [y], name, quant=q_to)
+            shape[ax] = m
+            x, qx = y, q_to
+        if not plan:
+            x = self.convert(x, qx, qo, n)
+        self.bind(n.name, x, qo)
+
+    def on_codes(self, n: Node) -> None:
+        """A data-movement op with constant extra inputs (gather indices) or a reduction that picks one of its
+        inputs (max / min): the same op on the integer codes."""
+        x, qx = self.act(n.inputs[0], n)
+        extra = [self.b.const(f"{n.name}.{k}", np.asarray(self.g.const(i))) for k, i in enumerate(n.inputs[1:])]
+        y = self.b.op(n.op, [x] + extra, f"{n.name}.codes" if self.g.quant_of(n.name) not in (None, qx) else n.name,
+                      quant=qx, **dict(n.attrs))
+        qo = self.g.quant_of(n.name) or qx
+        self.bind(n.name, self.convert(y, qx, qo, n) if qo != qx else y, qo)
 
     def product(self, n: Node, chain: list[Node]) -> None:
         out_name = chain[-1].name if chain else n.name
@@ -262,9 +363,11 @@ class _Lowering:
             if n.op == "global_avgpool":
                 axes = tuple(range(2, t.rank))
             acc = self.b.op("qsum", [x], f"{n.name}.acc", axes=axes, x_zp=qx.zero_point[0])
-            M = np.asarray(qx.scale[0] / (qo.scale[0] * int(np.prod([t.shape[a] for a in axes]))))
-        y = self.requant(acc, M, qo, n, name=n.name if n.op != "mean" or n.attr("keepdims", True) else None)
-        if n.op == "mean" and not n.attr("keepdims", True):
+            count = 1 if n.op == "reduce_sum" else int(np.prod([t.shape[a] for a in axes]))
+            M = np.asarray(qx.scale[0] / (qo.scale[0] * count))
+        squeeze = n.op in ("mean", "reduce_sum") and not n.attr("keepdims", True)
+        y = self.requant(acc, M, qo, n, name=None if squeeze else n.name)
+        if squeeze:
             y = self.b.op("reshape", [y], n.name, quant=qo, shape=self.g.type_of(n.name).shape)
         self.bind(n.name, y, qo)
 
@@ -338,6 +441,9 @@ class _Lowering:
     def run(self) -> Graph:
         g = self.g
         for name in g.inputs:
+            if not g.type_of(name).is_float and g.quant_of(name) is None:     # token ids: unchanged
+                self.bind(name, self.b.input(name, g.type_of(name).shape, g.type_of(name).dtype), None)
+                continue
             q = self.quant(name)
             if self.raw:
                 x = self.b.input(name, g.type_of(name).shape, _dtype(q), quant=q)
@@ -382,20 +488,51 @@ def _scalar_operand(g: Graph, n: Node) -> bool:
 def _check_binary(g: Graph, n: Node) -> str | None:
     consts = [i for i in n.inputs if g.is_const(i)]
     if not consts:
-        return None if n.op in ("add", "mul", "matmul") else f"{n.op} of two activations has no integer lowering"
-    if _scalar_operand(g, n):
+        return None if n.op in ("add", "sub", "mul", "matmul") else f"{n.op} of two activations has no integer lowering"
+    if _scalar_operand(g, n) or (len(consts) == 1 and n.op in ("add", "sub", "mul")):
         return None
     return (f"constant operand %{consts[0]} of shape {list(np.shape(g.const(consts[0])))} "
-            f"(only scalar constants, conv/linear weights and biases are lowered)")
+            f"(only scalar constants, conv/linear weights and biases, and tensors added or multiplied are "
+            f"lowered)")
 
 
 def _binary(low: "_Lowering", n: Node, chain: list[Node]) -> None:
     if _scalar_operand(low.g, n):
         low.lut(n, chain)
-    elif n.op == "add":
+    elif any(low.g.is_const(i) for i in n.inputs):
+        low.with_const(n, chain)
+    elif n.op in ("add", "sub"):
         low.add(n, chain)
     else:
         low.product(n, chain)
+
+
+def _squeeze_equal(a: np.ndarray) -> np.ndarray:
+    """A scalar when every element of ``a`` is equal, else ``a``."""
+    a = np.asarray(a)
+    return a.reshape(-1)[0].reshape(()) if a.size and np.all(a == a.reshape(-1)[0]) else a
+
+
+def _check_gather(g: Graph, n: Node) -> str | None:
+    if g.is_const(n.inputs[0]):
+        return "gather from a constant table (embedding lookup) has no integer lowering yet"
+    return None if g.is_const(n.inputs[1]) else f"gather indices %{n.inputs[1]} are computed at run time"
+
+
+def kernel_index(op: str):
+    """``source_index(shape, attrs)`` of a data-movement op: its own kernel run on the element indices."""
+    def source_index(shape, attrs):
+        (idx,) = op_def(op).kernel([np.arange(int(np.prod(shape)), dtype=np.int64).reshape(shape)], attrs)
+        return idx
+    return source_index
+
+
+def _check_resize(g: Graph, n: Node) -> str | None:
+    if n.attr("mode", "nearest") not in ("nearest", "linear"):
+        return f"resize mode {n.attr('mode')!r} has no integer lowering (nearest and linear have)"
+    if n.attr("coord") == "tf_crop_and_resize":
+        return "resize with tf_crop_and_resize (extrapolated values) has no integer lowering"
+    return None
 
 
 @dataclass(frozen=True)
@@ -410,11 +547,17 @@ LOWERINGS: dict[str, Lowering] = {
     "conv2d": Lowering(lambda low, n, c: low.weighted(n, c), _check_weighted),
     "linear": Lowering(lambda low, n, c: low.weighted(n, c), _check_weighted),
     **{op: Lowering(_binary, _check_binary) for op in SCALAR_BINARY | {"matmul"}},
-    **{op: Lowering(lambda low, n, c: low.pool(n)) for op in ("avgpool", "global_avgpool", "mean")},
+    **{op: Lowering(lambda low, n, c: low.pool(n)) for op in ("avgpool", "global_avgpool", "mean", "reduce_sum")},
     **{op: Lowering(lambda low, n, c: low.move(n)) for op in MOVE_OPS},
     "concat": Lowering(lambda low, n, c: low.concat(n)),
     "reverse_sequence": Lowering(lambda low, n, c: low.as_gather(n, reverse_sequence_index)),
+    "resize": Lowering(lambda low, n, c: low.as_gather(n, kernel_index("resize")) if n.attr("mode", "nearest") ==
+                       "nearest" else low.resize_linear(n), _check_resize),
+    "gather": Lowering(*integerize_nn.with_embed(lambda low, n, c: low.on_codes(n), _check_gather)),
+    **{op: Lowering(lambda low, n, c: low.on_codes(n)) for op in ("reduce_max", "reduce_min")},
     **{op: Lowering(lambda low, n, c: low.lut(n)) for op in LUT_OPS},
+    "softmax": Lowering(integerize_nn.softmax),                       # transformer ops: integerize_nn
+    "layernorm": Lowering(integerize_nn.layernorm, integerize_nn.check_layernorm),
 }
 LOWERED = frozenset(LOWERINGS)
 
