@@ -11,7 +11,8 @@ from .torch_ops_elementwise import _scaled
 def _conv(cx, a):
     x, w, bias = a["input"], a["weight"], a["bias"]
     if a.get("transposed"):
-        raise cx.error("transposed convolution is not supported")
+        from .torch_ops_coverage import conv_transpose
+        return conv_transpose(cx, a)
     rank = len(cx.shape(w))
     if rank not in (3, 4):
         raise cx.error(f"only 1-D and 2-D convolutions are supported, got a {rank - 2}-D one")

@@ -307,8 +307,8 @@ def _source_coords(coord: str, n: int, m: int, s: float, roi: tuple[float, float
     """(x [m], extrapolated mask or None): the source coordinate of each output index of one axis."""
     y = np.arange(m, dtype=np.float64)
     width = s * n                                   # the (possibly fractional) output length the scale implies
-    if coord == "align_corners":
-        return (np.zeros(m) if width == 1 else y * (n - 1) / (width - 1)), None
+    if coord == "align_corners":                    # the output length itself (onnxruntime), not n * s
+        return (np.zeros(m) if m == 1 else y * (n - 1) / (m - 1)), None
     if coord == "asymmetric":
         return y / s, None
     if coord == "pytorch_half_pixel":
