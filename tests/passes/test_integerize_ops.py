@@ -35,12 +35,15 @@ def _model(kind: str):
         y = b.op("gather", [x, b.const("i", np.array([3, 0, -1], np.int64))], axis=1)
     elif kind == "reduce_max":
         y = b.op("reduce_max", [x], axes=(2, 3), keepdims=True)
+    elif kind == "max_of_two":                                         # differently scaled operands
+        y = b.op("maximum", [b.op("relu", [x]), b.op("mul", [x, b.const("h", np.asarray(-0.5, np.float32))])])
     elif kind == "reduce_sum":
         y = b.op("reduce_sum", [x], axes=(1,), keepdims=False)
     return b.build([y])
 
 
-KINDS = ["affine", "const_minus_x", "difference", "resize_nearest", "gather", "reduce_max", "reduce_sum"]
+KINDS = ["affine", "const_minus_x", "difference", "resize_nearest", "gather", "reduce_max", "reduce_sum",
+         "max_of_two"]
 
 
 @pytest.mark.parametrize("kind", KINDS)

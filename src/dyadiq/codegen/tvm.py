@@ -375,6 +375,12 @@ class _Emitter:
         axes = [int(a) % rank for a in n.attr("axes", range(rank))]
         return fn(x, axis=axes, keepdims=bool(n.attr("keepdims", True)))
 
+    def maximum(self, n: Node, a, b):
+        return self.op.maximum(a, b)
+
+    def minimum(self, n: Node, a, b):
+        return self.op.minimum(a, b)
+
     def reduce_max(self, n: Node, x):
         return self._reduce(n, x, self.op.max)
 
@@ -437,7 +443,8 @@ class _Emitter:
 
 
 EMITTERS = ("quantize", "dequantize", "qconv2d", "qlinear", "qmatmul", "requantize", "qadd", "qmul", "qsum",
-            "qavgpool", "lut", "reshape", "transpose", "concat", "slice", "pad", "maxpool", "identity", "gather", "reduce_max", "reduce_min")
+            "qavgpool", "lut", "reshape", "transpose", "concat", "slice", "pad", "maxpool", "identity", "gather", "reduce_max", "reduce_min",
+            "maximum", "minimum")
 EMITTERS += ("qsoftmax", "qlayernorm", "qembed")            # transformer ops: codegen/tvm_nn.py
 
 

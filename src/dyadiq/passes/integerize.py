@@ -325,6 +325,13 @@ class _Lowering:
             x = self.convert(x, qx, qo, n)
         self.bind(n.name, x, qo)
 
+    def extremum(self, n: Node) -> None:
+        """max / min of two activations: both requantized to the output's QuantType, then compared as codes
+        (the code order is the value order for one per-tensor QuantType)."""
+        qo = self.quant(n.name, n)
+        ins = [self.convert(*self.act(i, n), qo, n) for i in n.inputs]
+        self.bind(n.name, self.b.op(n.op, ins, n.name, quant=qo), qo)
+
     def on_codes(self, n: Node) -> None:
         """A data-movement op with constant extra inputs (gather indices) or a reduction that picks one of its
         inputs (max / min): the same op on the integer codes."""
@@ -488,7 +495,8 @@ def _scalar_operand(g: Graph, n: Node) -> bool:
 def _check_binary(g: Graph, n: Node) -> str | None:
     consts = [i for i in n.inputs if g.is_const(i)]
     if not consts:
-        return None if n.op in ("add", "sub", "mul", "matmul") else f"{n.op} of two activations has no integer lowering"
+        return None if n.op in ("add", "sub", "mul", "matmul", "maximum", "minimum") else \
+            f"{n.op} of two activations has no integer lowering"
     if _scalar_operand(g, n) or (len(consts) == 1 and n.op in ("add", "sub", "mul")):
         return None
     return (f"constant operand %{consts[0]} of shape {list(np.shape(g.const(consts[0])))} "
@@ -503,6 +511,8 @@ def _binary(low: "_Lowering", n: Node, chain: list[Node]) -> None:
         low.with_const(n, chain)
     elif n.op in ("add", "sub"):
         low.add(n, chain)
+    elif n.op in ("maximum", "minimum"):
+        low.extremum(n)
     else:
         low.product(n, chain)
 
