@@ -1,0 +1,127 @@
+# SPDX-License-Identifier: Apache-2.0
+"""Integer lowerings of the transformer ops (rows of ``integerize.LOWERINGS``; ops in ``ir/ops/integer_nn.py``).
+
+- ``softmax(x)`` -> ``qsoftmax``: ``mult = round(s_x log2(e) 2^28)`` turns code differences into base-2
+  exponents; ``out_mult = round(2^R / s_y)`` with the largest ``R <= 24`` whose products stay below 2^62.
+- ``layernorm(x, gamma, beta)`` over the last axis -> ``qlayernorm`` with ``frac = 16`` fraction bits of the
+  normalized value, ``pre`` (<= 16) extra bits of the variance while ``D (D span)^2 2^(2 pre) < 2^61``,
+  ``eps_q = round(D^2 eps / s_x^2 2^(2 pre))``, ``g = round(gamma / s_y 2^(shift - 16))`` with ``|g| ~ 2^24``
+  and ``b = round(beta / s_y 2^shift)``.
+- ``gather(table, ids)`` of a constant float table at integer ids (``embedding``) -> ``qembed`` of the table
+  quantized with the output's QuantType: exactly what simulated mode computes.
+Integer graph inputs (token ids) carry no QuantType: integerize passes them through unchanged.
+"""
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+from ..errors import PassError
+from ..ir.graph import Graph, Node
+from ..ir.numerics import quantize
+from ..ir.ops.integer_nn import EXP_BITS, exp_coeffs
+from ..ir.types import DTYPES, QuantType, int_dtype
+
+SOFTMAX_FRAC = 28
+LN_FRAC = 16
+
+
+def _qkw(q: QuantType) -> dict:
+    lo, hi = q.qrange
+    return {"qmin": lo, "qmax": hi, "dtype": int_dtype(max(q.bits, 8), q.signed), "out_zp": q.zero_point[0]}
+
+
+def _per_tensor(q: QuantType, n: Node, what: str) -> None:
+    if q.per_channel:
+        raise PassError(f"{what} needs a per-tensor quantized operand", node=n)
+
+
+def softmax(low, n: Node, chain: list[Node]) -> None:
+    """softmax -> qsoftmax (see the module docstring)."""
+    x, qx = low.act(n.inputs[0], n)
+    qo = low.quant(n.name, n)
+    _per_tensor(qx, n, "softmax")
+    _per_tensor(qo, n, "softmax")
+    t = low.g.type_of(n.inputs[0])
+    axis = n.attr("axis", -1) % t.rank
+    mult = int(round(qx.scale[0] * math.log2(math.e) * 2.0**SOFTMAX_FRAC))
+    if not 1 <= mult < 2**40:
+        raise PassError(f"softmax input scale {qx.scale[0]:.3g} is outside the integer exponent range", node=n)
+    room = 61 - (EXP_BITS + 1)
+    r = min(24, room - math.ceil(math.log2(1.0 / qo.scale[0] + 1)), room - math.ceil(math.log2(t.shape[axis] + 1)))
+    if r < 0:
+        raise PassError(f"softmax output scale {qo.scale[0]:.3g} is too fine for int64 normalization", node=n)
+    c = dict(zip(("c0", "c1", "c2", "c3"), exp_coeffs()))
+    y = low.b.op("qsoftmax", [x], n.name, quant=qo, axis=axis, mult=mult, frac=SOFTMAX_FRAC,
+                 out_mult=int(round(2.0**r / qo.scale[0])), out_shift=r, **c, **_qkw(qo))
+    low.bind(n.name, y, qo)
+
+
+def check_layernorm(g: Graph, n: Node) -> str | None:
+    t = g.type_of(n.inputs[0])
+    if n.attr("axis", -1) % t.rank != t.rank - 1:
+        return "integer layernorm normalizes over the last axis only"
+    for i in n.inputs[1:]:
+        if not g.is_const(i):
+            return f"layernorm gamma/beta %{i} is computed at run time; integerize needs a constant"
+    return None
+
+
+def layernorm(low, n: Node, chain: list[Node]) -> None:
+    """layernorm -> qlayernorm (see the module docstring)."""
+    x, qx = low.act(n.inputs[0], n)
+    qo = low.quant(n.name, n)
+    _per_tensor(qx, n, "layernorm")
+    _per_tensor(qo, n, "layernorm")
+    dim = low.g.type_of(n.inputs[0]).shape[-1]
+    lo, hi = qx.qrange
+    sq = dim * (dim * (hi - lo)) ** 2
+    pre = max(0, min(16, (61 - sq.bit_length()) // 2))
+    gamma = np.asarray(low.g.const(n.inputs[1]), np.float64).reshape(-1)
+    beta = np.asarray(low.g.const(n.inputs[2]), np.float64).reshape(-1)
+    so = qo.scale[0]
+    gmax = float(np.abs(gamma).max(initial=0.0)) / so
+    shift = LN_FRAC + (24 - math.ceil(math.log2(gmax)) if gmax > 0 else 0)
+    if not 1 <= shift <= 62:
+        raise PassError(f"layernorm gamma / output scale {gmax:.3g} has no int64 fixed point", node=n)
+    g = np.rint(gamma / so * 2.0**(shift - LN_FRAC)).astype(np.int64)
+    bf = beta / so * 2.0**shift
+    if np.abs(bf).max(initial=0.0) >= 2.0**61:
+        raise PassError("layernorm beta / output scale exceeds int64", node=n)
+    b = np.rint(bf).astype(np.int64)
+    eps_q = int(round(dim * dim * float(n.attr("eps", 1e-5)) / qx.scale[0] ** 2 * 4.0**pre))
+    ins = [x, low.b.const(f"{n.name}.g", g), low.b.const(f"{n.name}.b", b)]
+    y = low.b.op("qlayernorm", ins, n.name, quant=qo, pre=pre, frac=LN_FRAC, eps_q=min(eps_q, 2**61),
+                 shift=shift, **_qkw(qo))
+    low.bind(n.name, y, qo)
+
+
+def check_embed(g: Graph, n: Node) -> str | None:
+    if not g.is_const(n.inputs[0]):
+        return "gather of a run-time table has no integer lowering (only constant tables at integer ids)"
+    if g.is_const(n.inputs[1]) or g.type_of(n.inputs[1]).is_float:
+        return "gather needs run-time integer ids (constant gathers are folded by the frontend)"
+    if n.attr("axis", 0) % g.type_of(n.inputs[0]).rank != 0:
+        return "integer gather selects rows (axis 0) only"
+    return None
+
+
+def embed(low, n: Node, chain: list[Node]) -> None:
+    """gather(table, ids) -> qembed(ids, quantize(table))."""
+    qo = low.quant(n.name, n)
+    _per_tensor(qo, n, "embedding")
+    ids = low.env.get(n.inputs[1], (None, None))[0]
+    if ids is None:
+        raise PassError(f"ids %{n.inputs[1]} were not lowered", node=n)
+    table = quantize(np.asarray(low.g.const(n.inputs[0])), qo).astype(DTYPES[_qkw(qo)["dtype"]])
+    y = low.b.op("qembed", [ids, low.b.const(f"{n.name}.table", table)], n.name, quant=qo)
+    low.bind(n.name, y, qo)
+
+
+def with_embed(rewrite, check):
+    """The ``gather`` row: constant tables at run-time ids by ``embed``, everything else by ``rewrite``."""
+    def is_embed(g: Graph, n: Node) -> bool:
+        return g.is_const(n.inputs[0]) and not g.is_const(n.inputs[1])
+    return (lambda low, n, c: embed(low, n, c) if is_embed(low.g, n) else rewrite(low, n, c),
+            lambda g, n: check_embed(g, n) if is_embed(g, n) else check(g, n))
