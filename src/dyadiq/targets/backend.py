@@ -57,6 +57,7 @@ class Backend(Protocol):
 
 BACKENDS: dict[str, str] = {   # target name -> "module:attribute" of its Backend
     "cpu": "dyadiq.targets.cpu:BACKEND",
+    "hls": "dyadiq.targets.hls:BACKEND",
     "tosa": "dyadiq.targets.tosa:BACKEND",
     "cuda": "dyadiq.targets.cuda:BACKEND",
 }
