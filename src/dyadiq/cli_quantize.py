@@ -51,6 +51,10 @@ def quantize_args(p: argparse.ArgumentParser) -> None:
                         "(mean of the extra BOPs and activation-memory fractions, e.g. 0.03)")
     p.add_argument("--size-budget", type=int, help="with --weight-bits auto: weight bytes budget")
     p.add_argument("--bops-budget", type=float, help="with --weight-bits auto: bit-operations budget")
+    p.add_argument("--dsp-budget", type=int, metavar="N",
+                   help="with --weight-bits auto: FPGA DSPs of the MAC arrays (HLS resource model, docs/hls.md)")
+    p.add_argument("--lut-budget", type=int, metavar="N",
+                   help="with --weight-bits auto: FPGA LUTs of the MAC arrays (HLS resource model, docs/hls.md)")
     p.add_argument("--latency-budget", type=float, metavar="MS",
                    help="with --weight-bits auto: latency budget in ms, the sum of per-layer latencies "
                         "measured on the cpu target at each width")
@@ -108,12 +112,14 @@ def cmd_quantize(args: argparse.Namespace) -> int:
     if args.wide_acts is not None:
         opts["wide_acts"] = args.wide_acts
     budgets = {k: v for k, v in (("size_bytes", args.size_budget), ("bops", args.bops_budget),
-                                 ("latency_ms", args.latency_budget)) if v is not None}
+                                 ("latency_ms", args.latency_budget), ("dsp", args.dsp_budget),
+                                 ("lut", args.lut_budget)) if v is not None}
     with progress_bar() as progress:
         if args.weight_bits == "auto":
             from .mixed import quantize_auto
             if not budgets:
-                raise InputError("--weight-bits auto needs --size-budget, --bops-budget or --latency-budget")
+                raise InputError("--weight-bits auto needs --size-budget, --bops-budget, --latency-budget, "
+                                 "--dsp-budget or --lut-budget")
             q, report = quantize_auto(g, calib, budgets, sensitivity=args.sensitivity, progress=progress,
                                       latency_cache=args.latency_table, latency_repeats=args.latency_repeats,
                                       **opts)

@@ -9,6 +9,8 @@ One binary ``x[l, b]`` per layer ``l`` and candidate width ``b``:
                 sum_{l,b} macs_l * b * act_bits_l x[l,b] <= bops
                 sum_{l,b} latency_l[b] x[l,b] <= latency_ms       (per-layer tables, e.g. measured on the
                                                                   target by ``dyadiq.latency_table``)
+                sum_{l,b} dsp_l[b] x[l,b] <= dsp, lut_l[b] ...<= lut  (FPGA MAC arrays by the HLS resource
+                                                                  model, ``codegen.hls.resources``)
                 x[l,b] = x[m,b]                                   when l and m share one weight tensor
 
 solved exactly by HiGHS (``scipy.optimize.milp``). The size is the packed weight size the artifact
@@ -43,9 +45,11 @@ class Budget:
     size_bytes: int | None = None        # packed weight bytes
     bops: float | None = None            # bit operations: sum of MACs * weight bits * activation bits
     latency_ms: float | None = None      # sum of the caller's per-layer latency tables
+    dsp: float | None = None             # FPGA DSPs of the MAC arrays (codegen.hls.resources)
+    lut: float | None = None             # FPGA LUTs of the MAC arrays
 
     def __post_init__(self):
-        for name in ("size_bytes", "bops", "latency_ms"):
+        for name in ("size_bytes", "bops", "latency_ms", "dsp", "lut"):
             v = getattr(self, name)
             if v is None:
                 continue
@@ -54,7 +58,8 @@ class Budget:
                 raise PassError(f"{name.replace('_', ' ')} budget must be a positive number, got {v!r}")
 
     def items(self) -> list[tuple[str, float]]:
-        return [(k, getattr(self, k)) for k in ("size_bytes", "bops", "latency_ms") if getattr(self, k) is not None]
+        return [(k, getattr(self, k)) for k in ("size_bytes", "bops", "latency_ms", "dsp", "lut")
+                if getattr(self, k) is not None]
 
 
 @dataclass(frozen=True)
@@ -66,6 +71,7 @@ class LayerCost:
     act_bits: int = 8                            # width of the layer's input activation (BOPs)
     weight: str = ""                             # weight tensor name: layers sharing one get one width
     latency_ms: Mapping[int, float] | None = None    # bits -> measured latency
+    resources: Mapping[str, Mapping[int, float]] | None = None    # "dsp" / "lut" -> bits -> count
 
 
 def weight_bytes(params: int, bits: int) -> int:
@@ -81,14 +87,16 @@ def layer_macs(g: Graph, n: Node) -> int:
     return y.size * int(g.type_of(n.inputs[0]).shape[-1])     # linear / matmul: the reduced axis
 
 
-def layer_costs(g: Graph, *, act_bits: int = 8, latency: Mapping[str, Mapping[int, float]] | None = None
-                ) -> dict[str, LayerCost]:
-    """Parameters and MACs of every conv2d/linear layer of ``g`` (names as in the graph)."""
+def layer_costs(g: Graph, *, act_bits: int = 8, latency: Mapping[str, Mapping[int, float]] | None = None,
+                resources: Mapping[str, Mapping[str, Mapping[int, float]]] | None = None) -> dict[str, LayerCost]:
+    """Parameters and MACs of every conv2d/linear layer of ``g`` (names as in the graph); ``resources``:
+    ``{"dsp"|"lut": {layer: {bits: count}}}`` (``codegen.hls.resources.layer_tables``)."""
     out = {}
     for n in weighted_layers(g):
         w = g.type_of(n.inputs[1])
+        res = {k: dict(t[n.name]) for k, t in (resources or {}).items() if n.name in t}
         out[n.name] = LayerCost(w.size, layer_macs(g, n), act_bits, n.inputs[1],
-                                dict(latency[n.name]) if latency and n.name in latency else None)
+                                dict(latency[n.name]) if latency and n.name in latency else None, res or None)
     return out
 
 
@@ -97,6 +105,10 @@ def _cost(kind: str, c: LayerCost, b: int, first: bool) -> float:
         return float(weight_bytes(c.params, b)) if first else 0.0
     if kind == "bops":
         return float(c.macs) * b * c.act_bits
+    if kind in ("dsp", "lut"):
+        if not c.resources or kind not in c.resources or b not in c.resources[kind]:
+            raise PassError(f"a {kind} budget needs the FPGA resource model of every layer (missing {b} bits)")
+        return float(c.resources[kind][b])
     if c.latency_ms is None or b not in c.latency_ms:
         raise PassError(f"a latency budget needs latency tables for every layer and width (missing {b} bits)")
     return float(c.latency_ms[b])
@@ -125,10 +137,14 @@ def plan_stats(plan: Mapping[str, int], costs: Mapping[str, LayerCost]) -> dict:
            "avg_bits": bits_params / params if params else 0.0}
     if lat is not None and plan:
         out["latency_ms"] = lat
+    for kind in ("dsp", "lut"):
+        if plan and all(costs[n].resources and kind in costs[n].resources for n in plan):
+            out[kind] = float(sum(costs[n].resources[kind][b] for n, b in plan.items()))
     return out
 
 
-_LABEL = {"size_bytes": ("size", "bytes"), "bops": ("BOPs", "BOPs"), "latency_ms": ("latency", "ms")}
+_LABEL = {"size_bytes": ("size", "bytes"), "bops": ("BOPs", "BOPs"), "latency_ms": ("latency", "ms"),
+          "dsp": ("DSP", "DSPs"), "lut": ("LUT", "LUTs")}
 
 
 def _fmt(kind: str, v: float) -> str:
@@ -279,7 +295,7 @@ def _check_each_budget(budget: Budget, cost_rows, var, layers, fixed) -> None:
         if best > limit * (1 + 1e-12):
             label, unit = _LABEL[kind]
             low = min(b for _, b in var)
-            where = "each layer at its cheapest width" if kind == "latency_ms" else \
+            where = "each layer at its cheapest width" if kind in ("latency_ms", "dsp", "lut") else \
                 (f"all layers at {low} bits" if not fixed else f"all free layers at {low} bits")
             raise PassError(f"{label} budget {_fmt(kind, limit)} is infeasible: the smallest plan needs "
                             f"{_fmt(kind, best)} ({where})")
@@ -305,7 +321,8 @@ def _joint_message(budget: Budget, cost_rows, A, lo, hi, budget_row) -> str:
 
 def plan_bits(g: Graph, calib, budget: Budget, *, options=None, method: str = "hessian",
               candidates: Sequence[int] = CANDIDATES, sens_options=None, progress=None,
-              latency: Mapping[str, Mapping[int, float]] | Callable[[Graph, tuple[int, ...]], Mapping] | None = None
+              latency: Mapping[str, Mapping[int, float]] | Callable[[Graph, tuple[int, ...]], Mapping] | None = None,
+              resources: Callable[[Graph, tuple[int, ...]], Mapping] | None = None
               ) -> tuple[dict[str, int], dict]:
     """``--weight-bits auto``: sensitivities of ``g`` as ``quantize(options)`` will see it, then the ILP.
 
@@ -314,6 +331,8 @@ def plan_bits(g: Graph, calib, budget: Budget, *, options=None, method: str = "h
 
     - ``latency``: per-layer tables (layer -> bits -> ms), or a function ``(prepared graph, widths) ->
       tables`` such as ``latency_table.measure``, called before the sensitivities.
+    - ``resources``: a function ``(prepared graph, widths) -> {"dsp"|"lut": {layer: {bits: count}}}``
+      (``codegen.hls.resources.layer_tables``), for the ``dsp`` / ``lut`` budgets.
     - ``first_last_bits`` in ``options`` fixes the first and last layer at that width, as ``quantize`` will.
     - Budgets that no plan meets raise ``PassError`` before the (slow) sensitivities are computed.
     - The predicted ``size_bytes`` is the packed weight size that the compiled artifact's manifest
@@ -330,7 +349,8 @@ def plan_bits(g: Graph, calib, budget: Budget, *, options=None, method: str = "h
     t = time.perf_counter()
     tables = latency(prep, widths) if callable(latency) else latency
     t_lat = time.perf_counter() - t
-    costs = layer_costs(prep, act_bits=opts.act_bits, latency=tables)
+    costs = layer_costs(prep, act_bits=opts.act_bits, latency=tables,
+                        resources=resources(prep, widths) if resources is not None else None)
     # the budgets alone (all sensitivities equal): infeasible ones fail here, before the sensitivities
     choose_bits({n: {b: 0.0 for b in widths} for n in names}, costs, budget, candidates, fixed=fixed)
     sopts = make_sensitivity_options(sens_options, method=method, candidates=widths,
