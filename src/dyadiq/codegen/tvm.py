@@ -37,21 +37,12 @@ import numpy as np
 
 from ..errors import CodegenError
 from ..ir.graph import Graph, Node
-from ..ir.ops.registry import ops_with
+from ..ir.weights import WEIGHT_OPS, weight_bits  # noqa: F401  (re-exported)
 from ..ir.ops.shape import _slices
 from ..ir.ops.window import hw_attrs, pool_geometry
 
 TVM_DTYPES = {"f32": "float32", "f64": "float64", "i4": "int8", "u4": "uint8", "i8": "int8", "u8": "uint8",
               "i16": "int16", "u16": "uint16", "i32": "int32", "i64": "int64", "i1": "bool"}
-WEIGHT_OPS = tuple(sorted(ops_with(weight=True, integer=True)))     # qconv2d, qlinear
-
-
-def weight_bits(g: Graph, name: str) -> int:
-    """Bit width of a weight constant: its QuantType's bits, else its dtype's."""
-    q = g.quant_of(name)
-    if q is not None:
-        return q.bits
-    return 4 if g.type_of(name).dtype in ("i4", "u4") else 8 * g.type_of(name).np_dtype.itemsize
 
 
 def pack_bits(w: np.ndarray, bits: int) -> np.ndarray:

@@ -30,7 +30,7 @@ from typing import Mapping
 
 import numpy as np
 
-from ..codegen.tvm import WEIGHT_OPS, weight_bits
+from ..ir.weights import WEIGHT_OPS, weight_bits
 from ..errors import ArtifactError, InputError
 from ..ir.graph import Graph
 from ..ir.types import DTYPES, TensorType
@@ -120,6 +120,22 @@ def graph_manifest(ig: Graph) -> dict:
 
 
 # ---- inputs -------------------------------------------------------------------------------------------
+def _as_list(specs: list[dict], x) -> list:
+    """``x`` (an array, a sequence or a name -> array mapping) as a list in input order."""
+    names = [s["name"] for s in specs]
+    if isinstance(x, Mapping):
+        extra = sorted(set(x) - set(names))
+        if extra:
+            raise InputError(f"unknown input(s) {extra} (inputs: {', '.join(names)})")
+        missing = [n for n in names if n not in x]
+        if missing:
+            raise InputError(f"missing input {missing[0]!r} (inputs: {', '.join(names)})")
+        return [x[n] for n in names]
+    if isinstance(x, (list, tuple)):
+        return list(x)
+    return [x]
+
+
 def bind_inputs(specs: list[dict], x) -> list[np.ndarray]:
     """Arrays in input order from an array (one input), a sequence or a name -> array mapping.
 
@@ -281,8 +297,20 @@ class Artifact:
         return {s["name"]: TensorType(tuple(s["shape"]), s["dtype"]) for s in self.manifest["outputs"]}
 
     def run(self, x) -> np.ndarray | list[np.ndarray]:
-        """Outputs for inputs ``x`` (array, sequence or dict); one array when there is one output."""
-        outs = self._run(bind_inputs(self.manifest["inputs"], x))
+        """Outputs for inputs ``x`` (array, sequence or dict); one array when there is one output. An input
+        holding k batches of the model's batch size (16 samples of a batch-1 model) runs batch by batch."""
+        from ..io import join_batches, n_batches
+        specs = self.manifest["inputs"]
+        arrays = _as_list(specs, x)
+        types = [TensorType(tuple(s["shape"]), s["dtype"]) for s in specs]
+        ks = {n_batches(np.shape(a), t) for a, t in zip(arrays, types)}
+        k = ks.pop() if len(ks) == 1 else None
+        if k is None or k == 1:
+            outs = self._run(bind_inputs(specs, arrays))
+        else:
+            parts = [self._run(bind_inputs(specs, [np.asarray(a)[i * t.shape[0]:(i + 1) * t.shape[0]]
+                                                   for a, t in zip(arrays, types)])) for i in range(k)]
+            outs = [join_batches([p[j] for p in parts]) for j in range(len(parts[0]))]
         return outs[0] if len(outs) == 1 else outs
 
     def save(self, path: str | os.PathLike) -> Path:
