@@ -3,6 +3,7 @@
 scheduled TIR built for the CPU with serial thread loops is bit-exact with the integer interpreter, so
 every kernel's arithmetic is checked here; on a GPU machine the CUDA run itself is bit-exact (skipped
 elsewhere); without a GPU ``run`` refuses with one error line."""
+import hashlib
 import shutil
 import subprocess
 import sys
@@ -69,6 +70,10 @@ def test_save_and_refusal_without_a_gpu(digits, tmp_path):
     path = art.save(tmp_path / "digits-cuda")
     assert {p.name for p in path.iterdir()} == {"model.cu", "model.ptx", "model.fatbin", "model.so", "graph.dyq",
                                                  "README.md", "manifest.json"}
+    from dyadiq.codegen import cuda as cg                 # a rebuild (what a GPU machine loads) is the same code
+    t = cg.cuda_target(art.manifest["arch"])
+    rebuilt = cg.cuda_source(cg.build(cg.schedule(ig, t), t))
+    assert hashlib.sha256(rebuilt.encode()).hexdigest() == art.manifest["cuda_source_sha256"]
     if NO_GPU is None:
         y = dyadiq.load_artifact(path).run(d.x_test[:1])
         assert np.array_equal(y, run(ig, d.x_test[:1]))
