@@ -111,3 +111,11 @@ def test_pt2_with_a_dynamic_batch_gets_batch_one(tmp_path, capsys):
     assert rc == 0 and json.loads(out)["inputs"][0]["shape"] == [4, 3, 8, 8]
     assert "contradicts" in one_error(*run_cli(capsys, "inspect", tmp_path / "m.pt2",
                                                 "--input-shape", "input=4,5,8,8")[::2])
+
+
+def test_run_takes_the_spatial_dims_from_its_input_array(capsys, tmp_path):
+    m = dyn_model(tmp_path / "m.onnx")
+    np.save(tmp_path / "x.npy", R.standard_normal((1, 3, 5, 7)).astype(np.float32))
+    rc, out, err = run_cli(capsys, "run", m, "--input", f"x={tmp_path / 'x.npy'}", "-o", tmp_path / "y.npy")
+    assert rc == 0, err
+    assert np.load(tmp_path / "y.npy").shape == (1, 4, 10, 14)

@@ -152,8 +152,9 @@ def cmd_run(args: argparse.Namespace) -> int:
 
     if Path(args.model).is_dir():
         return _run_artifact(args)
-    from .cli_shapes import parse_input_shapes
-    g = api.load(args.model, input_shapes=parse_input_shapes(args.input_shape))
+    from .cli_shapes import input_sample_shapes, parse_input_shapes
+    g = api.load(args.model, input_shapes=parse_input_shapes(args.input_shape),
+                 sample_shapes=input_sample_shapes(args.input))
     check_output_path(args.output, len(g.outputs))          # fail before the work, not after
     inputs = load_inputs(args.input, {n: g.type_of(n) for n in g.inputs})
     outputs = api.run(g, inputs, mode=args.mode or "float")

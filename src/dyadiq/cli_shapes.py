@@ -62,3 +62,18 @@ def calib_sample_shapes(path: str | None) -> dict[str | None, tuple[int, ...]]:
     except (ValueError, OSError, EOFError, zipfile.BadZipFile):
         return {}
     return {}
+
+
+def input_sample_shapes(specs: list[str] | None) -> dict[str | None, tuple[int, ...]]:
+    """Sample shapes (``shape[1:]``) of ``dyadiq run --input`` arrays (``NAME=FILE.npy``, ``FILE.npy``, ``.npz``):
+    the dims after the batch of a model file's dynamic inputs come from the data it is run on."""
+    out: dict[str | None, tuple[int, ...]] = {}
+    for spec in specs or ():
+        name, eq, path = spec.partition("=")
+        name, path = (name, path) if eq else (None, spec)
+        shapes = calib_sample_shapes(path)
+        if path.lower().endswith(".npy") and None in shapes:
+            out[name] = shapes[None]
+        elif path.lower().endswith(".npz"):
+            out.update(shapes)
+    return out
