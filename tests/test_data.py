@@ -85,10 +85,10 @@ def test_bad_arrays_are_input_errors(tmp_path):
     with pytest.raises(InputError, match="expected f32 samples .* got uint8"):
         load_calib(tmp_path / "pixels.npy", g)
     np.save(tmp_path / "obj.npy", np.array([{"a": 1}], dtype=object), allow_pickle=True)
-    with pytest.raises(InputError, match="obj.npy: not a readable .npy array"):
+    with pytest.raises(InputError, match="obj.npy: holds pickled Python objects, which dyadiq never loads"):
         load_calib(tmp_path / "obj.npy", g)
     (tmp_path / "trunc.npz").write_bytes(b"PK\x03\x04 truncated")
-    with pytest.raises(InputError, match="trunc.npz: not a readable .npz archive"):
+    with pytest.raises(InputError, match="trunc.npz: not a valid .npz file"):
         load_calib(tmp_path / "trunc.npz", g)
     (tmp_path / "c.csv").write_text("1,2")
     with pytest.raises(InputError, match=r"unknown calibration data type '.csv'"):

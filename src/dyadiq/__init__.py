@@ -5,7 +5,7 @@
     g = dyadiq.from_torch(model, example_inputs)      # or dyadiq.load("m.onnx")
     q, report = dyadiq.quantize(g, calib, per_channel=True)
     art = dyadiq.compile(q, target="cpu")
-    y = art.run(x)                                    # bit-exact with dyadiq.interp.run(q, x, mode="integer")
+    y = art.run(x)                       # bit-exact with dyadiq.interp.run(dyadiq.integerize(q), x, mode="integer")
 
 Heavy dependencies (torch, onnx, tvm) are imported only by the functions that need them.
 """
@@ -13,12 +13,22 @@ from __future__ import annotations
 
 __version__ = "0.1.0"
 
-from .errors import DyadiqError  # noqa: F401
+from . import interp  # noqa: F401 - the numpy interpreter (light: numpy and the IR only)
+from .errors import DyadiqError, DyadiqWarning  # noqa: F401
 
 
 def from_torch(model, example_inputs, **kw):
-    """Capture a torch.nn.Module with torch.export as a float Graph."""
+    """Capture a torch.nn.Module with torch.export as a float Graph (inference semantics: BatchNorm uses its
+    running statistics, dropout is off; a model left in train mode gets a warning)."""
+    import warnings
+
     from .frontend.torch_export import from_torch as f
+    modules = getattr(model, "modules", None)
+    training = [type(m).__name__ for m in modules() if m.training] if callable(modules) else []
+    if training:
+        warnings.warn(f"the model is in train mode ({', '.join(sorted(set(training))[:4])}); dyadiq captures "
+                      f"inference semantics (BatchNorm running statistics, no dropout): call model.eval() first",
+                      DyadiqWarning, stacklevel=2)
     return f(model, example_inputs, **kw)
 
 

@@ -125,9 +125,26 @@ def describe(g: Graph, *, with_stats: bool = False) -> dict:
 
 
 # ---- running ---------------------------------------------------------------------------------------
-def run(g: Graph, inputs: Mapping[str, np.ndarray], mode: str = "float") -> dict[str, np.ndarray]:
-    """Run the interpreter; outputs by name."""
+def default_mode(g: Graph) -> str:
+    """What ``run`` does without a mode: integer code for a quantized graph (its inputs carry quantization, as
+    ``quantize`` leaves them) or an integer one, else float."""
+    from .interp.run import is_integer_graph
+    quantized = bool(g.inputs) and all(g.quant_of(i) is not None for i in g.inputs)
+    return "integer" if quantized or is_integer_graph(g) else "float"
+
+
+def run(g: Graph, inputs: Mapping[str, np.ndarray], mode: str | None = None) -> dict[str, np.ndarray]:
+    """Run the interpreter; outputs by name. ``mode`` None: ``default_mode(g)``; ``integer`` lowers a quantized
+    graph first (``integerize``). Inputs holding k batches of the graph's batch size run batch by batch."""
     from .interp import run as interp_run
-    res = interp_run(g, dict(inputs), mode=mode)
-    arrays = [res] if len(g.outputs) == 1 else list(res)
-    return dict(zip(g.outputs, arrays))
+    from .interp.run import is_integer_graph
+    from .io import join_batches, split_batches
+    mode = mode or default_mode(g)
+    if mode == "integer" and not is_integer_graph(g):
+        from .passes.integerize import integerize
+        g = integerize(g)
+    parts = []
+    for batch in split_batches(dict(inputs), {n: g.type_of(n) for n in g.inputs}):
+        res = interp_run(g, batch, mode=mode)
+        parts.append([res] if len(g.outputs) == 1 else list(res))
+    return {name: join_batches([p[k] for p in parts]) for k, name in enumerate(g.outputs)}

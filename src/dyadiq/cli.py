@@ -139,7 +139,8 @@ def _run_args(p: argparse.ArgumentParser) -> None:
                    help="an input array: NAME=FILE.npy, NAME=FILE.npz, FILE.npz (arrays by input name), "
                         "or FILE.npy for a one-input model; repeat for several inputs")
     p.add_argument("--mode", choices=MODES, default=None,
-                   help="interpreter mode for model files (default: float)")
+                   help="interpreter mode for model files (default: integer for a quantized graph, else "
+                        "float); the mode that ran is printed on stderr")
     p.add_argument("-o", "--output", required=True, metavar="OUT",
                    help="OUT.npy (one output) or OUT.npz (outputs by name); written atomically")
     from .cli_shapes import add_input_shape_arg
@@ -157,7 +158,10 @@ def cmd_run(args: argparse.Namespace) -> int:
                  sample_shapes=input_sample_shapes(args.input))
     check_output_path(args.output, len(g.outputs))          # fail before the work, not after
     inputs = load_inputs(args.input, {n: g.type_of(n) for n in g.inputs})
-    outputs = api.run(g, inputs, mode=args.mode or "float")
+    mode = args.mode or api.default_mode(g)
+    outputs = api.run(g, inputs, mode=mode)
+    print(f"mode: {mode}" + ("" if args.mode else " (the default for this graph; --mode to choose)"),
+          file=sys.stderr)
     path = save_outputs(args.output, outputs)
     desc = ", ".join(f"{k} {a.dtype}{list(a.shape)}" for k, a in outputs.items())
     print(f"wrote {path} ({desc})")
@@ -178,6 +182,7 @@ def _run_artifact(args: argparse.Namespace) -> int:
     inputs = load_inputs(args.input, dict(art.input_types))
     res = art.run(inputs)
     arrays = [res] if len(art.outputs) == 1 else list(res)
+    print(f"mode: integer (compiled {art.target} artifact)", file=sys.stderr)
     path = save_outputs(args.output, dict(zip(art.outputs, arrays)))
     print(f"wrote {path}")
     return 0

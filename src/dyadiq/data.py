@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import os
 import warnings
-import zipfile
 from pathlib import Path
 from typing import Callable
 
@@ -123,20 +122,15 @@ def load_calib(path: str | os.PathLike, g: Graph, *, preprocess: str | None = No
 
 
 def _load_npy(p: Path) -> np.ndarray:
-    try:
-        return np.load(p, allow_pickle=False)
-    except (ValueError, OSError, EOFError) as e:
-        raise InputError(f"{p}: not a readable .npy array ({e})") from None
+    from .io import read_array_file                  # one loader for run inputs and calibration data
+    return read_array_file(p)
 
 
 def _load_npz(p: Path, g: Graph) -> dict[str, np.ndarray]:
-    try:
-        with np.load(p, allow_pickle=False) as z:
-            arrays = {k: z[k] for k in z.files}
-    except (ValueError, OSError, EOFError, zipfile.BadZipFile) as e:
-        raise InputError(f"{p}: not a readable .npz archive ({e})") from None
+    from .io import only_array, read_array_file
+    arrays = read_array_file(p)
     if len(g.inputs) == 1 and len(arrays) == 1:
-        return {g.inputs[0]: next(iter(arrays.values()))}
+        return {g.inputs[0]: only_array(arrays, g.inputs[0], p)}
     missing = [n for n in g.inputs if n not in arrays]
     extra = sorted(set(arrays) - set(g.inputs))
     if missing or extra:

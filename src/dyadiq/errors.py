@@ -57,3 +57,7 @@ class ArtifactError(DyadiqError):
 
 class InputError(DyadiqError):
     """Bad user input at the API/CLI boundary (files, options, data)."""
+
+
+class DyadiqWarning(UserWarning):
+    """Questionable input that dyadiq accepts (the CLI prints it as one ``warning: ...`` line on stderr)."""

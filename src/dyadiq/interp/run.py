@@ -6,7 +6,11 @@
   fake-quantized right where it is produced: exactly the rounding the integer code does. It computes in
   float64 (outputs are returned as float32), so the only differences from the integer code are exact
   rounding ties and the 2^-31 approximation of each requantize multiplier, not float32 accumulation error.
-- ``integer``: the integerized graph (``passes.integerize``) with exact integer kernels (golden reference).
+- ``integer``: an integerized graph (``dyadiq.integerize(q)``) with exact integer kernels (golden reference).
+  The interpreter depends on the IR alone: the caller lowers (``api.run`` and the CLI do it for you).
+
+Inputs: an array (one-input graphs), a sequence, or a name -> array mapping; anything with ``__array__``
+(a torch tensor, detached first) is converted, anything else is an InterpError naming its type.
 """
 from __future__ import annotations
 
@@ -23,9 +27,27 @@ from ..ir.ops.registry import is_weighted
 MODES = ("float", "simulated", "integer")
 
 
+def _as_array(name: str, a) -> np.ndarray:
+    """``a`` as a numpy array: arrays, numbers, nested lists, torch tensors (detached, on the CPU)."""
+    if hasattr(a, "detach") and hasattr(a, "cpu"):           # a torch tensor, without importing torch
+        a = a.detach().cpu()
+    try:
+        return np.asarray(a)
+    except Exception as e:  # noqa: BLE001 - any conversion failure is a bad input
+        raise InterpError(f"input {name!r}: cannot use a {type(a).__module__}.{type(a).__name__} as an array "
+                          f"({e})") from None
+
+
+def _is_array_like(x) -> bool:
+    return isinstance(x, (np.ndarray, np.generic)) or hasattr(x, "__array__") or hasattr(x, "__dlpack__")
+
+
 def _bind(g: Graph, inputs) -> dict[str, np.ndarray]:
-    if isinstance(inputs, np.ndarray):
+    if _is_array_like(inputs):
         inputs = [inputs]
+    elif not isinstance(inputs, (Mapping, list, tuple)):
+        raise InterpError(f"inputs must be an array, a sequence or a dict name -> array, got "
+                          f"{type(inputs).__module__}.{type(inputs).__name__}")
     if not isinstance(inputs, Mapping):
         inputs = list(inputs)
         if len(inputs) != len(g.inputs):
@@ -36,7 +58,7 @@ def _bind(g: Graph, inputs) -> dict[str, np.ndarray]:
         if name not in inputs:
             raise InterpError(f"missing input {name!r} (graph inputs: {', '.join(g.inputs)})")
         t = g.type_of(name)
-        a = np.asarray(inputs[name])
+        a = _as_array(name, inputs[name])
         if tuple(a.shape) != t.shape:
             raise InterpError(f"input {name!r}: expected shape {list(t.shape)}, got {list(a.shape)}")
         if a.dtype != t.np_dtype:
@@ -50,13 +72,18 @@ def _bind(g: Graph, inputs) -> dict[str, np.ndarray]:
     return env
 
 
+def is_integer_graph(g: Graph) -> bool:
+    """Whether every node computes integers (``dequantize`` back to float on exit aside): integerize's output."""
+    return all(not g.type_of(o).is_float or n.op == "dequantize" for n in g.nodes for o in n.outputs)
+
+
 def executed_graph(g: Graph, mode: str) -> Graph:
-    """The graph a mode executes: ``g`` itself, or its integerized form for ``integer``."""
+    """The graph a mode executes: ``g`` itself (``integer`` needs an integerized graph)."""
     if mode not in MODES:
         raise InterpError(f"unknown mode {mode!r} (choose from {', '.join(MODES)})")
-    if mode == "integer":
-        from ..passes.integerize import integerize
-        return integerize(g)
+    if mode == "integer" and not is_integer_graph(g):
+        raise InterpError("mode 'integer' runs an integer graph: lower the quantized graph first, "
+                          "dyadiq.interp.run(dyadiq.integerize(q), x, mode='integer')")
     return g
 
 

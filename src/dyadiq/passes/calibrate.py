@@ -29,7 +29,7 @@ from typing import Callable, Iterable, Iterator, Mapping
 
 import numpy as np
 
-from ..errors import InputError, PassError
+from ..errors import DyadiqWarning, InputError, PassError
 from ..ir.graph import Graph
 
 METHODS = ("minmax", "percentile", "mse", "entropy")
@@ -105,6 +105,8 @@ def prepare_calib(g: Graph, calib) -> CalibSet:
         if n is not None and a.shape[0] != n:
             raise InputError(f"calibration inputs have different sample counts ({n} vs {a.shape[0]} for {name!r})")
         n = a.shape[0]
+        if a.dtype != t.np_dtype and a.dtype.kind == "f":
+            warn_input(f"calibration input {name!r}: {a.dtype} samples are cast to {t.np_dtype}")
         if batch is not None and t.shape[0] != batch:
             raise InputError(f"graph inputs have different batch sizes ({batch} vs {t.shape[0]} for {name!r})")
         batch = t.shape[0]
@@ -114,7 +116,19 @@ def prepare_calib(g: Graph, calib) -> CalibSet:
     if n < batch:
         raise InputError(f"calibration set has {n} samples but the model's batch size is {batch}")
     used = n - n % batch
+    if not any(np.any(v) for v in out.values()):
+        raise InputError("calibration data is all zeros: every activation range would be empty "
+                         "(give preprocessed samples of real inputs)")
+    if used == 1:
+        warn_input("1 calibration sample: ranges and rounding statistics from one sample are unreliable "
+                   "(give a few dozen)")
     return CalibSet({k: v[:used] for k, v in out.items()}, batch, used, n - used)
+
+
+def warn_input(msg: str) -> None:
+    """Questionable but usable input: a DyadiqWarning (one ``warning:`` line on the CLI)."""
+    import warnings
+    warnings.warn(msg, DyadiqWarning, stacklevel=3)
 
 
 # ---- histograms ---------------------------------------------------------------------------------

@@ -17,7 +17,8 @@ the manifest's ``kernels`` says which (``generic``: TVM's default lowering only)
 
 ``tune=N`` runs MetaSchedule (``tune_module``) for N trials on the fused module; the JSON database lives in
 ``<cache_dir>/<target hash>/<workload hash>`` (default cache ``~/.cache/dyadiq/tune``) and is applied
-after fusion in the same pipeline, so compiling the same graph again reuses it without tuning.
+after fusion in the same pipeline, so compiling the same graph again reuses it without tuning. MetaSchedule's
+own output (its per-round tables) goes to ``tune.log`` in that folder; a TTY shows a progress bar on stderr.
 """
 from __future__ import annotations
 
@@ -212,7 +213,7 @@ def tune_module(mod, target, trials: int, cache_dir=None) -> dict:
         ms.database.JSONDatabase(work_dir=str(work))              # an empty database: nothing to tune
         done.write_text(json.dumps({"trials": trials, "target": str(target)}))
         return {"work_dir": str(work), "reused": False}
-    with _progress(work, trials):
+    with _progress(work, trials), _stdout_to(work / LOG):          # MetaSchedule's tables go to the log
         ms.relax_integration.tune_relax(
             fused, params={}, target=target, work_dir=str(work), max_trials_global=trials, op_names=names,
             num_trials_per_iter=min(trials, 32),
@@ -231,6 +232,32 @@ def build_candidate(mod, target, _params):
     return tvm.tirx.build(RemoveWeightLayoutRewriteBlock(skip_tensor_rewrite=True)(mod), target=target)
 
 
+LOG = "tune.log"
+
+
+class _stdout_to:
+    """Send file descriptor 1 (Python, TVM's C++ and the tuning workers it starts) to a log file meanwhile."""
+
+    def __init__(self, path: Path):
+        self.path = path
+
+    def __enter__(self):
+        import sys
+        sys.stdout.flush()
+        self.saved = os.dup(1)
+        fd = os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
+        os.dup2(fd, 1)
+        os.close(fd)
+        return self
+
+    def __exit__(self, *exc):
+        import sys
+        sys.stdout.flush()
+        os.dup2(self.saved, 1)
+        os.close(self.saved)
+        return False
+
+
 class _progress:
     """A rich progress bar of measured trials (lines of the tuning record file) on a TTY."""
 
@@ -242,12 +269,13 @@ class _progress:
         import threading
         if not sys.stderr.isatty():
             return self
+        from rich.console import Console
         from rich.progress import Progress
         self.stop = threading.Event()
         records = self.work / "database_tuning_record.json"
 
         def poll():
-            with Progress(transient=True) as bar:
+            with Progress(transient=True, console=Console(stderr=True)) as bar:
                 task = bar.add_task("tuning (MetaSchedule)", total=self.trials)
                 while not self.stop.wait(1.0):
                     n = sum(1 for _ in open(records)) if records.is_file() else 0
