@@ -37,6 +37,19 @@ def _per_tensor(q: QuantType, n: Node, what: str) -> None:
         raise PassError(f"{what} needs a per-tensor quantized operand", node=n)
 
 
+def softmax_attrs(s_x: float, qo: QuantType, length: int, node: Node | None = None) -> dict:
+    """``qsoftmax`` attributes for input scale ``s_x``, output QuantType ``qo`` and ``length`` along the axis."""
+    mult = int(round(s_x * math.log2(math.e) * 2.0**SOFTMAX_FRAC))
+    if not 1 <= mult < 2**40:
+        raise PassError(f"softmax input scale {s_x:.3g} is outside the integer exponent range", node=node)
+    room = 61 - (EXP_BITS + 1)
+    r = min(24, room - math.ceil(math.log2(1.0 / qo.scale[0] + 1)), room - math.ceil(math.log2(length + 1)))
+    if r < 0:
+        raise PassError(f"softmax output scale {qo.scale[0]:.3g} is too fine for int64 normalization", node=node)
+    c = dict(zip(("c0", "c1", "c2", "c3"), exp_coeffs()))
+    return dict(mult=mult, frac=SOFTMAX_FRAC, out_mult=int(round(2.0**r / qo.scale[0])), out_shift=r, **c, **_qkw(qo))
+
+
 def softmax(low, n: Node, chain: list[Node]) -> None:
     """softmax -> qsoftmax (see the module docstring)."""
     x, qx = low.act(n.inputs[0], n)
@@ -45,16 +58,7 @@ def softmax(low, n: Node, chain: list[Node]) -> None:
     _per_tensor(qo, n, "softmax")
     t = low.g.type_of(n.inputs[0])
     axis = n.attr("axis", -1) % t.rank
-    mult = int(round(qx.scale[0] * math.log2(math.e) * 2.0**SOFTMAX_FRAC))
-    if not 1 <= mult < 2**40:
-        raise PassError(f"softmax input scale {qx.scale[0]:.3g} is outside the integer exponent range", node=n)
-    room = 61 - (EXP_BITS + 1)
-    r = min(24, room - math.ceil(math.log2(1.0 / qo.scale[0] + 1)), room - math.ceil(math.log2(t.shape[axis] + 1)))
-    if r < 0:
-        raise PassError(f"softmax output scale {qo.scale[0]:.3g} is too fine for int64 normalization", node=n)
-    c = dict(zip(("c0", "c1", "c2", "c3"), exp_coeffs()))
-    y = low.b.op("qsoftmax", [x], n.name, quant=qo, axis=axis, mult=mult, frac=SOFTMAX_FRAC,
-                 out_mult=int(round(2.0**r / qo.scale[0])), out_shift=r, **c, **_qkw(qo))
+    y = low.b.op("qsoftmax", [x], n.name, quant=qo, axis=axis, **softmax_attrs(qx.scale[0], qo, t.shape[axis], n))
     low.bind(n.name, y, qo)
 
 
@@ -68,33 +72,37 @@ def check_layernorm(g: Graph, n: Node) -> str | None:
     return None
 
 
+def layernorm_attrs(qx: QuantType, qo: QuantType, gamma, beta, eps: float, dim: int,
+                    node: Node | None = None) -> tuple[np.ndarray, np.ndarray, dict]:
+    """``(g, b, attrs)`` of ``qlayernorm`` (see the module docstring)."""
+    lo, hi = qx.qrange
+    sq = dim * (dim * (hi - lo)) ** 2
+    pre = max(0, min(16, (61 - sq.bit_length()) // 2))
+    gamma = np.asarray(gamma, np.float64).reshape(-1)
+    beta = np.asarray(beta, np.float64).reshape(-1)
+    so = qo.scale[0]
+    gmax = float(np.abs(gamma).max(initial=0.0)) / so
+    shift = LN_FRAC + (24 - math.ceil(math.log2(gmax)) if gmax > 0 else 0)
+    if not 1 <= shift <= 62:
+        raise PassError(f"layernorm gamma / output scale {gmax:.3g} has no int64 fixed point", node=node)
+    g = np.rint(gamma / so * 2.0**(shift - LN_FRAC)).astype(np.int64)
+    bf = beta / so * 2.0**shift
+    if np.abs(bf).max(initial=0.0) >= 2.0**61:
+        raise PassError("layernorm beta / output scale exceeds int64", node=node)
+    eps_q = int(min(round(dim * dim * float(eps) / qx.scale[0] ** 2 * 4.0**pre), 2**61))
+    return g, np.rint(bf).astype(np.int64), dict(pre=pre, frac=LN_FRAC, eps_q=eps_q, shift=shift, **_qkw(qo))
+
+
 def layernorm(low, n: Node, chain: list[Node]) -> None:
     """layernorm -> qlayernorm (see the module docstring)."""
     x, qx = low.act(n.inputs[0], n)
     qo = low.quant(n.name, n)
     _per_tensor(qx, n, "layernorm")
     _per_tensor(qo, n, "layernorm")
-    dim = low.g.type_of(n.inputs[0]).shape[-1]
-    lo, hi = qx.qrange
-    sq = dim * (dim * (hi - lo)) ** 2
-    pre = max(0, min(16, (61 - sq.bit_length()) // 2))
-    gamma = np.asarray(low.g.const(n.inputs[1]), np.float64).reshape(-1)
-    beta = np.asarray(low.g.const(n.inputs[2]), np.float64).reshape(-1)
-    so = qo.scale[0]
-    gmax = float(np.abs(gamma).max(initial=0.0)) / so
-    shift = LN_FRAC + (24 - math.ceil(math.log2(gmax)) if gmax > 0 else 0)
-    if not 1 <= shift <= 62:
-        raise PassError(f"layernorm gamma / output scale {gmax:.3g} has no int64 fixed point", node=n)
-    g = np.rint(gamma / so * 2.0**(shift - LN_FRAC)).astype(np.int64)
-    bf = beta / so * 2.0**shift
-    if np.abs(bf).max(initial=0.0) >= 2.0**61:
-        raise PassError("layernorm beta / output scale exceeds int64", node=n)
-    b = np.rint(bf).astype(np.int64)
-    eps_q = int(round(dim * dim * float(n.attr("eps", 1e-5)) / qx.scale[0] ** 2 * 4.0**pre))
+    g, b, attrs = layernorm_attrs(qx, qo, low.g.const(n.inputs[1]), low.g.const(n.inputs[2]),
+                                  n.attr("eps", 1e-5), low.g.type_of(n.inputs[0]).shape[-1], n)
     ins = [x, low.b.const(f"{n.name}.g", g), low.b.const(f"{n.name}.b", b)]
-    y = low.b.op("qlayernorm", ins, n.name, quant=qo, pre=pre, frac=LN_FRAC, eps_q=min(eps_q, 2**61),
-                 shift=shift, **_qkw(qo))
-    low.bind(n.name, y, qo)
+    low.bind(n.name, low.b.op("qlayernorm", ins, n.name, quant=qo, **attrs), qo)
 
 
 def check_embed(g: Graph, n: Node) -> str | None:

@@ -164,3 +164,23 @@ def sentences(n: int, skip: int = 0) -> list[str]:
         raise ValueError(f"only {len(out)} sentences, {skip + n} asked")
     rng = np.random.default_rng(16)
     return [out[i] for i in rng.permutation(len(out))[skip:skip + n]]
+
+
+def wide_values(g, bits: int = 16) -> dict[str, int]:
+    """Activations that per-tensor 8-bit codes cannot carry in a BERT (for ``act_bits_by_value``): the
+    residual stream (every ``add`` output: LayerNorm inputs, masked scores), what is added to it (the
+    attention-output and FFN-output projections, the raw scores), GELU inputs and the pooled output.
+    Inputs of ``linear`` / ``matmul`` stay 8-bit (int32 accumulators)."""
+    prod = g.producers()
+    out = {}
+    for n in g.nodes:
+        if not g.type_of(n.name).is_float:
+            continue
+        if n.op in ("add", "mean"):
+            out[n.name] = bits
+            for i in n.inputs:
+                if i in prod and prod[i].op in ("linear", "matmul"):
+                    out[i] = bits
+        if n.op == "gelu" and n.inputs[0] in prod:
+            out[n.inputs[0]] = bits
+    return out
