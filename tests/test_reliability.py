@@ -169,3 +169,14 @@ def test_sigkill_while_writing_leaves_the_previous_output(work, tmp_path, killer
     shutil.copytree(work / "art", art)
     assert _killed_cli(cmd, killer) == -signal.SIGKILL
     dyadiq.load_artifact(art)                                  # previous or new: complete, every sha256 right
+
+
+def test_quantize_seed_reaches_the_report_and_fixes_the_bytes(work, tmp_path, capsys):
+    import json
+    for k in "ab":
+        assert cli.main(["quantize", str(work / "m.onnx"), "-o", str(tmp_path / f"{k}.dyq"), "--calib",
+                         str(work / "calib.npy"), "--rounding", "nearest", "--wide-acts", "0.5", "--seed", "7",
+                         "--report", str(tmp_path / f"{k}.json")]) == 0
+    capsys.readouterr()
+    assert (tmp_path / "a.dyq").read_bytes() == (tmp_path / "b.dyq").read_bytes()
+    assert json.loads((tmp_path / "a.json").read_text())["options"]["seed"] == 7

@@ -65,6 +65,9 @@ def quantize_args(p: argparse.ArgumentParser) -> None:
                    help="with --latency-budget: timed runs per layer and width (median; default 20)")
     p.add_argument("--sensitivity", choices=("hessian", "measured"), default="measured",
                    help="with --weight-bits auto: per-layer sensitivity")
+    p.add_argument("--seed", type=int, default=d.seed,
+                   help="seed of the random probes (Hessian traces of --wide-acts and --weight-bits auto); the "
+                        "same command and seed write the same bytes")
     p.add_argument("--report", help="write the quantization report as JSON")
     from .cli_shapes import add_input_shape_arg
     add_input_shape_arg(p)
@@ -109,6 +112,7 @@ def cmd_quantize(args: argparse.Namespace) -> int:
     opts = dict(per_channel=args.per_channel, act_bits=args.act_bits, calib_method=args.calib_method,
                 equalize=args.equalize, bias_correct=args.bias_correct, first_last_bits=args.first_last_bits)
     opts["rounding"] = args.rounding
+    opts["seed"] = args.seed
     if args.wide_acts is not None:
         opts["wide_acts"] = args.wide_acts
     budgets = {k: v for k, v in (("size_bytes", args.size_budget), ("bops", args.bops_budget),

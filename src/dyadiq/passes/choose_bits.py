@@ -354,7 +354,8 @@ def plan_bits(g: Graph, calib, budget: Budget, *, options=None, method: str = "h
     # the budgets alone (all sensitivities equal): infeasible ones fail here, before the sensitivities
     choose_bits({n: {b: 0.0 for b in widths} for n in names}, costs, budget, candidates, fixed=fixed)
     sopts = make_sensitivity_options(sens_options, method=method, candidates=widths,
-                                     per_channel=opts.per_channel, equalize=opts.equalize)
+                                     per_channel=opts.per_channel, equalize=opts.equalize,
+                                     **({} if sens_options is not None else {"seed": opts.seed}))
     t = time.perf_counter()
     sens = sensitivities(prep, calib, options=sopts, progress=progress, prepared=True)
     t_sens = time.perf_counter() - t

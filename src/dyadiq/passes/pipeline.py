@@ -55,6 +55,7 @@ class QuantizeOptions:
     first_last_bits: int | None = None                # first and last conv/linear at this width
     percentile: float = 99.99                         # for calib_method="percentile"
     rounding: str = "gptq"                            # gptq | nearest | adaround (layer-wise reconstruction)
+    seed: int = 0                                     # the Hutchinson probes of wide_acts and auto weight bits
 
     def __post_init__(self):
         wb = self.weight_bits
@@ -81,6 +82,8 @@ class QuantizeOptions:
                 self.wide_acts, (int, float)) or not 0 <= self.wide_acts <= 1):
             raise PassError(f"wide_acts (extra BOPs fraction for 16-bit activations) must be in [0, 1], "
                             f"got {self.wide_acts!r}")
+        if isinstance(self.seed, bool) or not isinstance(self.seed, (int, np.integer)) or self.seed < 0:
+            raise PassError(f"seed must be a non-negative integer, got {self.seed!r}")
         if not 50 < float(self.percentile) <= 100:
             raise PassError(f"percentile must be in (50, 100], got {self.percentile}")
         for name in ("per_channel", "equalize", "bias_correct"):
@@ -136,7 +139,7 @@ def _widen(g_float: Graph, g: Graph, data, cs, ranges: dict, bits: dict[str, int
         wq = weight_quant(w, bits[n.name], per_channel=opts.per_channel)
         codes[n.inputs[1]], scales[n.inputs[1]] = quantize_codes(w, wq), np.asarray(wq.scale, np.float64)
     acts = [k for k, v in g.values.items() if v.quant is not None and not g.is_const(k)]
-    traces = activation_traces(g_float, data, acts, progress=progress)
+    traces = activation_traces(g_float, data, acts, progress=progress, seed=int(opts.seed))
     cands = [c for c in choices(g, traces, weight_bits=bits, codes=codes, scales=scales)
              if c.name not in opts.act_bits_by_value]
     total, tbits = total_bops(g, bits, opts.act_bits), total_act_bits(g)
