@@ -73,6 +73,9 @@ def test_quantize_takes_sample_shape_from_calib_and_reports_the_conversion(capsy
     assert notes[0].startswith("converted ONNX opset 11")
     rc, out, _ = run_cli(capsys, "inspect", tmp_path / "q.dyq", "--format", "json")
     assert json.loads(out)["inputs"][0]["shape"] == [1, 3, 6, 10]
+    assert run_cli(capsys, "inspect", tmp_path / "q.dyq", "--input-shape", "x=1,3,6,10")[0] == 0
+    assert "contradicts q.dyq" in one_error(*run_cli(capsys, "inspect", tmp_path / "q.dyq",
+                                                      "--input-shape", "x=2,3,6,10")[::2])
 
 
 def test_inspect_check_reports_each_op(capsys, tmp_path):
