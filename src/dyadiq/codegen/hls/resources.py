@@ -129,13 +129,13 @@ def layer_tables(g: Graph, widths, *, act_bits: int = 8, reuse: int = 1) -> dict
     operand is ``act_bits + 1`` wide (asymmetric zero point) and the accumulator 32 bits (integerize proves
     every accumulator fits int32), both >= what the integer graph gets, so a plan's cost here is never
     below its cost in the manifest."""
-    from ...passes.choose_bits import layer_macs
-    from ...passes.quantize_weights import weighted_layers
     out: dict[str, dict[str, dict[int, float]]] = {"dsp": {}, "lut": {}}
-    for n in weighted_layers(g):
-        w = g.type_of(n.inputs[1])
+    for n in g.nodes:                      # the conv2d / linear layers, as passes.choose_bits names them
+        if n.op not in ("conv2d", "linear"):
+            continue
+        w, y = g.type_of(n.inputs[1]), g.type_of(n.name)
         k = int(np.prod(w.shape[1:])) if n.op == "conv2d" else w.shape[1]
-        steps = max(1, layer_macs(g, n) // max(1, w.size))
+        steps = max(1, y.size // w.shape[0])      # conv: N * OH * OW; linear: rows
         a = act_bits + 1
         for b in widths:
             r = mac_array(w.size, steps, k, a, b, 32, reuse, n_weights=w.size)
