@@ -2,8 +2,9 @@
 """``--weight-bits auto``: per-layer sensitivities, the ILP plan under a budget, then quantization with it.
 
 Budgets (``choose_bits.Budget``): ``size_bytes`` (packed weight bytes: the compiled manifest's
-``weight_bytes_detail["weights"]``), ``bops``, ``latency_ms``, and ``dsp`` / ``lut`` (the FPGA MAC arrays by
-the HLS resource model, ``codegen.hls.resources``, at reuse factor ``hls_reuse_factor``). A latency budget bounds the sum of
+``weight_bytes_detail["weights"]``), ``bops``, ``latency_ms``, and ``dsp`` / ``lut`` (the FPGA MAC arrays
+by the HLS resource model, ``codegen.hls.resources``, at reuse factor ``hls_reuse_factor``). A latency
+budget bounds the sum of
 per-layer latencies from a table measured on the target (``latency_table.measure``: each layer alone at
 each candidate width, cached in a JSON file).
 """

@@ -14,7 +14,7 @@ from ...errors import CodegenError
 from ...ir.graph import Graph
 from .kernels import EMITTERS, Ctx
 from .project import KERNEL_FILES, TOP, emit
-from .ranges import analyze, ctype, signed_width
+from .ranges import analyze, ctype
 from .resources import model_resources
 
 DEFAULT_PART = "xcvu13p-flga2577-2-e"
@@ -67,5 +67,3 @@ def generate(ig: Graph, *, reuse_factor: int = 1, io: str = "parallel", part: st
     res["part"] = part
     return HlsProject(files, types, acc_bits, res)
 
-
-_ = signed_width

@@ -11,7 +11,6 @@ in the default rounding mode).
 """
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -22,7 +21,7 @@ from ...ir.ops.nn import pool_out_type
 from ...ir.ops.shape import _slices
 from ...ir.ops.window import hw_attrs
 from ...ir.types import int_range
-from .ranges import AccBound, Range, all_pad_window, ctype, maxpool_floor, signed_width
+from .ranges import Range, all_pad_window, ctype, maxpool_floor, signed_width
 
 
 @dataclass
@@ -456,7 +455,7 @@ def e_concat(c: Ctx, n: Node, b: Body) -> None:
 
 
 def e_gather(c: Ctx, n: Node, b: Body) -> None:
-    ds, ys = c.shape(n.inputs[0]), c.shape(n.name)
+    ds = c.shape(n.inputs[0])
     if not c.ig.is_const(n.inputs[1]):
         raise CodegenError("gather needs constant indices for HLS", node=n)
     ax = n.attr("axis", 0) % len(ds)
@@ -483,4 +482,3 @@ EMITTERS = {
     "slice": e_slice, "pad": e_pad, "maxpool": e_maxpool, "gather": e_gather,
 }
 ACC_OPS = ("qconv2d", "qlinear", "qmatmul", "qsum", "qavgpool")
-_ = (AccBound, math)

@@ -247,10 +247,9 @@ def _testbench(ig: Graph, c: Ctx, types, names, io: str) -> str:
               f"            std::fprintf(stderr, \"short read on input {j}\\n\"); return 2; }}",
               f"        for (int i = 0; i < {sz}; ++i) "
               + (f"a_in{j}[i] = raw_in{j}[i];" if io == "parallel" else f"st_in{j}.write(raw_in{j}[i]);")]
-    if io == "parallel":
-        L.append(f"        {TOP}({', '.join([f'a_in{j}' for j in range(nin)] + [f'a_out{j}' for j in range(nout)])});")
-    else:
-        L.append(f"        {TOP}({', '.join([f'st_in{j}' for j in range(nin)] + [f'st_out{j}' for j in range(nout)])});")
+    pre_in, pre_out = ("a_in", "a_out") if io == "parallel" else ("st_in", "st_out")
+    call = [f"{pre_in}{j}" for j in range(nin)] + [f"{pre_out}{j}" for j in range(nout)]
+    L.append(f"        {TOP}({', '.join(call)});")
     for j, v in enumerate(ig.outputs):
         cty = NP_TO_C[str(ig.type_of(v).np_dtype)]
         src = f"a_out{j}[i]" if io == "parallel" else f"st_out{j}.read()"
@@ -269,7 +268,8 @@ def _tcl(ig: Graph, part: str) -> str:
                     + [f"tb_out{j}.bin" for j in range(len(ig.outputs))])
     return f"""# SPDX-License-Identifier: Apache-2.0
 # Vitis HLS: C-simulation, synthesis, co-simulation and IP export of the dyadiq model.
-# Run: vitis_hls -f build.tcl   (set STEPS to a subset, e.g. "csim csynth", with: vitis_hls -f build.tcl -tclargs "csim csynth")
+# Run: vitis_hls -f build.tcl                       (all steps)
+#      vitis_hls -f build.tcl -tclargs "csim csynth"  (a subset)
 set steps {{csim csynth cosim export}}
 if {{[llength $argv] > 0}} {{ set steps [lindex $argv 0] }}
 open_project -reset dyadiq_prj

@@ -1,6 +1,7 @@
 # SPDX-License-Identifier: Apache-2.0
 # Vitis HLS: C-simulation, synthesis, co-simulation and IP export of the dyadiq model.
-# Run: vitis_hls -f build.tcl   (set STEPS to a subset, e.g. "csim csynth", with: vitis_hls -f build.tcl -tclargs "csim csynth")
+# Run: vitis_hls -f build.tcl                       (all steps)
+#      vitis_hls -f build.tcl -tclargs "csim csynth"  (a subset)
 set steps {csim csynth cosim export}
 if {[llength $argv] > 0} { set steps [lindex $argv 0] }
 open_project -reset dyadiq_prj

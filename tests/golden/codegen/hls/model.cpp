@@ -63,8 +63,8 @@ static void k2_relu(const t_v_conv2d_acc x0[36], t_v_relu y[36]) {
 #endif
                     const ap_int<15> v = x0[i1 * 9 + i2 * 3 + i3] - (0);
                     const int sh = (int)c_conv2d_s[i1];
-                    const ap_int<46> p = v * c_conv2d_m[i1] + (ap_int<46>(1) << (sh - 1));
-                    ap_int<46> q = (p >> sh) + (-128);
+                    const ap_int<45> p = v * c_conv2d_m[i1] + (ap_int<45>(1) << (sh - 1));
+                    ap_int<45> q = (p >> sh) + (-128);
                     if (q < -128) q = -128;
                     if (q > 127) q = 127;
                     y[i0 * 36 + i1 * 9 + i2 * 3 + i3] = q;
@@ -102,7 +102,7 @@ static void k4_linear_acc(const t_v_reshape x0[36], t_v_linear_acc y[3]) {
     }
 }
 
-// %linear = requantize(%linear.acc, %linear.m, %linear.s) {dtype=i8, in_zp=0, out_zp=36, qmax=127, qmin=-128}
+// %linear = requantize(%linear.acc, %linear.m, %linear.s) {dtype=i8, in_zp=0, out_zp=17, qmax=127, qmin=-128}
 static void k5_linear(const t_v_linear_acc x0[3], t_v_linear y[3]) {
     for (int i0 = 0; i0 < 1; ++i0) {
         for (int i1 = 0; i1 < 3; ++i1) {
@@ -111,8 +111,8 @@ static void k5_linear(const t_v_linear_acc x0[3], t_v_linear y[3]) {
 #endif
             const ap_int<18> v = x0[i1] - (0);
             const int sh = (int)c_linear_s[i1];
-            const ap_int<49> p = v * c_linear_m[i1] + (ap_int<49>(1) << (sh - 1));
-            ap_int<49> q = (p >> sh) + (36);
+            const ap_int<48> p = v * c_linear_m[i1] + (ap_int<48>(1) << (sh - 1));
+            ap_int<48> q = (p >> sh) + (17);
             if (q < -128) q = -128;
             if (q > 127) q = 127;
             y[i0 * 3 + i1] = q;
@@ -120,14 +120,14 @@ static void k5_linear(const t_v_linear_acc x0[3], t_v_linear y[3]) {
     }
 }
 
-// %linear.dq = dequantize(%linear) {scale=(0.48066196815640316,), zero_point=(36,)}
+// %linear.dq = dequantize(%linear) {scale=(0.2885389664593865,), zero_point=(17,)}
 static void k6_linear_dq(const t_v_linear x0[3], float y[3]) {
     for (int i0 = 0; i0 < 1; ++i0) {
         for (int i1 = 0; i1 < 3; ++i1) {
 #ifdef __SYNTHESIS__
 #pragma HLS PIPELINE II=1
 #endif
-            y[i0 * 3 + i1] = (float)((double)((long long)x0[i0 * 3 + i1] - (36)) * 0.48066196815640316);
+            y[i0 * 3 + i1] = (float)((double)((long long)x0[i0 * 3 + i1] - (17)) * 0.2885389664593865);
         }
     }
 }
