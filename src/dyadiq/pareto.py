@@ -280,5 +280,10 @@ def figure(result: Mapping):
 
 
 def plot(result: Mapping, path: str | os.PathLike) -> None:
-    """Write ``figure(result)`` as a PNG to ``path``."""
-    figure(result).savefig(path, format="png")
+    """Write ``figure(result)`` as a PNG to ``path`` (atomically: rendered in memory, then renamed into place)."""
+    import io
+
+    from .ir.serialize import atomic_write
+    buf = io.BytesIO()
+    figure(result).savefig(buf, format="png")
+    atomic_write(path, buf.getvalue())
