@@ -186,3 +186,44 @@ def test_torch_rows_match_torch():
     for got, ref in zip(run(g, x.numpy()), want):
         np.testing.assert_allclose(got, ref.numpy(), rtol=1e-5, atol=1e-5)
     assert {"resize", "conv_transpose2d", "where", "argmax", "topk", "cumsum"} <= set(g.count_ops())
+
+
+# ---- old opsets -------------------------------------------------------------------------------------
+def _old_model(opset: int):
+    """Conv -> Relu -> x2 nearest upsampling (Upsample / Resize as the opset spells it) -> pool -> Gemm -> Softmax."""
+    r = np.random.default_rng(opset)
+    inits = [numpy_helper.from_array(r.standard_normal((4, 3, 3, 3)).astype(np.float32), "w"),
+             numpy_helper.from_array(r.standard_normal((5, 4)).astype(np.float32), "fc"),
+             numpy_helper.from_array(np.asarray([1, 1, 2, 2], np.float32), "sc"),
+             numpy_helper.from_array(np.zeros(0, np.float32), "roi"),
+             numpy_helper.from_array(r.standard_normal(5).astype(np.float32), "fb")]
+    if opset <= 8:
+        up = helper.make_node("Upsample", ["r"], ["u"], mode="nearest", scales=[1.0, 1.0, 2.0, 2.0])
+    elif opset == 9:
+        up = helper.make_node("Upsample", ["r", "sc"], ["u"], mode="nearest")
+    elif opset == 10:
+        up = helper.make_node("Resize", ["r", "sc"], ["u"], mode="nearest")
+    else:
+        up = helper.make_node("Resize", ["r", "roi", "sc"], ["u"], mode="nearest", nearest_mode="floor",
+                              coordinate_transformation_mode="asymmetric")
+    nodes = [helper.make_node("Conv", ["x", "w"], ["c"], pads=[1, 1, 1, 1]), helper.make_node("Relu", ["c"], ["r"]),
+             up, helper.make_node("MaxPool", ["u"], ["p"], kernel_shape=[2, 2], strides=[2, 2]),
+             helper.make_node("GlobalAveragePool", ["p"], ["g"]), helper.make_node("Flatten", ["g"], ["f"]),
+             helper.make_node("Gemm", ["f", "fc", "fb"], ["z"], transB=1), helper.make_node("Softmax", ["z"], ["y"])]
+    x = helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 3, 6, 6])
+    y = helper.make_tensor_value_info("y", TensorProto.FLOAT, ["N", 5])
+    listed = [helper.make_tensor_value_info(t.name, t.data_type, list(t.dims)) for t in inits] if opset <= 8 else []
+    m = helper.make_model(helper.make_graph(nodes, "g", [x] + listed, [y], initializer=inits),
+                          opset_imports=[helper.make_opsetid("", opset)])
+    m.ir_version = 7 if opset > 8 else 3                  # IR 3: initializers are listed as inputs too
+    return m
+
+
+@pytest.mark.parametrize("opset", range(7, 13))
+def test_old_opsets_convert_and_match_onnxruntime(opset):
+    m = _old_model(opset)
+    notes: list[str] = []
+    g = from_onnx(m, notes=notes)
+    assert notes[0] == f"converted ONNX opset {opset} to 13 with onnx.version_converter"
+    x = RNG.standard_normal((1, 3, 6, 6)).astype(np.float32)
+    np.testing.assert_allclose(run(g, x), ort_run(m, x), rtol=1e-5, atol=1e-6)
