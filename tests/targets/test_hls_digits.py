@@ -25,7 +25,8 @@ MIXED = Budget(dsp=800, lut=2_300_000)     # first and last layers may take DSPs
 def digits():
     from dyadiq.zoo import digits_cnn, digits_data
     d = digits_data()
-    g = dyadiq.from_torch(digits_cnn(), (torch.from_numpy(d.x_test[:1]),))
+    model = digits_cnn()
+    g = dyadiq.from_torch(model, (torch.from_numpy(d.x_test[:1]),))
     opts = make_options(None, rounding="nearest", bias_correct=False)
     calib = d.x_train[:64]
     _, info = plan_bits(g, calib, Budget(dsp=1e12), options=opts, method="measured",
@@ -33,11 +34,11 @@ def digits():
     sens = {k: {int(b): v for b, v in s.items()} for k, s in info["sensitivity"].items()}
     prep = prepare_graph(g, equalize=opts.equalize, per_channel=opts.per_channel)
     costs = layer_costs(prep, resources=layer_tables(prep, CANDIDATES))
-    return g, d, calib, opts, sens, costs
+    return g, d, calib, opts, sens, costs, model
 
 
 def _integer(digits, plan):
-    g, _, calib, opts, _, _ = digits
+    g, _, calib, opts = digits[:4]
     q, _ = quantize(g, calib, opts, weight_bits=plan)
     return dyadiq.integerize(q)
 
@@ -49,7 +50,7 @@ def _accuracy(ig, d) -> float:
 
 @pytest.fixture(scope="module")
 def mixed(digits):
-    g, d, calib, opts, sens, costs = digits
+    g, d, calib, opts, sens, costs = digits[:6]
     plan = choose_bits(sens, costs, MIXED)
     return plan, _integer(digits, plan)
 
@@ -71,7 +72,7 @@ def _fits(res, budget) -> bool:
 
 @pytest.mark.parametrize("budget", [Budget(dsp=300), MIXED], ids=["dsp", "dsp+lut"])
 def test_budget_plans_fit_by_the_model_and_beat_the_uniform_plans_that_fit(digits, mixed, budget):
-    g, d, calib, opts, sens, costs = digits
+    g, d, calib, opts, sens, costs = digits[:6]
     plan, ig = mixed if budget == MIXED else (choose_bits(sens, costs, budget), None)
     ig = ig if ig is not None else _integer(digits, plan)
     res = generate(ig).resources
@@ -87,3 +88,31 @@ def test_budget_plans_fit_by_the_model_and_beat_the_uniform_plans_that_fit(digit
             fitting.append((b, _accuracy(_integer(digits, uni), d)))
     assert fitting, "some uniform plan fits"
     assert all(acc >= a for _, a in fitting), (plan, acc, fitting)
+
+
+def test_cli_dsp_and_lut_budgets_then_compile_for_hls(digits, tmp_path, capsys):
+    import json
+    from dyadiq import cli
+    d, model = digits[1], digits[6]
+    torch.export.save(torch.export.export(model, (torch.from_numpy(d.x_test[:1]),)), tmp_path / "m.pt2")
+    np.save(tmp_path / "calib.npy", d.x_train[:48])
+    np.save(tmp_path / "x.npy", d.x_test[:1])
+
+    def dq(*argv):
+        rc = cli.main([str(a) for a in argv])
+        out, err = capsys.readouterr()
+        assert rc == 0, err
+        return out
+
+    dq("quantize", tmp_path / "m.pt2", "-o", tmp_path / "q.dyq", "--calib", tmp_path / "calib.npy", "--rounding",
+       "nearest", "--weight-bits", "auto", "--dsp-budget", 800, "--lut-budget", 2_300_000,
+       "--report", tmp_path / "r.json")
+    info = json.loads((tmp_path / "r.json").read_text())["mixed_precision"]
+    assert info["budget"] == {"dsp": 800, "lut": 2_300_000}
+    assert info["predicted"]["dsp"] <= 800 and info["predicted"]["lut"] <= 2_300_000
+    dq("compile", tmp_path / "q.dyq", "--target", "hls", "-o", tmp_path / "art")
+    res = json.loads((tmp_path / "art" / "manifest.json").read_text())["hls"]["resources"]
+    assert res["mac_dsp"] <= info["predicted"]["dsp"] and res["mac_lut"] <= info["predicted"]["lut"]
+    dq("run", tmp_path / "art", "--input", tmp_path / "x.npy", "-o", tmp_path / "y_art.npy")
+    dq("run", tmp_path / "q.dyq", "--input", tmp_path / "x.npy", "--mode", "integer", "-o", tmp_path / "y_int.npy")
+    assert np.array_equal(np.load(tmp_path / "y_art.npy"), np.load(tmp_path / "y_int.npy"))

@@ -104,13 +104,26 @@ class Body:
             self("}")
 
     def loops(self, shape: tuple[int, ...], var: str = "i", pipeline: int | None = 1) -> int:
-        """Open one loop per dim of ``shape`` (a pipeline pragma in the innermost); returns how many."""
+        """Open one loop per dim of ``shape``, the pipeline pragma on loop ``pipeline_dim(shape)`` (the
+        loops inside it unroll: ``lanes(shape)`` elements per cycle); returns how many loops."""
         shape = shape or (1,)
         for k, d in enumerate(shape):
             self.open(f"for (int {var}{k} = 0; {var}{k} < {d}; ++{var}{k})")
-            if k == len(shape) - 1 and pipeline:
+            if k == pipeline_dim(shape) and pipeline:
                 self(f"#pragma HLS PIPELINE II={pipeline}")
         return len(shape)
+
+
+def pipeline_dim(shape: tuple[int, ...]) -> int:
+    """Element-wise loops pipeline over N (rank <= 2: a whole row per cycle) or over N, C (NCHW: a whole
+    channel plane per cycle)."""
+    return 0 if len(shape) <= 2 else 1
+
+
+def lanes(shape: tuple[int, ...]) -> int:
+    """Elements per cycle of an element-wise op over ``shape`` (``Body.loops``)."""
+    shape = shape or (1,)
+    return int(np.prod(shape[pipeline_dim(shape) + 1:], dtype=np.int64)) if len(shape) > 1 else 1
 
 
 def _flat(shape: tuple[int, ...], var: str = "i") -> str:
@@ -384,10 +397,10 @@ def e_lut(c: Ctx, n: Node, b: Body) -> None:
 
 # ---- data movement ------------------------------------------------------------------------------------
 def e_copy(c: Ctx, n: Node, b: Body) -> None:
-    b.open(f"for (int i = 0; i < {c.size(n.name)}; ++i)")
-    b("#pragma HLS PIPELINE II=1")
-    b(f"y[i] = {_operand(c, n, 0)}[i];")
-    b.close()
+    shape = c.shape(n.name)
+    k = b.loops(shape)
+    b(f"y[{_flat(shape)}] = {_operand(c, n, 0)}[{_flat(shape)}];")
+    b.close(k)
 
 
 def e_transpose(c: Ctx, n: Node, b: Body) -> None:

@@ -15,8 +15,10 @@ memory). R > 1: ``mults`` banks of R words of b bits; a bank of >= 64 words is B
 each), a smaller one LUTRAM (ceil(R / 64) * b LUTs).
 Cycles: the layer accepts a new input every ``ii = steps * R`` cycles; its latency is
     ii + ceil(log2(max(1, ceil(K / R)))) + 3        (K = reduction length: adder tree, multiply, requantize)
-Other ops process one element per cycle (``latency = elements + 2``); a requantize or qadd needs one
-``(acc - zp) * m`` multiplier per operand, mapped by the same rule with ``m`` 32 bits.
+Element-wise and data-movement ops are pipelined over N (rank <= 2) or N, C (NCHW) with the rest unrolled:
+``ii = elements / lanes`` (lanes: a row, or an H x W plane, per cycle), ``latency = ii + 2``; window ops
+(maxpool, qavgpool, qsum, gather) produce one output per cycle (times R for the sums). A requantize or qadd
+needs one ``(acc - zp) * m`` multiplier per operand and lane, by the same mapping rule with ``m`` 32 bits.
 Model: latency = sum of the op latencies; II = max of the op IIs (io stream: DATAFLOW overlaps the ops;
 io parallel: the top is pipelined the same way by Vitis' default dataflow of sequential functions).
 
@@ -30,6 +32,7 @@ import math
 import numpy as np
 
 from ...ir.graph import Graph
+from .kernels import lanes
 from .ranges import signed_width
 
 DSP_A, DSP_B = 27, 18
@@ -109,9 +112,12 @@ def model_resources(ig: Graph, ranges: dict, reuse: int, acc_bits) -> dict:
             if units:
                 r = ranges[n.inputs[0]]
                 d, l_ = mult_cost(signed_width(*r) + 1, 32)
-                dsp, lut = units * d, units * l_
-            row.update({"dsp": dsp, "lut": lut, "ii": max(1, y.size), "latency": max(1, y.size) + 2,
-                        "mac": False})
+                dsp, lut = units * lanes(y.shape) * d, units * lanes(y.shape) * l_
+            if n.op in ("maxpool", "qavgpool", "qsum", "gather"):      # one output per II (window loops)
+                ii = max(1, y.size) * (reuse if n.op != "maxpool" and n.op != "gather" else 1)
+            else:
+                ii = max(1, y.size // lanes(y.shape))
+            row.update({"dsp": dsp, "lut": lut, "ii": ii, "latency": ii + 2, "mac": False})
         layers.append(row)
     mac = [r for r in layers if r["mac"]]
     return {"reuse_factor": reuse, "layers": layers,
@@ -120,6 +126,7 @@ def model_resources(ig: Graph, ranges: dict, reuse: int, acc_bits) -> dict:
             "bram18": int(sum(r.get("bram18", 0) for r in layers)),
             "weight_bits": int(sum(r.get("weight_bits_total", 0) for r in mac if "weight" in r)),
             "latency_cycles": int(sum(r["latency"] for r in layers)),
+            "mac_latency_cycles": int(sum(r["latency"] for r in mac)),
             "ii_cycles": int(max((r["ii"] for r in layers), default=1))}
 
 

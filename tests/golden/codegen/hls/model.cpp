@@ -8,11 +8,11 @@
 static void k0_x_q(const float x0[108], t_v_x_q y[108]) {
     for (int i0 = 0; i0 < 1; ++i0) {
         for (int i1 = 0; i1 < 3; ++i1) {
-            for (int i2 = 0; i2 < 6; ++i2) {
-                for (int i3 = 0; i3 < 6; ++i3) {
 #ifdef __SYNTHESIS__
 #pragma HLS PIPELINE II=1
 #endif
+            for (int i2 = 0; i2 < 6; ++i2) {
+                for (int i3 = 0; i3 < 6; ++i3) {
                     double v = std::nearbyint((double)x0[i0 * 108 + i1 * 36 + i2 * 6 + i3] / 0.02251740249932981) + (double)(-9);
                     v = v < -128.0 ? -128.0 : (v > 127.0 ? 127.0 : v);
                     y[i0 * 108 + i1 * 36 + i2 * 6 + i3] = (ap_int<8>)(long long)v;
@@ -56,11 +56,11 @@ static void k1_conv2d_acc(const t_v_x_q x0[108], t_v_conv2d_acc y[36]) {
 static void k2_relu(const t_v_conv2d_acc x0[36], t_v_relu y[36]) {
     for (int i0 = 0; i0 < 1; ++i0) {
         for (int i1 = 0; i1 < 4; ++i1) {
-            for (int i2 = 0; i2 < 3; ++i2) {
-                for (int i3 = 0; i3 < 3; ++i3) {
 #ifdef __SYNTHESIS__
 #pragma HLS PIPELINE II=1
 #endif
+            for (int i2 = 0; i2 < 3; ++i2) {
+                for (int i3 = 0; i3 < 3; ++i3) {
                     const ap_int<15> v = x0[i1 * 9 + i2 * 3 + i3] - (0);
                     const int sh = (int)c_conv2d_s[i1];
                     const ap_int<45> p = v * c_conv2d_m[i1] + (ap_int<45>(1) << (sh - 1));
@@ -76,11 +76,13 @@ static void k2_relu(const t_v_conv2d_acc x0[36], t_v_relu y[36]) {
 
 // %reshape = reshape(%relu) {shape=(1, 36)}
 static void k3_reshape(const t_v_relu x0[36], t_v_reshape y[36]) {
-    for (int i = 0; i < 36; ++i) {
+    for (int i0 = 0; i0 < 1; ++i0) {
 #ifdef __SYNTHESIS__
 #pragma HLS PIPELINE II=1
 #endif
-        y[i] = x0[i];
+        for (int i1 = 0; i1 < 36; ++i1) {
+            y[i0 * 36 + i1] = x0[i0 * 36 + i1];
+        }
     }
 }
 
@@ -105,10 +107,10 @@ static void k4_linear_acc(const t_v_reshape x0[36], t_v_linear_acc y[3]) {
 // %linear = requantize(%linear.acc, %linear.m, %linear.s) {dtype=i8, in_zp=0, out_zp=17, qmax=127, qmin=-128}
 static void k5_linear(const t_v_linear_acc x0[3], t_v_linear y[3]) {
     for (int i0 = 0; i0 < 1; ++i0) {
-        for (int i1 = 0; i1 < 3; ++i1) {
 #ifdef __SYNTHESIS__
 #pragma HLS PIPELINE II=1
 #endif
+        for (int i1 = 0; i1 < 3; ++i1) {
             const ap_int<18> v = x0[i1] - (0);
             const int sh = (int)c_linear_s[i1];
             const ap_int<48> p = v * c_linear_m[i1] + (ap_int<48>(1) << (sh - 1));
@@ -123,10 +125,10 @@ static void k5_linear(const t_v_linear_acc x0[3], t_v_linear y[3]) {
 // %linear.dq = dequantize(%linear) {scale=(0.2885389664593865,), zero_point=(17,)}
 static void k6_linear_dq(const t_v_linear x0[3], float y[3]) {
     for (int i0 = 0; i0 < 1; ++i0) {
-        for (int i1 = 0; i1 < 3; ++i1) {
 #ifdef __SYNTHESIS__
 #pragma HLS PIPELINE II=1
 #endif
+        for (int i1 = 0; i1 < 3; ++i1) {
             y[i0 * 3 + i1] = (float)((double)((long long)x0[i0 * 3 + i1] - (17)) * 0.2885389664593865);
         }
     }
