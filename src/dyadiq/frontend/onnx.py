@@ -77,8 +77,9 @@ def upgrade(proto, version: int):
         old, proto = proto, type(proto)()            # IR 3 lists initializers as inputs; the converter checks
         proto.CopyFrom(old)
         proto.ir_version = 4
+    upsampled = {n.output[0] for n in proto.graph.node if n.op_type == "Upsample" and n.output}
     try:
-        return version_converter.convert_version(proto, MIN_OPSET)
+        return _asymmetric(version_converter.convert_version(proto, MIN_OPSET), upsampled)
     except Exception as e:  # the converter raises RuntimeError / ConvertError / ValidationError
         msg = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
         raise FrontendError(f"ONNX opset {version}: onnx.version_converter cannot convert the model to opset "
@@ -178,6 +179,19 @@ def resolve_input_shape(name: str, dims: list | None, override, sample) -> tuple
 
 def _shown(dims) -> str:
     return "[" + ", ".join("?" if d is None else str(d) for d in dims) + "]"
+
+
+def _asymmetric(proto, outputs: set[str]):
+    """Upsample (opset < 10) maps ``x = y / scale``; the converter's Resize defaults to half_pixel: fix it."""
+    from onnx import helper
+
+    for n in proto.graph.node:
+        if n.op_type == "Resize" and n.output and n.output[0] in outputs:
+            keep = [a for a in n.attribute if a.name not in ("coordinate_transformation_mode", "nearest_mode")]
+            del n.attribute[:]
+            n.attribute.extend(keep + [helper.make_attribute("coordinate_transformation_mode", "asymmetric"),
+                                       helper.make_attribute("nearest_mode", "floor")])
+    return proto
 
 
 class Importer:
