@@ -78,10 +78,11 @@ def main(argv=None) -> None:
     ms = interleaved_ms(fns, args.runs)
     rows = [{"config": k, "threads": 1, "ms": v, "exact": exact.get(k, "")} for k, v in ms.items()]
     cpu_d = cpu_description()
-    import iree.compiler
+    from dyadiq.targets.tosa import _version
     meta = {"model": "EfficientNet-Lite0 (dyadiq.zoo), batch 1, 224x224, one thread",
             "cpu": cpu_d["model"], "features": " ".join(cpu_d["features"]),
-            "iree": f"iree-base-compiler/runtime {getattr(iree.compiler, '__version__', '?')}, flags "
+            "iree": f"iree-base-compiler {_version('iree-base-compiler')}, iree-base-runtime "
+                    f"{_version('iree-base-runtime')}, flags "
                     f"{' '.join(tosa.manifest['iree_flags'])}, TOSA -> vmfb build {tosa_build_s:.1f} s",
             "runs": f"median of {args.runs} calls in alternating rounds of 5, after 3 warm-up calls",
             "load average (1/5/15 min) at start": " ".join(f"{v:.2f}" for v in os.getloadavg())}

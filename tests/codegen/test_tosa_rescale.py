@@ -61,6 +61,17 @@ def test_qadd_int32_form_is_exact_over_every_int8_pair(a_m, b_m, sh):
     assert np.array_equal(rs.qadd_int32(va, vb, p), _qadd_ref(va, vb, a_m, b_m, sh))
 
 
+@pytest.mark.parametrize("a_m,b_m", [((1 << 31) - 1, (1 << 31) - 1), (1 << 30, 0), ((1 << 31) - 1, 8191),
+                                     ((1 << 30) + 8191, (1 << 31) - 8193)])
+@pytest.mark.parametrize("sh", [27, 30, 31, 32, 45, 57])
+def test_qadd_int32_form_is_exact_for_16_bit_operands(a_m, b_m, sh):
+    edge = np.array([-65535, -65534, -32768, -1, 0, 1, 32767, 65534, 65535])
+    rand = np.random.default_rng(sh).integers(-65535, 65536, 300)
+    va, vb = np.meshgrid(np.concatenate([edge, rand]), np.concatenate([edge, rand]))
+    p = rs.qadd_plan(a_m, b_m, sh, 65535)
+    assert np.array_equal(rs.qadd_int32(va, vb, p), _qadd_ref(va, vb, a_m, b_m, sh))
+
+
 @settings(max_examples=200, deadline=None)
 @given(a_m=st.integers(0, 2**31 - 1), b_m=st.integers(0, 2**31 - 1), sh=st.integers(17, 47),
        va=st.integers(-255, 255), vb=st.integers(-255, 255))
@@ -73,8 +84,8 @@ def test_qadd_int32_form_property(a_m, b_m, sh, va, vb):
 def test_qadd_outside_the_form_is_refused():
     with pytest.raises(ValueError, match="shift 16"):
         rs.qadd_plan(1 << 30, 1 << 30, 16, 255)
-    with pytest.raises(ValueError, match="wider than 8 bits"):
-        rs.qadd_plan(1 << 30, 1 << 30, 30, 65535)
+    with pytest.raises(ValueError, match="wider than 16 bits"):
+        rs.qadd_plan(1 << 30, 1 << 30, 30, 65536)
 
 
 # ---- the same through IREE ----------------------------------------------------------------------------

@@ -32,7 +32,7 @@ from . import tosa_rescale as rs
 
 NCHW_TO_NHWC, NHWC_TO_NCHW = (0, 2, 3, 1), (0, 3, 1, 2)
 INT_TYPES = {"i8": "i8", "i16": "i16", "i32": "i32", "i4": "i8"}
-DTYPE_NP = {"i8": np.int8, "i16": np.int16, "i32": np.int32, "i48": np.int64}
+DTYPE_NP = {"i8": np.int8, "i16": np.int16, "i32": np.int32}
 BOUNDARY = ("quantize", "dequantize")
 SUPPORTED = ("qconv2d", "qlinear", "qmatmul", "requantize", "qadd", "qmul", "qsum", "qavgpool", "lut",
              "maxpool", "reshape", "transpose", "concat", "slice", "pad", "identity") + BOUNDARY
@@ -186,9 +186,12 @@ class _Emitter:
         return x, (pads[0][0], pads[0][1], pads[1][0], pads[1][1])
 
     def _conv(self, x: Tensor, w_ohwi: np.ndarray, bias: np.ndarray, zp: int, k, s, p, d, out_hw,
-              depthwise: bool = False) -> Tensor:
+              depthwise: bool = False, acc_bound: int = 1 << 31) -> Tensor:
         x, pads = self._window(x, k, s, p, d, out_hw)
-        attrs = (f"acc_type = i32, dilation = array<i64: {d[0]}, {d[1]}>, "
+        if x.et == "i16":
+            return self._conv16(x, w_ohwi, bias, zp, k, s, pads, d, out_hw, depthwise, acc_bound)
+        acc = "i32"
+        attrs = (f"acc_type = {acc}, dilation = array<i64: {d[0]}, {d[1]}>, "
                  f"pad = array<i64: {', '.join(map(str, pads))}>, stride = array<i64: {s[0]}, {s[1]}>")
         if depthwise:                     # [C*M, 1, KH, KW] -> [KH, KW, C, M]
             c = x.shape[3]
@@ -196,15 +199,37 @@ class _Emitter:
         else:
             wt = w_ohwi
         oc = w_ohwi.shape[0]
-        ins = [x, self.const(wt, "i8"), self.const(bias.astype(np.int64), "i32"), self.zp(zp, "i8"),
+        ins = [x, self.const(wt, "i8"), self.const(bias.astype(np.int64), acc), self.zp(zp, x.et),
                self.zp(0, "i8")]
-        return self.op("depthwise_conv2d" if depthwise else "conv2d", ins, (x.shape[0], *out_hw, oc), "i32",
+        return self.op("depthwise_conv2d" if depthwise else "conv2d", ins, (x.shape[0], *out_hw, oc), acc,
                        attrs, nhwc=True)
+
+    def _conv16(self, x: Tensor, w_ohwi, bias, zp: int, k, s, pads, d, out_hw, depthwise, acc_bound) -> Tensor:
+        """i16 activations as two i8 convolutions (IREE's rescale of TOSA's i48 accumulator sign-extends
+        wrongly, so no i48): ``x = 256 h + l + 128`` with ``h = x >> 8``, ``l = (x & 255) - 128``, and zero
+        points ``h_zp = floor(zp / 256)``, ``l_zp = (zp mod 256) - 128`` (``256 h_zp + l_zp = zp - 128``), so
+        ``sum((x - zp) w) = 256 * sum((h - h_zp) w) + sum((l - l_zp) w)`` over the same taps (TOSA skips
+        padded taps in both). Both sums are int32: ``|256 * conv_h| <= acc_bound + K * 255 * 128 + |b|``."""
+        fan_in = int(np.prod(w_ohwi.shape[1:]))
+        if acc_bound + fan_in * 255 * 128 + int(np.abs(bias).max(initial=0)) >= 1 << 31:
+            raise CodegenError(f"16-bit convolution (fan-in {fan_in}) has no int32 split form for accumulators "
+                               f"up to {acc_bound}")
+        x = self.cast(x, "i32")                                  # (int16 elementwise ops are not in TOSA's profiles)
+        h = self.cast(self.op("arithmetic_right_shift", [x, self.scalar(x, 8)], x.shape, "i32", "round = false",
+                              True), "i8")
+        low = self.op("bitwise_and", [x, self.scalar(x, 255)], x.shape, "i32", nhwc=True)
+        low = self.cast(self.binary("sub", low, self.scalar(low, 128)), "i8")
+        zero = np.zeros_like(bias)
+        conv_h = self._conv(h, w_ohwi, zero, zp // 256, k, s, (pads[0], pads[2], pads[1], pads[3]), d, out_hw,
+                            depthwise)
+        conv_l = self._conv(low, w_ohwi, bias, zp % 256 - 128, k, s, (pads[0], pads[2], pads[1], pads[3]), d,
+                            out_hw, depthwise)
+        return self.binary("add", self.mul(conv_h, self.scalar(conv_h, 256)), conv_l)
 
     def qconv2d(self, n: Node) -> Tensor:
         x = self.nhwc(n.inputs[0])
-        if x.et != "i8":
-            raise CodegenError(f"qconv2d input {x.et}: TOSA convolutions here take i8 activations", node=n)
+        if x.et not in ("i8", "i16"):
+            raise CodegenError(f"qconv2d input {x.et}: TOSA convolutions take i8 or i16 activations", node=n)
         _, s, p, d = hw_attrs(n.attr_dict)
         w = self.np_const(n, 1).astype(np.int64)                      # [O, I/g, KH, KW]
         b = self.np_const(n, 2).astype(np.int64).reshape(-1) if len(n.inputs) == 3 else np.zeros(w.shape[0], np.int64)
@@ -212,29 +237,30 @@ class _Emitter:
         out_hw = self.g.type_of(n.name).shape[2:]
         w_ohwi = w.transpose(0, 2, 3, 1)
         cin = x.shape[3]
+        bound = 1 << (int(n.attr("acc_bits", 32)) - 1)
         if groups == 1:
-            return self._conv(x, w_ohwi, b, zp, k, s, p, d, out_hw)
+            return self._conv(x, w_ohwi, b, zp, k, s, p, d, out_hw, acc_bound=bound)
         if groups == cin and w.shape[1] == 1:
-            return self._conv(x, w_ohwi, b, zp, k, s, p, d, out_hw, depthwise=True)
+            return self._conv(x, w_ohwi, b, zp, k, s, p, d, out_hw, depthwise=True, acc_bound=bound)
         parts, og, ig = [], w.shape[0] // groups, cin // groups
         for gi in range(groups):
             xs = self.op("slice", [x, self.shape_const([0, 0, 0, gi * ig]),
                                    self.shape_const([*x.shape[:3], ig])], (*x.shape[:3], ig), "i8", nhwc=True)
             sl = slice(gi * og, (gi + 1) * og)
-            parts.append(self._conv(xs, w_ohwi[sl], b[sl], zp, k, s, p, d, out_hw))
+            parts.append(self._conv(xs, w_ohwi[sl], b[sl], zp, k, s, p, d, out_hw, acc_bound=bound))
         shape = (*parts[0].shape[:3], w.shape[0])
         return self.op("concat", parts, shape, "i32", "axis = 3 : i32", nhwc=True)
 
     def qlinear(self, n: Node) -> Tensor:
         x = self.native(n.inputs[0])
-        if x.et != "i8":
-            raise CodegenError(f"qlinear input {x.et}: TOSA convolutions here take i8 activations", node=n)
+        if x.et not in ("i8", "i16"):
+            raise CodegenError(f"qlinear input {x.et}: TOSA convolutions take i8 or i16 activations", node=n)
         w = self.np_const(n, 1).astype(np.int64)                      # [O, K]
         b = self.np_const(n, 2).astype(np.int64).reshape(-1) if len(n.inputs) == 3 else np.zeros(w.shape[0], np.int64)
         rows = int(np.prod(x.shape[:-1]))
         x4 = self.reshape(x, (rows, 1, 1, x.shape[-1]))
         y = self._conv(x4, w.reshape(w.shape[0], 1, 1, w.shape[1]), b, int(n.attr("x_zp", 0)),
-                       (1, 1), (1, 1), (0, 0, 0, 0), (1, 1), (1, 1))
+                       (1, 1), (1, 1), (0, 0, 0, 0), (1, 1), (1, 1), acc_bound=1 << (int(n.attr("acc_bits", 32)) - 1))
         return self.reshape(y, (*x.shape[:-1], w.shape[0]))
 
     def qmatmul(self, n: Node) -> Tensor:
@@ -295,8 +321,10 @@ class _Emitter:
         xr = xt
         if vary and vary != [rank - 1]:
             xr = self.reshape(xt, (int(np.prod(xt.shape[:len(keep)], dtype=np.int64)), flat[0].size))
+        # TOSA wants output_zp = 0 for i16 results: rescale to i32, add the zero point, clamp, cast
+        r_et, r_zp = ("i32", 0) if out_et == "i16" and zp_out else (out_et, zp_out)
         y = self.op("rescale", [xr, self.const(flat[0], "i32"), self.const(flat[1], "i8"), self.zp(zp_in, x.et),
-                                self.zp(zp_out, out_et)], xr.shape, out_et,
+                                self.zp(r_zp, r_et)], xr.shape, r_et,
                     "input_unsigned = false, output_unsigned = false, "
                     f"per_channel = {'true' if vary else 'false'}, "
                     "rounding_mode = #tosa<rounding_mode<SINGLE_ROUND>>, scale32 = true")
@@ -305,30 +333,42 @@ class _Emitter:
         if xt is not x:
             y = self.transpose(y, list(np.argsort(perm)))
         y = Tensor(y.ssa, y.shape, y.et, x.nhwc)
-        return self.clamp(y, self.chan(lo, y) if lo.size > 1 else lo, self.chan(hi, y) if hi.size > 1 else hi)
+        if r_et != out_et:
+            y = self.binary("add", y, self.scalar(y, zp_out))
+        y = self.clamp(y, self.chan(lo, y) if lo.size > 1 else lo, self.chan(hi, y) if hi.size > 1 else hi)
+        return self.cast(y, out_et)
 
     def qadd(self, n: Node) -> Tensor:
         a, b = self.value(n.inputs[0]), self.value(n.inputs[1])
         if len(a.shape) == 4 and a.nhwc != b.nhwc:
             a, b = self.nhwc(n.inputs[0]), self.nhwc(n.inputs[1])
         out_et = INT_TYPES.get(n.attr("dtype"))
-        if a.et != "i8" or b.et != "i8" or out_et not in ("i8", "i16"):
-            raise CodegenError("qadd: the int32 TOSA form needs i8 operands", node=n)
+        if a.et not in ("i8", "i16") or b.et not in ("i8", "i16") or out_et not in ("i8", "i16"):
+            raise CodegenError("qadd: the int32 TOSA form needs i8 or i16 operands and output", node=n)
+        vmax = max(self._range(a.et, n.attr("a_zp")), self._range(b.et, n.attr("b_zp")))
         try:
-            p = rs.qadd_plan(int(n.attr("a_m")), int(n.attr("b_m")), int(n.attr("shift")), 255)
+            p = rs.qadd_plan(int(n.attr("a_m")), int(n.attr("b_m")), int(n.attr("shift")), vmax)
         except ValueError as e:
             raise CodegenError(str(e), node=n) from None
         va = self.binary("sub", self.cast(a, "i32"), self.scalar(Tensor("", a.shape, "i32"), n.attr("a_zp")))
         vb = self.binary("sub", self.cast(b, "i32"), self.scalar(Tensor("", b.shape, "i32"), n.attr("b_zp")))
         c = lambda v: self.scalar(va, v)                                   # noqa: E731
-        p0 = self.binary("add", self.mul(va, c(p["a0"])), self.mul(vb, c(p["b0"])))
-        p1 = self.binary("add", self.mul(va, c(p["a1"])), self.mul(vb, c(p["b1"])))
-        u = self.binary("add", p1, self.op("arithmetic_right_shift", [p0, c(16)], p0.shape, "i32", "round = false",
-                                           p0.nhwc))
-        u = self.binary("add", u, c(p["round"]))
+        carry = None
+        for j, (da, db) in enumerate(zip(p["a"], p["b"])):           # c = (P_j + c) >> k; tosa_rescale
+            pj = self.binary("add", self.mul(va, c(da)), self.mul(vb, c(db)))
+            if carry is not None:
+                pj = self.binary("add", pj, carry)
+            if j < len(p["a"]) - 1:
+                carry = self.op("arithmetic_right_shift", [pj, c(p["k"])], pj.shape, "i32", "round = false", pj.nhwc)
+        u = self.binary("add", pj, c(p["round"]))
         y = self.op("arithmetic_right_shift", [u, c(p["shift"])], u.shape, "i32", "round = false", u.nhwc)
         y = self.clamp(self.binary("add", y, c(n.attr("out_zp"))), n.attr("qmin"), n.attr("qmax"))
         return self.cast(y, out_et)
+
+    @staticmethod
+    def _range(et: str, zp: int) -> int:
+        """Largest ``|x - zp|`` over the values of ``et``."""
+        return max(abs(-(1 << (_bits(et) - 1)) - zp), abs((1 << (_bits(et) - 1)) - 1 - zp))
 
     def qmul(self, n: Node) -> Tensor:
         a, b = self.value(n.inputs[0]), self.value(n.inputs[1])
@@ -357,8 +397,8 @@ class _Emitter:
         k, s, p, d = hw_attrs(n.attr_dict)
         c = x.shape[3]
         out_hw = self.g.type_of(n.name).shape[2:]
-        if x.et != "i8":
-            raise CodegenError(f"qavgpool input {x.et}: TOSA depthwise sums here take i8", node=n)
+        if x.et not in ("i8", "i16"):
+            raise CodegenError(f"qavgpool input {x.et}: TOSA depthwise sums take i8 or i16", node=n)
         return self._conv(x, np.ones((c, k[0], k[1], 1), np.int64), np.zeros(c, np.int64), int(n.attr("x_zp", 0)),
                           k, s, p, d, out_hw, depthwise=True)
 

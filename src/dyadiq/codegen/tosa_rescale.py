@@ -25,7 +25,8 @@ in base 2^16: ``a_m = a1 * 2^16 + a0`` (``0 <= a0 < 2^16``, ``a1 < 2^15``); then
 
 because ``floor((2^16 X + P0) / 2^sh) = floor((X + floor(P0 / 2^16)) / 2^(sh-16))`` for integer ``X``.
 The sum is below ``2^24 + 2^9 + 2^(sh-17) < 2^31`` for ``sh <= 47`` and every shift is in [0, 31];
-``qadd_plan`` refuses other shifts (``M >= 2^14`` or ``<= 2^-16``: no real add has them) and wider operands.
+``qadd_plan`` refuses other shifts (``M >= 2^14`` or ``<= 2^-16``: no real add has them). 16-bit
+operands take three base-2^13 digits the same way (``qadd_plan``).
 """
 from __future__ import annotations
 
@@ -77,26 +78,39 @@ def rescale_plan(vmax: int, m: np.ndarray, s: np.ndarray, zp: int, lo: np.ndarra
 
 
 def qadd_plan(a_m: int, b_m: int, shift: int, vmax: int) -> dict:
-    """Digits and shifts of the int32 ``qadd`` form (module docstring); ValueError when it does not apply."""
-    if vmax > 255:
-        raise ValueError("qadd of operands wider than 8 bits has no int32 TOSA form here")
-    if not 17 <= shift <= 47:
-        raise ValueError(f"qadd shift {shift} is outside [17, 47] (the int32 TOSA form's range)")
+    """Digits and shifts of the int32 ``qadd`` form (module docstring); ValueError when it does not apply.
+
+    8-bit operands (``vmax <= 255``): two base-2^16 digits; 16-bit (``vmax <= 65535``): three base-2^13
+    digits, ``|P_j| < 2 * 2^16 * 2^13 = 2^30``, shift in [27, 56] (same argument, one more carry step)."""
+    if vmax <= 255:
+        k, d = 16, 2
+    elif vmax <= 65535:
+        k, d = 13, 3
+    else:
+        raise ValueError("qadd of operands wider than 16 bits has no int32 TOSA form here")
+    lo, hi = k * (d - 1) + 1, k * (d - 1) + 31
+    if not lo <= shift <= hi:
+        raise ValueError(f"qadd shift {shift} is outside [{lo}, {hi}] (the int32 TOSA form's range)")
     for mm in (a_m, b_m):
         if not 0 <= mm < (1 << 31):
             raise ValueError(f"qadd multiplier {mm} is not in [0, 2^31)")
-    return {"a1": a_m >> 16, "a0": a_m & 0xFFFF, "b1": b_m >> 16, "b0": b_m & 0xFFFF,
-            "round": 1 << (shift - 17), "shift": shift - 16}
+    mask = (1 << k) - 1
+    return {"k": k, "a": [(a_m >> (k * j)) & mask for j in range(d - 1)] + [a_m >> (k * (d - 1))],
+            "b": [(b_m >> (k * j)) & mask for j in range(d - 1)] + [b_m >> (k * (d - 1))],
+            "round": 1 << (shift - 1 - k * (d - 1)), "shift": shift - k * (d - 1)}
 
 
 def qadd_int32(va: np.ndarray, vb: np.ndarray, p: dict) -> np.ndarray:
-    """The int32 form of ``qadd_plan`` in numpy, each step checked against int32 (reference for tests)."""
+    """The int32 form of ``qadd_plan`` in numpy, each step checked against int32 (reference for tests):
+    ``c = 0; for j < d-1: c = (P_j + c) >> k``; then ``(P_top + c + round) >> shift``."""
     def i32(x):
         x = np.asarray(x, np.int64)
         assert x.size == 0 or (x.min() >= -(1 << 31) and x.max() <= INT32_MAX), "int32 overflow"
         return x
     va, vb = np.asarray(va, np.int64), np.asarray(vb, np.int64)
-    p0 = i32(i32(va * p["a0"]) + i32(vb * p["b0"]))
-    p1 = i32(i32(va * p["a1"]) + i32(vb * p["b1"]))
-    u = i32(i32(p1 + (p0 >> 16)) + p["round"])
-    return u >> p["shift"]
+    carry = np.zeros(np.broadcast_shapes(va.shape, vb.shape), np.int64)
+    for j, (da, db) in enumerate(zip(p["a"], p["b"])):
+        pj = i32(i32(i32(va * da) + i32(vb * db)) + carry)
+        if j < len(p["a"]) - 1:
+            carry = pj >> p["k"]
+    return i32(pj + p["round"]) >> p["shift"]
