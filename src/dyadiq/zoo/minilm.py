@@ -68,6 +68,7 @@ class MiniLM(nn.Module):
         self.register_buffer("keep", keep)
         self.register_buffer("bias", (keep - 1.0) * PAD_BIAS)
         self.ln = self._ln(w, "embeddings.LayerNorm")
+        self.dynamic = False
         self.layers = nn.ModuleList()
         scale = 1.0 / math.sqrt(self.dh)
         for i in range(cfg["num_hidden_layers"]):
@@ -114,13 +115,24 @@ class MiniLM(nn.Module):
 
     def forward(self, ids):
         b, n = ids.shape
-        h = self.encode(ids, self.pos, F.embedding(ids, self.bias).reshape(b, 1, 1, n))
+        pos = self.pos[:, :n] if self.dynamic else self.pos        # dynamic: ONNX with a symbolic length
+        h = self.encode(ids, pos, F.embedding(ids, self.bias).reshape(b, 1, 1, n))
         return (h * F.embedding(ids, self.keep)).mean(dim=1)
 
 
 def minilm(seq: int = 128) -> MiniLM:
     """The model in eval mode."""
     return MiniLM(seq).eval()
+
+
+def export_onnx(path, seq: int = 128, dynamic: bool = True) -> None:
+    """The model as ONNX (opset 17: LayerNormalization), input ``ids`` int64, output ``pooled``; with
+    ``dynamic`` the batch and sequence dims are symbolic (``batch``, ``seq``)."""
+    model = minilm(seq)
+    model.dynamic = dynamic
+    axes = {"ids": {0: "batch", 1: "seq"}, "pooled": {0: "batch"}} if dynamic else None
+    torch.onnx.export(model, (torch.ones(1, seq, dtype=torch.int64),), str(path), input_names=["ids"],
+                      output_names=["pooled"], opset_version=17, dynamic_axes=axes, dynamo=False)
 
 
 @torch.no_grad()
@@ -166,11 +178,12 @@ def sentences(n: int, skip: int = 0) -> list[str]:
     return [out[i] for i in rng.permutation(len(out))[skip:skip + n]]
 
 
-def wide_values(g, bits: int = 16) -> dict[str, int]:
+def wide_values(g, bits: int = 16, softmax_probs: bool = True) -> dict[str, int]:
     """Activations that per-tensor 8-bit codes cannot carry in a BERT (for ``act_bits_by_value``): the
     residual stream (every ``add`` output: LayerNorm inputs, masked scores), what is added to it (the
-    attention-output and FFN-output projections, the raw scores), GELU inputs and the pooled output.
-    Inputs of ``linear`` / ``matmul`` stay 8-bit (int32 accumulators)."""
+    attention-output and FFN-output projections, the raw scores), GELU inputs, the pooled output and (with
+    ``softmax_probs``) the attention probabilities: P V at 16 x 8 bits over 128 keys still fits int32
+    (128 * 65535 * 255 < 2^31). Inputs of ``linear`` stay 8-bit (int32 accumulators)."""
     prod = g.producers()
     out = {}
     for n in g.nodes:
@@ -183,4 +196,6 @@ def wide_values(g, bits: int = 16) -> dict[str, int]:
                     out[i] = bits
         if n.op == "gelu" and n.inputs[0] in prod:
             out[n.inputs[0]] = bits
+        if n.op == "softmax" and softmax_probs:
+            out[n.name] = bits
     return out
