@@ -229,12 +229,14 @@ def test_old_opsets_convert_and_match_onnxruntime(opset):
     np.testing.assert_allclose(run(g, x), ort_run(m, x), rtol=1e-5, atol=1e-6)
 
 
-@pytest.mark.parametrize("opset,mode", itertools.product((7, 9), ("linear", "nearest")))
+@pytest.mark.parametrize("opset,mode", itertools.product((7, 9, 10), ("linear", "nearest")))
 def test_old_upsample_keeps_its_asymmetric_mapping(opset, mode):
-    """onnx.version_converter turns Upsample into a half_pixel Resize; the importer restores x = y / scale."""
+    """onnx.version_converter turns Upsample (and opset-10 Resize) into a half_pixel Resize; the importer
+    restores x = y / scale."""
     kw = {"scales": [1.0, 1.0, 2.0, 1.5]} if opset < 9 else {}
-    node = helper.make_node("Upsample", ["x"] + (["sc"] if opset == 9 else []), ["y"], mode=mode, **kw)
-    inits = [("sc", np.asarray([1, 1, 2, 1.5], np.float32))] if opset == 9 else []
+    op = "Resize" if opset == 10 else "Upsample"
+    node = helper.make_node(op, ["x"] + (["sc"] if opset >= 9 else []), ["y"], mode=mode, **kw)
+    inits = [("sc", np.asarray([1, 1, 2, 1.5], np.float32))] if opset >= 9 else []
     m = model(node, (1, 2, 4, 4), inits, opset=opset)
     m.ir_version = 7
     x = RNG.standard_normal((1, 2, 4, 4)).astype(np.float32)

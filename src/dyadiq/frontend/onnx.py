@@ -77,7 +77,8 @@ def upgrade(proto, version: int):
         old, proto = proto, type(proto)()            # IR 3 lists initializers as inputs; the converter checks
         proto.CopyFrom(old)
         proto.ir_version = 4
-    upsampled = {n.output[0] for n in proto.graph.node if n.op_type == "Upsample" and n.output}
+    upsampled = {n.output[0] for n in proto.graph.node if n.output     # opset 10's Resize maps like Upsample
+                 and (n.op_type == "Upsample" or (n.op_type == "Resize" and version < 11))}
     try:
         return _asymmetric(version_converter.convert_version(proto, MIN_OPSET), upsampled)
     except Exception as e:  # the converter raises RuntimeError / ConvertError / ValidationError
@@ -182,7 +183,7 @@ def _shown(dims) -> str:
 
 
 def _asymmetric(proto, outputs: set[str]):
-    """Upsample (opset < 10) maps ``x = y / scale``; the converter's Resize defaults to half_pixel: fix it."""
+    """Upsample and opset-10 Resize map ``x = y / scale``; the converter's Resize defaults to half_pixel: fix it."""
     from onnx import helper
 
     for n in proto.graph.node:
