@@ -248,11 +248,13 @@ class _stdout_to:
         fd = os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
         os.dup2(fd, 1)
         os.close(fd)
+        self.py, sys.stdout = sys.stdout, open(self.path, "a", buffering=1)   # a replaced sys.stdout too
         return self
 
     def __exit__(self, *exc):
         import sys
-        sys.stdout.flush()
+        sys.stdout.close()
+        sys.stdout = self.py
         os.dup2(self.saved, 1)
         os.close(self.saved)
         return False
