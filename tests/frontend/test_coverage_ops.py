@@ -241,3 +241,12 @@ def test_old_upsample_keeps_its_asymmetric_mapping(opset, mode):
     m.ir_version = 7
     x = RNG.standard_normal((1, 2, 4, 4)).astype(np.float32)
     np.testing.assert_allclose(run(from_onnx(m, notes=[]), x), ort_run(m, x), rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize("opset", [9, 11])
+@pytest.mark.parametrize("op", ["Softmax", "LogSoftmax", "Hardmax"])
+def test_old_softmax_family_works_on_the_2d_coercion(op, opset):
+    m = model(helper.make_node(op, ["x"], ["y"], axis=1), (1, 2, 3, 4), opset=opset)
+    m.ir_version = 7
+    x = RNG.standard_normal((1, 2, 3, 4)).astype(np.float32)
+    np.testing.assert_allclose(run(from_onnx(m, notes=[]), x), ort_run(m, x), rtol=1e-5, atol=1e-6)

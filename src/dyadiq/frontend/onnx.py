@@ -80,7 +80,7 @@ def upgrade(proto, version: int):
     upsampled = {n.output[0] for n in proto.graph.node if n.output     # opset 10's Resize maps like Upsample
                  and (n.op_type == "Upsample" or (n.op_type == "Resize" and version < 11))}
     try:
-        return _asymmetric(version_converter.convert_version(proto, MIN_OPSET), upsampled)
+        return _coerced_hardmax(_asymmetric(version_converter.convert_version(proto, MIN_OPSET), upsampled))
     except Exception as e:  # the converter raises RuntimeError / ConvertError / ValidationError
         msg = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
         raise FrontendError(f"ONNX opset {version}: onnx.version_converter cannot convert the model to opset "
@@ -192,6 +192,27 @@ def _asymmetric(proto, outputs: set[str]):
             del n.attribute[:]
             n.attribute.extend(keep + [helper.make_attribute("coordinate_transformation_mode", "asymmetric"),
                                        helper.make_attribute("nearest_mode", "floor")])
+    return proto
+
+
+def _coerced_hardmax(proto):
+    """Hardmax before opset 13 works on the input flattened to 2-D at ``axis`` (the converter keeps the node
+    as is): ``Flatten(axis) -> Hardmax(axis=1) -> Reshape(Shape(x))``."""
+    from onnx import helper
+
+    nodes = []
+    for n in proto.graph.node:
+        if n.op_type != "Hardmax" or n.domain not in DEFAULT_DOMAINS:
+            nodes.append(n)
+            continue
+        axis = next((helper.get_attribute_value(a) for a in n.attribute if a.name == "axis"), 1)
+        x, y, tag = n.input[0], n.output[0], f"{n.output[0]}.coerced"
+        nodes += [helper.make_node("Shape", [x], [f"{tag}.shape"]),
+                  helper.make_node("Flatten", [x], [f"{tag}.2d"], axis=axis),
+                  helper.make_node("Hardmax", [f"{tag}.2d"], [f"{tag}.hardmax"], axis=1),
+                  helper.make_node("Reshape", [f"{tag}.hardmax", f"{tag}.shape"], [y], name=n.name)]
+    del proto.graph.node[:]
+    proto.graph.node.extend(nodes)
     return proto
 
 
