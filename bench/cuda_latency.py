@@ -19,9 +19,9 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).parent))
-from common import write_results  # noqa: E402
-from cpu_latency import interleaved_ms, ort_models  # noqa: E402
-from tosa_latency import build  # noqa: E402
+from common import write_results
+from cpu_latency import interleaved_ms
+from tosa_latency import build
 
 
 def _torch_fp16(x):
@@ -57,7 +57,7 @@ def main(argv=None) -> None:
     d = args.models or Path(tempfile.mkdtemp(prefix="dyadiq-cuda-bench-"))
     d.mkdir(parents=True, exist_ok=True)
 
-    import dyadiq.targets as targets
+    from dyadiq import targets
     from dyadiq.interp import run
     from dyadiq.targets.cuda import gpu_status
     ig, x, ort = build(d)

@@ -21,11 +21,11 @@ from pathlib import Path
 
 os.environ.setdefault("TVM_NUM_THREADS", "1")          # before tvm is imported
 
-import numpy as np  # noqa: E402
+import numpy as np
 
 sys.path.insert(0, str(Path(__file__).parent))
-from common import cpu_description, write_results  # noqa: E402
-from cpu_latency import interleaved_ms, ort_models, ort_session  # noqa: E402
+from common import cpu_description, write_results
+from cpu_latency import interleaved_ms, ort_models, ort_session
 
 TOSA, CPU = "dyadiq tosa W8A8 per-channel (IREE llvm-cpu, local-sync)", "dyadiq cpu W8A8 per-channel (TVM, x86 kernels)"
 
@@ -60,7 +60,7 @@ def main(argv=None) -> None:
 
     import time
 
-    import dyadiq.targets as targets
+    from dyadiq import targets
     from dyadiq.interp import run
     from dyadiq.targets.tosa import TosaArtifact
     ig, x, ort = build(d)

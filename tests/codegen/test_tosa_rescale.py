@@ -104,7 +104,7 @@ def test_requantize_at_the_extremes_through_iree():
                           np.random.default_rng(0).integers(-2**31, 2**31, 56)]).astype(np.int32)
     xs = np.repeat(acc[:, None], 30, axis=1)
     want = run_all(ig, xs)[ig.outputs[0]]
-    import dyadiq.targets as targets
+    from dyadiq import targets
     pytest.importorskip("iree.runtime")
     got = targets.compile(ig, target="tosa").run_integer([xs])[0]
     assert np.array_equal(got, want)
@@ -114,7 +114,7 @@ def test_qadd_at_the_extremes_through_iree():
     from dyadiq.interp.run import run_all
     from dyadiq.ir.builder import GraphBuilder
     pytest.importorskip("iree.runtime")
-    import dyadiq.targets as targets
+    from dyadiq import targets
     a, bb = np.meshgrid(np.arange(-128, 128), np.arange(-128, 128))
     a, bb = a.astype(np.int8).reshape(1, -1), bb.astype(np.int8).reshape(1, -1)
     for a_m, b_m, sh in [((1 << 31) - 1, (1 << 31) - 1, 31), (1 << 30, 12345, 17), (0x7FFF0000, 0xFFFF, 47)]:

@@ -13,7 +13,7 @@ import pytest
 import torch
 
 import dyadiq
-import dyadiq.targets as targets
+from dyadiq import targets
 from dyadiq.errors import ArtifactError, InputError
 from dyadiq.interp import run
 from dyadiq.targets.cuda import gpu_status
@@ -70,7 +70,9 @@ def test_save_and_refusal_without_a_gpu(digits, tmp_path):
     path = art.save(tmp_path / "digits-cuda")
     assert {p.name for p in path.iterdir()} == {"model.cu", "model.ptx", "model.fatbin", "model.so", "graph.dyq",
                                                  "README.md", "manifest.json"}
-    from dyadiq.codegen import cuda as cg                 # a rebuild (what a GPU machine loads) is the same code
+    from dyadiq.codegen import (
+        cuda as cg,  # a rebuild (what a GPU machine loads) is the same code
+    )
     t = cg.cuda_target(art.manifest["arch"])
     rebuilt = cg.cuda_source(cg.build(cg.schedule(ig, t), t))
     assert hashlib.sha256(rebuilt.encode()).hexdigest() == art.manifest["cuda_source_sha256"]
@@ -82,7 +84,7 @@ def test_save_and_refusal_without_a_gpu(digits, tmp_path):
         dyadiq.load_artifact(path)
     np.save(tmp_path / "x.npy", d.x_test[:1])
     r = subprocess.run([sys.executable, "-m", "dyadiq.cli", "run", str(path), "--input", f"x={tmp_path / 'x.npy'}",
-                        "-o", str(tmp_path / "y.npy")], capture_output=True, text=True)
+                        "-o", str(tmp_path / "y.npy")], capture_output=True, text=True, check=False)
     assert r.returncode == 2 and r.stderr.count("error:") == 1 and "NVIDIA GPU" in r.stderr
     assert not (tmp_path / "y.npy").exists()
 
@@ -100,6 +102,6 @@ def test_efficientnet_lite0_kernels_are_bit_exact(bits):
     from dyadiq.zoo import efficientnet_lite0, photo_crops
     calib, evalx = photo_crops(32, split="calib"), photo_crops(4, split="eval")
     g = dyadiq.from_torch(efficientnet_lite0(), (torch.from_numpy(evalx[:1]),))
-    kw = dict(weight_bits=bits, first_last_bits=8) if bits == 4 else dict(weight_bits=bits)
+    kw = {"weight_bits": bits, "first_last_bits": 8} if bits == 4 else {"weight_bits": bits}
     q, _ = dyadiq.quantize(g, calib, per_channel=True, bias_correct=bits == 8, **kw)
     _check(dyadiq.integerize(q), [evalx[i:i + 1] for i in range(2)])

@@ -9,14 +9,14 @@ import sys
 import numpy as np
 import pytest
 import torch
+from quant_helpers import simple_quantize
 
 import dyadiq
-import dyadiq.targets as targets
+from dyadiq import targets
 from dyadiq.errors import CodegenError, DyadiqError, InputError
 from dyadiq.interp import run
 from dyadiq.ir.builder import GraphBuilder
 from dyadiq.passes.integerize import integerize
-from quant_helpers import simple_quantize
 
 pytest.importorskip("iree.compiler")
 pytest.importorskip("iree.runtime")
@@ -30,7 +30,7 @@ def zoo_cnn():
     conv, residual add, silu (lut), maxpool and avgpool in ceil mode, concat, slice, pad, transpose,
     product of activations, global avgpool, linear."""
     b = GraphBuilder()
-    w = lambda name, *shape: b.const(name, RNG.normal(size=shape).astype(np.float32))  # noqa: E731
+    w = lambda name, *shape: b.const(name, RNG.normal(size=shape).astype(np.float32))
     x = b.input("x", (1, 4, 11, 11))
     y = b.op("conv2d", [x, w("w1", 8, 4, 3, 3), w("b1", 8)], pad=(1, 1, 1, 1), stride=(2, 2))   # 6x6
     y = b.op("clip", [y], min=0.0, max=6.0)
@@ -93,7 +93,7 @@ def test_model_mlir_verifies_and_round_trips(w8):
 
 
 def test_save_load_run(w8, tmp_path):
-    q, ig, art = w8
+    _, ig, art = w8
     path = art.save(tmp_path / "cnn-tosa")
     assert {p.name for p in path.iterdir()} == {"model.mlir", "model.vmfb", "README.md", "manifest.json"}
     loaded = dyadiq.load_artifact(path)
@@ -110,16 +110,16 @@ def test_cli_compile_run_and_inspect(w8, tmp_path):
     np.save(tmp_path / "x.npy", x)
     cli = [sys.executable, "-m", "dyadiq.cli"]
     r = subprocess.run(cli + ["compile", str(tmp_path / "m.dyq"), "--target", "tosa", "-o", str(tmp_path / "a")],
-                       capture_output=True, text=True)
+                       capture_output=True, text=True, check=False)
     assert r.returncode == 0, r.stderr
     r = subprocess.run(cli + ["run", str(tmp_path / "a"), "--input", f"x={tmp_path / 'x.npy'}", "-o",
-                              str(tmp_path / "y.npy")], capture_output=True, text=True)
+                              str(tmp_path / "y.npy")], capture_output=True, text=True, check=False)
     assert r.returncode == 0, r.stderr
     assert np.array_equal(np.load(tmp_path / "y.npy"), run(ig, x))
-    r = subprocess.run(cli + ["inspect", str(tmp_path / "m.dyq"), "--format", "tosa"], capture_output=True, text=True)
+    r = subprocess.run(cli + ["inspect", str(tmp_path / "m.dyq"), "--format", "tosa"], capture_output=True, text=True, check=False)
     assert r.returncode == 0 and '"tosa.rescale"' in r.stdout and r.stdout.startswith('"builtin.module"')
     r = subprocess.run(cli + ["compile", str(tmp_path / "m.dyq"), "--target", "tosa", "--arch", "sm_90", "-o",
-                              str(tmp_path / "b")], capture_output=True, text=True)
+                              str(tmp_path / "b")], capture_output=True, text=True, check=False)
     assert r.returncode == 2 and r.stderr.count("error:") == 1 and "--arch" in r.stderr
 
 
@@ -187,7 +187,7 @@ def test_efficientnet_lite0_is_bit_exact(bits):
     from dyadiq.zoo import efficientnet_lite0, photo_crops
     calib, evalx = photo_crops(32, split="calib"), photo_crops(8, split="eval")
     g = dyadiq.from_torch(efficientnet_lite0(), (torch.from_numpy(evalx[:1]),))
-    kw = dict(weight_bits=bits, first_last_bits=8) if bits == 4 else dict(weight_bits=bits)
+    kw = {"weight_bits": bits, "first_last_bits": 8} if bits == 4 else {"weight_bits": bits}
     q, _ = dyadiq.quantize(g, calib, per_channel=True, bias_correct=bits == 8, **kw)
     ig = dyadiq.integerize(q)
     art = targets.compile(ig, target="tosa")

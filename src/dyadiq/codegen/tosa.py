@@ -8,7 +8,7 @@ each end); weights are OHWI (depthwise: ``[KH, KW, C, M]``).
 
 - ``qconv2d`` -> ``tosa.conv2d`` / ``tosa.depthwise_conv2d`` (i8 x i8, ``acc_type = i32``, input zero
   point operand; TOSA skips padded taps, so padding contributes ``(x_zp - x_zp) * w = 0`` as in dyadiq);
-  grouped convs are sliced per group and concatenated. TOSA needs ``(H + pads - window) % stride == 0``:
+  grouped convs are sliced per group and concatenated; i16 activations run as two i8 convs (``_conv16``). TOSA needs ``(H + pads - window) % stride == 0``:
   the bottom/right pad is set to what the output rows read (extra rows are never read; unused input rows
   are sliced off). ``qlinear`` -> 1x1 ``tosa.conv2d`` on ``[rows, 1, 1, K]``; ``qmatmul`` -> ``tosa.matmul``.
 - ``requantize`` -> ``tosa.rescale`` (``SINGLE_ROUND``, per channel) + ``tosa.clamp`` (or per-channel
@@ -29,121 +29,18 @@ from ..ir.ops.nn import pool_out_type
 from ..ir.ops.shape import _slices
 from ..ir.ops.window import hw_attrs
 from . import tosa_rescale as rs
+from .tosa_builder import NCHW_TO_NHWC, NHWC_TO_NCHW, Builder, Tensor, _bits
 
-NCHW_TO_NHWC, NHWC_TO_NCHW = (0, 2, 3, 1), (0, 3, 1, 2)
 INT_TYPES = {"i8": "i8", "i16": "i16", "i32": "i32", "i4": "i8"}
-DTYPE_NP = {"i8": np.int8, "i16": np.int16, "i32": np.int32}
 BOUNDARY = ("quantize", "dequantize")
 SUPPORTED = ("qconv2d", "qlinear", "qmatmul", "requantize", "qadd", "qmul", "qsum", "qavgpool", "lut",
              "maxpool", "reshape", "transpose", "concat", "slice", "pad", "identity") + BOUNDARY
 
 
-def ttype(shape, et: str) -> str:
-    return f"tensor<{'x'.join(str(int(d)) for d in shape)}{'x' if len(shape) else ''}{et}>"
-
-
-def dense(a: np.ndarray, et: str) -> str:
-    """A ``dense<...>`` attribute: a splat, else little-endian hex of the element type's bytes."""
-    a = np.asarray(a)
-    t = ttype(a.shape, et)
-    flat = a.reshape(-1)
-    if flat.size and np.all(flat == flat[0]):
-        return f"dense<{int(flat[0])}> : {t}"
-    raw = np.ascontiguousarray(a.astype(DTYPE_NP[et]).astype(np.dtype(DTYPE_NP[et]).newbyteorder("<")))
-    return f'dense<"0x{raw.tobytes().hex().upper()}"> : {t}'
-
-
-class Tensor:
-    """An SSA value of the module: name, shape (as stored), element type, NHWC flag (rank 4)."""
-
-    def __init__(self, ssa: str, shape, et: str, nhwc: bool = False):
-        self.ssa, self.shape, self.et, self.nhwc = ssa, tuple(int(d) for d in shape), et, nhwc
-
-    @property
-    def type(self) -> str:
-        return ttype(self.shape, self.et)
-
-
-class _Emitter:
+class _Emitter(Builder):
     def __init__(self, g: Graph):
-        self.g, self.lines, self.env, self.count = g, [], {}, 0
-
-    # ---- building blocks -----------------------------------------------------------------------
-    def op(self, name: str, ins: list, shape, et: str, props: str = "", nhwc: bool = False,
-           rtype: str | None = None) -> Tensor:
-        r = Tensor(f"%{self.count}", shape, et, nhwc)
-        self.count += 1
-        p = f" <{{{props}}}>" if props else ""
-        args = ", ".join(i.ssa for i in ins)
-        types = ", ".join(i.type for i in ins)
-        self.lines.append(f'    {r.ssa} = "tosa.{name}"({args}){p} : ({types}) -> {rtype or r.type}')
-        return r
-
-    def const(self, a: np.ndarray, et: str) -> Tensor:
-        a = np.asarray(a)
-        return self.op("const", [], a.shape, et, f"values = {dense(a, et)}")
-
-    def shape_const(self, vals) -> Tensor:
-        vals = [int(v) for v in vals]
-        t = _Shape(f"%{self.count}", len(vals))
-        self.count += 1
-        body = f"dense<[{', '.join(map(str, vals))}]>" if vals else "dense<>"
-        self.lines.append(f'    {t.ssa} = "tosa.const_shape"() <{{values = {body} : tensor<{len(vals)}xindex>}}> : '
-                          f'() -> {t.type}')
-        return t
-
-    def zp(self, v: int, et: str) -> Tensor:
-        return self.const(np.asarray([v]), et)
-
-    def reshape(self, x: Tensor, shape, nhwc: bool = False) -> Tensor:
-        if tuple(shape) == x.shape:
-            return Tensor(x.ssa, x.shape, x.et, nhwc)
-        return self.op("reshape", [x, self.shape_const(shape)], shape, x.et, nhwc=nhwc)
-
-    def transpose(self, x: Tensor, perm, nhwc: bool = False) -> Tensor:
-        if tuple(perm) == tuple(range(len(perm))):
-            return Tensor(x.ssa, x.shape, x.et, nhwc)
-        shape = [x.shape[p] for p in perm]
-        return self.op("transpose", [x], shape, x.et, f"perms = array<i32: {', '.join(map(str, perm))}>", nhwc)
-
-    def cast(self, x: Tensor, et: str) -> Tensor:
-        return x if x.et == et else self.op("cast", [x], x.shape, et, nhwc=x.nhwc)
-
-    def binary(self, name: str, a: Tensor, b: Tensor) -> Tensor:
-        shape = np.broadcast_shapes(a.shape, b.shape)
-        return self.op(name, [a, b], shape, a.et, nhwc=a.nhwc or b.nhwc)
-
-    def mul(self, a: Tensor, b: Tensor) -> Tensor:
-        shape = np.broadcast_shapes(a.shape, b.shape)
-        return self.op("mul", [a, b, self.zp(0, "i8")], shape, a.et, nhwc=a.nhwc or b.nhwc)
-
-    def scalar(self, x: Tensor, v: int) -> Tensor:
-        """A rank-matching broadcast constant (TOSA binary ops need equal ranks)."""
-        return self.const(np.full((1,) * len(x.shape), v), x.et)
-
-    def clamp(self, x: Tensor, lo, hi) -> Tensor:
-        """``min(max(x, lo), hi)``: one ``tosa.clamp`` for scalar bounds, else maximum/minimum."""
-        lo, hi = np.asarray(lo, np.int64), np.asarray(hi, np.int64)
-        dmin, dmax = -(1 << (_bits(x.et) - 1)), (1 << (_bits(x.et) - 1)) - 1
-        scalar = np.all(lo == lo.reshape(-1)[0]) and np.all(hi == hi.reshape(-1)[0])
-        if scalar and x.et != "i32":                   # tosa.clamp takes i8 / i16 only (TOSA profiles)
-            lo_v, hi_v = max(int(lo.reshape(-1)[0]), dmin), min(int(hi.reshape(-1)[0]), dmax)
-            if (lo_v, hi_v) == (dmin, dmax):
-                return x
-            return self.op("clamp", [x], x.shape, x.et, f"max_val = {hi_v} : {x.et}, min_val = {lo_v} : {x.et}",
-                           x.nhwc)
-        if scalar:
-            lo, hi = lo.reshape(-1)[:1], hi.reshape(-1)[:1]
-        x = self.binary("maximum", x, self.const(self.chan(np.clip(lo, dmin, dmax), x), x.et))
-        return self.binary("minimum", x, self.const(self.chan(np.clip(hi, dmin, dmax), x), x.et))
-
-    def chan(self, a: np.ndarray, x: Tensor) -> np.ndarray:
-        """A constant broadcastable to the graph-layout tensor, in ``x``'s stored layout and rank."""
-        a = np.asarray(a)
-        a = a.reshape((1,) * (len(x.shape) - a.ndim) + a.shape)
-        if x.nhwc and a.ndim == 4:
-            a = a.transpose(NCHW_TO_NHWC)
-        return a
+        super().__init__()
+        self.g, self.env = g, {}
 
     # ---- values ---------------------------------------------------------------------------------
     def value(self, name: str) -> Tensor:
@@ -352,7 +249,7 @@ class _Emitter:
             raise CodegenError(str(e), node=n) from None
         va = self.binary("sub", self.cast(a, "i32"), self.scalar(Tensor("", a.shape, "i32"), n.attr("a_zp")))
         vb = self.binary("sub", self.cast(b, "i32"), self.scalar(Tensor("", b.shape, "i32"), n.attr("b_zp")))
-        c = lambda v: self.scalar(va, v)                                   # noqa: E731
+        c = lambda v: self.scalar(va, v)
         carry = None
         for j, (da, db) in enumerate(zip(p["a"], p["b"])):           # c = (P_j + c) >> k; tosa_rescale
             pj = self.binary("add", self.mul(va, c(da)), self.mul(vb, c(db)))
@@ -510,18 +407,6 @@ class _Emitter:
         return text, ins, outs
 
 
-class _Shape:
-    """A ``!tosa.shape<n>`` SSA value."""
-
-    def __init__(self, ssa: str, n: int):
-        self.ssa, self.shape, self.et, self.nhwc = ssa, (n,), "index", False
-        self.type = f"!tosa.shape<{n}>"
-
-
-def _bits(et: str) -> int:
-    return int(et[1:])
-
-
 def to_tosa_text(ig: Graph) -> tuple[str, list[str], list[str]]:
     """(MLIR text of ``main``, the integer values it takes, those it returns) for the integer graph ``ig``."""
     return _Emitter(ig).run()
@@ -534,11 +419,11 @@ def normalize(text: str) -> str:
     with ir.Context(), ir.Location.unknown():
         try:
             m = ir.Module.parse(text)
-        except Exception as e:  # noqa: BLE001 - MLIR diagnostics: one line
+        except Exception as e:
             raise CodegenError(f"TOSA module does not parse: {_first_line(e)}") from e
         try:
             ok = m.operation.verify()
-        except Exception as e:  # noqa: BLE001
+        except Exception as e:
             raise CodegenError(f"TOSA module does not verify: {_first_line(e)}") from e
         if not ok:
             raise CodegenError("TOSA module does not verify")

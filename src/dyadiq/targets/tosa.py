@@ -21,7 +21,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..codegen.tosa import SUPPORTED, to_tosa_text, normalize
+from ..codegen.tosa import SUPPORTED, normalize, to_tosa_text
 from ..errors import ArtifactError, CodegenError
 from ..ir.graph import Graph
 from ..ir.ops import op_def
@@ -83,7 +83,7 @@ def module_text(g: Graph) -> str:
     return normalize(to_tosa_text(integerize(g))[0])
 
 
-def compile_tosa(ig: Graph) -> "TosaArtifact":
+def compile_tosa(ig: Graph) -> TosaArtifact:
     """Build the integer graph ``ig`` into TOSA and an IREE module for this host."""
     text, ins, outs = to_tosa_text(ig)
     mlir = normalize(text)
@@ -105,7 +105,7 @@ def _version(dist: str) -> str:
         return "unknown"
 
 
-def load_tosa(folder: Path, manifest: dict) -> "TosaArtifact":
+def load_tosa(folder: Path, manifest: dict) -> TosaArtifact:
     check_host(manifest, str(folder))
     return TosaArtifact(manifest, (folder / MLIR).read_text(), (folder / VMFB).read_bytes())
 
