@@ -397,7 +397,7 @@ def test_compensate_with_correct_bias_keeps_the_float_model_mean_output():
 def test_compensate_needs_sequential():
     g = two_layer_graph()
     with pytest.raises(PassError, match="sequential"):
-        round_weights(g, np.zeros((2, 4, 6, 6)), compensate=True, sequential=False)
+        round_weights(g, np.ones((2, 4, 6, 6)), compensate=True, sequential=False)
 
 
 def test_sequential_and_float_inputs_differ():
