@@ -23,7 +23,7 @@ import torch
 
 from ..errors import PassError
 from ..ir.graph import Graph
-from ..ir.ops.registry import is_weighted
+from ..ir.ops.registry import is_weighted, op_def
 from ..ir.ops.torch_kernels import Fn, torch_op
 from ..ir.types import QuantType, TensorType
 
@@ -58,8 +58,7 @@ class TorchGraph:
         self.fns: list[Fn] = []
         for n in self.nodes:
             build = torch_op(n.op)
-            if build is None or not g.type_of(n.outputs[0]).is_float and n.op not in ("reshape", "transpose",
-                                                                                       "slice", "concat", "gather"):
+            if build is None or op_def(n.op).integer:
                 raise PassError(f"op {n.op!r} has no torch evaluation (float graphs only)", node=n)
             self.fns.append(build(n, g))
         self.constants = {k: torch.from_numpy(np.array(v)) for k, v in g.constants.items() if k in needed}
@@ -99,11 +98,12 @@ class TorchGraph:
             if i in self.bias_steps:            # the bias the integer code adds (as interp's simulated mode)
                 step = self.bias_steps[i]
                 args[2] = (torch.round(args[2].double() / step) * step).to(args[2].dtype)
-            y = self.fns[i](args)
-            q = self.quants.get(n.outputs[0])
-            env[n.outputs[0]] = fake_quant(y, q) if q is not None and y.is_floating_point() else y
-            if n.outputs[0] in taps:
-                env[n.outputs[0]] = env[n.outputs[0]] + taps[n.outputs[0]]
+            ys = self.fns[i](args)
+            for o, y in zip(n.outputs, ys if isinstance(ys, (tuple, list)) else (ys,)):   # topk: values, indices
+                q = self.quants.get(o)
+                env[o] = fake_quant(y, q) if q is not None and y.is_floating_point() else y
+                if o in taps:
+                    env[o] = env[o] + taps[o]
         return {k: env[k] for k in (keep if keep is not None else self.outputs)}
 
     def run(self, x, weights: Mapping[str, torch.Tensor] | None = None, **kw) -> dict[str, torch.Tensor]:
