@@ -141,6 +141,7 @@ def test_compile_with_mcpu_native(capsys, work, tmp_path):
                                                         mode="integer"))
 
 
+@pytest.mark.slow
 def test_tune_keeps_metaschedule_log_off_stdout(capfd, work, tmp_path, monkeypatch):
     """MetaSchedule prints its per-round tables (Python and C++, and its workers) on fd 1: they go to tune.log.
     Real tuning takes minutes, so a stand-in prints 180 lines the ways MetaSchedule does."""

@@ -68,6 +68,7 @@ def test_one_artifact_run_from_8_threads_gives_the_serial_outputs(work):
         assert np.array_equal(y, serial[i]), (t, i)
 
 
+@pytest.mark.slow
 def test_two_processes_run_one_artifact_folder(work, tmp_path):
     script = textwrap.dedent(f"""
         import numpy as np, dyadiq, sys
