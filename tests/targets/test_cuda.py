@@ -98,10 +98,6 @@ def test_arch_is_checked(digits):
 
 @pytest.mark.slow
 @pytest.mark.parametrize("bits", [8, 4])
-def test_efficientnet_lite0_kernels_are_bit_exact(bits):
-    from dyadiq.zoo import efficientnet_lite0, photo_crops
-    calib, evalx = photo_crops(32, split="calib"), photo_crops(4, split="eval")
-    g = dyadiq.from_torch(efficientnet_lite0(), (torch.from_numpy(evalx[:1]),))
-    kw = {"weight_bits": bits, "first_last_bits": 8} if bits == 4 else {"weight_bits": bits}
-    q, _ = dyadiq.quantize(g, calib, per_channel=True, bias_correct=bits == 8, **kw)
-    _check(dyadiq.integerize(q), [evalx[i:i + 1] for i in range(2)])
+def test_efficientnet_lite0_kernels_are_bit_exact(bits, effnet_integer):
+    ig, evalx = effnet_integer(bits)
+    _check(ig, [evalx[i:i + 1] for i in range(2)])

@@ -183,12 +183,12 @@ def test_zoo_blocks_are_bit_exact(name, bits):
 
 @pytest.mark.slow
 @pytest.mark.parametrize("bits", [8, 4])
-def test_efficientnet_lite0_is_bit_exact(bits):
-    from dyadiq.zoo import efficientnet_lite0, photo_crops
-    calib, evalx = photo_crops(32, split="calib"), photo_crops(8, split="eval")
-    g = dyadiq.from_torch(efficientnet_lite0(), (torch.from_numpy(evalx[:1]),))
-    kw = {"weight_bits": bits, "first_last_bits": 8} if bits == 4 else {"weight_bits": bits}
-    q, _ = dyadiq.quantize(g, calib, per_channel=True, bias_correct=bits == 8, **kw)
-    ig = dyadiq.integerize(q)
+def test_efficientnet_lite0_is_bit_exact(bits, effnet_integer):
+    ig, evalx = effnet_integer(bits)
     art = targets.compile(ig, target="tosa")
     _bit_exact(art, ig, [evalx[i:i + 1] for i in range(8)])
+    from torch_mlir import ir
+    with ir.Context(), ir.Location.unknown():
+        m = ir.Module.parse(art.mlir)
+        assert m.operation.verify()
+        assert m.operation.get_asm(print_generic_op_form=True, large_elements_limit=None) == art.mlir
