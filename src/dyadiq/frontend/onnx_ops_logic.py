@@ -9,7 +9,9 @@
 - ``ReduceL1 = sum|x|``, ``ReduceL2 = sqrt(sum x^2)``, ``ReduceSumSquare``, ``ReduceLogSum = log(sum x)``,
   ``ReduceLogSumExp = log(sum e^x)``, ``ReduceProd``; ``ArgMax``/``ArgMin``; ``CumSum``; ``Hardmax``;
   ``TopK``; ``GatherElements``; ``Einsum``.
-- ``Trilu`` -> ``where(constant mask, x, 0)``; ``Tile`` -> ``concat`` of copies; ``EyeLike`` is a constant.
+- ``Trilu`` -> ``where(constant mask, x, 0)``; ``Tile`` -> ``concat`` of copies; ``EyeLike`` is a constant;
+  ``OneHot`` -> ``where(idx == arange(depth), on, off)``; ``Compress`` (constant condition) -> ``gather``;
+  ``CenterCropPad`` -> ``slice`` + ``pad``.
 """
 from __future__ import annotations
 
@@ -219,3 +221,66 @@ def _eye_like(cx):
         import onnx
         dt = np.dtype(onnx.helper.tensor_dtype_to_np_dtype(int(cx.attr("dtype"))))
     return cx.const(np.eye(sh[0], sh[1], int(cx.attr("k", 0)), dtype=dt))
+
+
+@row("OneHot", params=(1, 2))
+def _one_hot(cx):
+    """``where(cast(idx) (wrapped by depth) == arange(depth), on, off)`` along ``axis``."""
+    idx = cx.inp(0)
+    depth = int(np.asarray(cx.const_input(1, "depth")).reshape(-1)[0])
+    values = cx.const_input(2, "values").reshape(-1)
+    rank = cx.rank(idx) + 1
+    ax = _axis(cx, int(cx.attr("axis", -1)), rank)
+    if cx.np_dtype(idx).kind != "i":
+        idx = cx.op("cast", [idx], cx.sub("indices"), to="i64")
+    dt = cx.np_dtype(idx)
+    neg = cx.op("less", [idx, cx.const(np.zeros((), dt), cx.sub("zero"))], cx.sub("negative"))
+    idx = cx.op("where", [neg, cx.op("add", [idx, cx.const(np.asarray(depth, dt), cx.sub("depth"))],
+                                     cx.sub("wrapped")), idx], cx.sub("index"))
+    sh = list(cx.shape(idx))
+    idx = cx.op("reshape", [idx], cx.sub("unsqueezed"), shape=tuple(sh[:ax] + [1] + sh[ax:]))
+    ar = np.arange(depth, dtype=dt).reshape([depth if i == ax else 1 for i in range(rank)])
+    hot = cx.op("equal", [idx, cx.const(ar, cx.sub("arange"))], cx.sub("hot"))
+    return cx.op("where", [hot, cx.const(values[1:2].reshape(()), cx.sub("on")),
+                           cx.const(values[0:1].reshape(()), cx.sub("off"))])
+
+
+@row("Compress", params=(1,))
+def _compress(cx):
+    """A constant ``condition`` selects indices: ``gather`` (of the flattened input when there is no axis)."""
+    x = cx.inp(0)
+    keep = np.flatnonzero(np.asarray(cx.const_input(1, "condition")).astype(bool)).astype(np.int64)
+    if cx.attr("axis") is None:
+        x = cx.op("reshape", [x], cx.sub("flat"), shape=(int(np.prod(cx.shape(x))),))
+        ax = 0
+    else:
+        ax = _axis(cx, int(cx.attr("axis")), cx.rank(x))
+    if keep.size and keep[-1] >= cx.shape(x)[ax]:
+        raise cx.fail(f"condition selects index {keep[-1]} beyond dim {cx.shape(x)[ax]}")
+    if keep.size == 0:
+        raise cx.fail("condition selects nothing (empty tensor)")
+    return cx.op("gather", [x, cx.const(keep, cx.sub("indices"))], axis=ax)
+
+
+@row("CenterCropPad", params=(1,))
+def _center_crop_pad(cx):
+    """Per axis: crop ``(n - m) // 2`` from the start, or pad ``(m - n) // 2`` zeros before (the rest after)."""
+    from .onnx_ops_movement import _slice
+
+    x = cx.inp(0)
+    rank = cx.rank(x)
+    target = _ints(cx.const_input(1, "shape"))
+    axes = cx.attr("axes")
+    axes = tuple(range(rank)) if axes is None else tuple(_axis(cx, int(a), rank) for a in axes)
+    if len(target) != len(axes):
+        raise cx.fail(f"shape {list(target)} needs {len(axes)} entries")
+    sh = cx.shape(x)
+    crop = [(a, (sh[a] - m) // 2, (sh[a] - m) // 2 + m) for a, m in zip(axes, target) if m < sh[a]]
+    if crop:
+        x = _slice(cx, x, [c[1] for c in crop], [c[2] for c in crop], [c[0] for c in crop], [1] * len(crop),
+                   cx.sub("crop"))
+    pads = [0] * (2 * rank)
+    for a, m in zip(axes, target):
+        if m > sh[a]:
+            pads[a], pads[a + rank] = (m - sh[a]) // 2, m - sh[a] - (m - sh[a]) // 2
+    return cx.op("pad", [x], pads=tuple(pads), mode="constant", value=0) if any(pads) else x
