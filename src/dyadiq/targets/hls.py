@@ -6,7 +6,7 @@ Artifact folder: ``defines.h``, ``weights.h``, ``model.h``, ``model.cpp`` (the s
 export), ``tb_in*.bin`` (a zero sample for build.tcl), ``README.md`` and ``manifest.json`` (with the
 ``hls`` section: per-value ``ap_int`` types, accumulator widths, the resource and latency model).
 
-``run`` compiles ``tb.cpp`` + ``model.cpp`` once with
+``run`` compiles ``tb.cpp`` + ``model.cpp`` (as one translation unit) once with
 ``g++ -std=c++14 -O1 -Wall -Wextra -Werror -isystem <hls4ml>/templates/vivado/ap_types`` into
 ``<cache>/<sha256 of the sources and the compiler>/csim`` (default cache ``~/.cache/dyadiq/hls``,
 ``$DYADIQ_HLS_CACHE`` overrides), then runs it on the inputs: float inputs go through the C++ quantize
@@ -75,7 +75,8 @@ def build_csim(files: dict[str, str], cache: Path | None = None) -> Path:
         for name in SOURCES:
             (Path(tmp) / name).write_text(files[name])
         out = Path(tmp) / "csim"
-        cmd = [cxx, *CXXFLAGS, "-isystem", str(inc), "tb.cpp", "model.cpp", "-o", str(out)]
+        (Path(tmp) / "csim.cpp").write_text('#include "tb.cpp"\n#include "model.cpp"\n')   # one TU: ap_int parsed once
+        cmd = [cxx, *CXXFLAGS, "-isystem", str(inc), "csim.cpp", "-o", str(out)]
         r = subprocess.run(cmd, cwd=tmp, capture_output=True, text=True)
         if r.returncode != 0:
             err = (r.stderr.strip().splitlines() or ["?"])
