@@ -299,12 +299,20 @@ def _op_zoo():
     lut = b.op("lut", [sq, b.const("tab", r.integers(-128, 128, size=256).astype(np.int8))], in_min=-128)
     add = b.op("qadd", [lut, b.op("slice", [apq], starts=(0, 0), ends=(1, 1), axes=(2, 3))], a_zp=3, b_zp=-5,
                a_m=1 << 29, b_m=3 << 28, shift=30, out_zp=0, qmin=-128, qmax=127, dtype="i8")
-    return b.build([add, mq])
+    gw = b.const("gw", r.integers(-7, 8, size=(6, 6, 3, 3)).astype(np.int8))                # grouped, dilated
+    gc = b.op("qconv2d", [c, gw, b.const("gb", r.integers(-500, 500, size=6).astype(np.int32))], groups=2,
+              pad=(2, 1, 1, 0), stride=(1, 2), dilation=(2, 1), x_zp=-3)
+    gq = b.op("requantize", [gc, b.const("m4", np.array(1 << 30, np.int32)), b.const("s4", np.array(38, np.int32))],
+              in_zp=7, out_zp=-1, qmin=-8, qmax=7, dtype="i8")                               # a 4-bit activation
+    lw = b.const("lw", r.integers(-3, 4, size=(5, 8)).astype(np.int8))
+    lin = b.op("qlinear", [b.op("reshape", [p1], shape=(4, 5, 8)), lw], x_zp=2)              # 20 rows
+    return b.build([add, mq, gq, lin])
 
 
 def test_every_op_bit_exact_on_a_graph_of_all_integer_and_movement_ops():
     ig = _op_zoo()
     assert {n.op for n in ig.nodes} >= {"transpose", "slice", "pad", "concat", "gather", "maxpool", "qavgpool",
+                                          "qconv2d", "qlinear",
                                           "requantize", "qmatmul", "qmul", "qsum", "lut", "qadd", "identity",
                                           "reshape"}
     xs = np.random.default_rng(6).integers(-128, 128, size=(6, 1, 4, 6, 6)).astype(np.int8)
