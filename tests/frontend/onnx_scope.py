@@ -28,7 +28,7 @@ OUT_OF_SCOPE: tuple[Rule, ...] = (
          "uint32/64, string)"),
     Rule(r"^test_pow_types_int(32|64)_float32",
          "Pow of an integer base by a float exponent (dyadiq casts only the exponent to the base's dtype)"),
-    Rule(r"^test_(averagepool|maxpool)_3d_|^test_convtranspose_3d$",
+    Rule(r"^test_(averagepool|maxpool|lppool)_3d_|^test_convtranspose_3d$",
          "3-D pooling and transposed convolution (2-D only; 1-D is lifted to 2-D)"),
     Rule(r"^test_maxpool_with_argmax_", "MaxPool's Indices output"),
     Rule(r"^test_training_dropout(_default)?(_mask)?$|^test_batchnorm_\w+_training_mode$",

@@ -140,7 +140,8 @@ def _arg(cx):
 def _cumsum(cx):
     x = cx.inp(0)
     ax = _axis(cx, int(cx.const_input(1, "axis").reshape(-1)[0]), cx.rank(x))
-    return cx.op("cumsum", [x], axis=ax, exclusive=bool(cx.attr("exclusive", 0)), reverse=bool(cx.attr("reverse", 0)))
+    return cx.op(cx.node.op_type.lower(), [x], axis=ax, exclusive=bool(cx.attr("exclusive", 0)),
+                 reverse=bool(cx.attr("reverse", 0)))
 
 
 @row("Hardmax")

@@ -11,7 +11,7 @@
   ``GroupNormalization`` the same on ``[N, G, C/G * HW]``; ``LpNormalization`` ``x / ||x||_p``;
   ``MeanVarianceNormalization`` ``(x - E x) / (sqrt(E x^2 - (E x)^2) + 1e-9)``; ``RMSNormalization``
   ``x / sqrt(E x^2 + eps) * scale``; ``LRN`` ``x / (bias + alpha * mean_window(x^2))^beta`` (an avgpool over
-  the zero-padded channel axis).
+  the zero-padded channel axis); ``LpPool`` ``(sum_window |x|^p)^(1/p)`` (a depthwise conv with ones).
 """
 from __future__ import annotations
 
@@ -275,3 +275,28 @@ def _lrn(cx):
     base = cx.op("add", [cx.op("mul", [mean, cx.const(np.asarray(alpha, dt), cx.sub("alpha"))], cx.sub("scaled")),
                          cx.const(np.asarray(bias, dt), cx.sub("bias"))], cx.sub("base"))
     return cx.op("div", [x, cx.op("pow", [base, cx.const(np.asarray(beta, dt), cx.sub("beta"))], cx.sub("denom"))])
+
+
+@row("LpPool")
+def _lp_pool(cx):
+    """``(sum over the window of |x|^p)^(1/p)``: the window sum is a depthwise conv with a ones kernel."""
+    from .onnx_ops import _window
+
+    x = cx.inp(0)
+    if cx.attr("ceil_mode", 0):
+        raise cx.fail("attribute ceil_mode=1 is not supported")
+    kernel = tuple(cx.attr("kernel_shape"))
+    s, pads, d = _window(cx, cx.shape(x)[2:], kernel)
+    x4, lifted = _lift(cx, x, "x")
+    k = (1, kernel[0]) if lifted else kernel
+    p = float(cx.attr("p", 2))
+    dt = cx.np_dtype(x)
+    c = cx.shape(x4)[1]
+    y = cx.op("abs", [x4], cx.sub("abs"))
+    if p != 1:
+        y = cx.op("pow", [y, cx.const(np.asarray(p, dt), cx.sub("p"))], cx.sub("pow"))
+    y = cx.op("conv2d", [y, cx.const(np.ones((c, 1) + k, dt), cx.sub("ones"))], cx.sub("window_sum"),
+              stride=s, pad=pads, dilation=d, groups=c)
+    if p != 1:
+        y = cx.op("pow", [y, cx.const(np.asarray(1 / p, dt), cx.sub("inv_p"))], cx.sub("root") if lifted else None)
+    return _unlift(cx, y) if lifted else y
