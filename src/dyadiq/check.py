@@ -127,8 +127,8 @@ def _target_status(g, target: str, report: CheckReport) -> str:
         from .passes.pipeline import quantize
 
         rng = np.random.default_rng(0)
-        calib = {n: rng.standard_normal((2,) + g.type_of(n).shape[1:]).astype(g.type_of(n).np_dtype)
-                 if g.type_of(n).is_float else np.zeros((2,) + g.type_of(n).shape[1:], g.type_of(n).np_dtype)
+        calib = {n: (rng.standard_normal((2,) + g.type_of(n).shape[1:]) if g.type_of(n).is_float
+                     else rng.integers(0, 2, (2,) + g.type_of(n).shape[1:])).astype(g.type_of(n).np_dtype)
                  for n in g.inputs}
         q, _ = quantize(g, calib if len(g.inputs) > 1 else calib[g.inputs[0]], calib_method="minmax",
                         rounding="nearest", bias_correct=False, equalize=False)
