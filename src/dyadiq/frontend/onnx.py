@@ -120,13 +120,17 @@ def attributes(node) -> dict:
 
     out = {}
     for a in node.attribute:
-        v = onnx.helper.get_attribute_value(a)
-        if isinstance(v, bytes):
-            v = v.decode()
-        elif isinstance(v, onnx.TensorProto):
-            v = numpy_helper.to_array(v)
-        elif isinstance(v, list) and v and isinstance(v[0], bytes):
-            v = [s.decode() for s in v]
+        try:
+            v = onnx.helper.get_attribute_value(a)
+            if isinstance(v, bytes):
+                v = v.decode()
+            elif isinstance(v, onnx.TensorProto):
+                v = numpy_helper.to_array(v)
+            elif isinstance(v, list) and v and isinstance(v[0], bytes):
+                v = [s.decode() for s in v]
+        except (ValueError, TypeError) as e:      # not UTF-8 text, a tensor shorter than its dims, ...
+            raise FrontendError(f"ONNX {node.op_type} node {node.name or '?'}: attribute {a.name!r} is "
+                                f"unreadable ({type(e).__name__})") from None
         out[a.name] = v
     return out
 
