@@ -161,6 +161,9 @@ def _top_parallel(ig, c, types, names, funcs) -> list[str]:
 
 
 def _top_stream(ig, c, types, names, funcs) -> list[str]:
+    if set(ig.outputs) & set(ig.inputs):
+        raise CodegenError(f"io stream: graph input(s) {sorted(set(ig.outputs) & set(ig.inputs))} are also "
+                           f"outputs (use io parallel)")
     consumers = ig.consumers()
     outs = {v: [f"out{j}" for j, o in enumerate(ig.outputs) if o == v] for v in names}
     streams: dict[str, list[tuple[str, str]]] = {}     # value -> [(consumer node name, stream name)]
