@@ -96,14 +96,14 @@ def worker(kind: str, work: Path, calls: int) -> None:
     if kind == "dyadiq_int":
         import dyadiq
         art = dyadiq.load_artifact(work / "cpu")
-        fn = lambda: art.run(ids)  # noqa: E731
+        fn = lambda: art.run(ids)
     else:
         import onnxruntime as ort
         so = ort.SessionOptions()
         so.intra_op_num_threads, so.inter_op_num_threads = 1, 1
         path = work / ("fp32.onnx" if kind == "ort_fp32" else "int8.onnx")
         sess = ort.InferenceSession(str(path), so, providers=["CPUExecutionProvider"])
-        fn = lambda: sess.run(None, {"ids": ids})  # noqa: E731
+        fn = lambda: sess.run(None, {"ids": ids})
     for _ in range(3):
         fn()
     times = []

@@ -59,7 +59,7 @@ def test_digits_vit_integer_within_one_point_of_float_and_bit_exact():
     assert float_acc > 0.93
     g = dyadiq.from_torch(model, (torch.from_numpy(d.x_test[:1]),))
     q, _ = dyadiq.quantize(g, d.x_train[:128], calib_method="minmax", rounding="nearest",
-                           act_bits_by_value=wide_values(g))
+                           act_bits_by_value=wide_values(g, operands=False))
     ig = dyadiq.integerize(q)
     _assert_integer_only(ig)
     yi = run_batched(ig, d.x_test, mode="integer")

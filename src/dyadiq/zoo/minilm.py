@@ -96,22 +96,22 @@ class MiniLM(nn.Module):
         ln.bias.data.copy_(w[name + ".bias"])
         return ln
 
-    def _split(self, t):                                   # [B, T, D] -> [B, H, T, dh]
-        b, n, _ = t.shape
+    def _split(self, t, b, n):                             # [B*T, D] -> [B, H, T, dh]
         return t.reshape(b, n, self.heads, self.dh).permute(0, 2, 1, 3)
 
     def encode(self, ids, pos, bias):
-        """Hidden states ``[B, T, D]`` (``bias``: None or ``[B, 1, 1, T]`` added to the scores)."""
+        """Hidden states ``[B, T, D]`` (``bias``: None or ``[B, 1, 1, T]`` added to the scores). Tokens are
+        rows of 2-D ``[B*T, D]`` matrices between the attention blocks (linears are plain GEMMs)."""
         b, n = ids.shape
-        h = self.ln(F.embedding(ids, self.word) + pos)
+        h = self.ln((F.embedding(ids, self.word) + pos).reshape(b * n, self.d))
         for m in self.layers:
-            s = torch.matmul(self._split(m.q(h)), self._split(m.k(h)).transpose(-2, -1))
+            s = torch.matmul(self._split(m.q(h), b, n), self._split(m.k(h), b, n).transpose(-2, -1))
             if bias is not None:
                 s = s + bias
-            a = torch.matmul(torch.softmax(s, dim=-1), self._split(m.v(h)))
-            h = m.ln1(h + m.o(a.permute(0, 2, 1, 3).reshape(b, n, self.d)))
+            a = torch.matmul(torch.softmax(s, dim=-1), self._split(m.v(h), b, n))
+            h = m.ln1(h + m.o(a.permute(0, 2, 1, 3).reshape(b * n, self.d)))
             h = m.ln2(h + m.fc2(F.gelu(m.fc1(h))))
-        return h
+        return h.reshape(b, n, self.d)
 
     def forward(self, ids):
         b, n = ids.shape
@@ -178,13 +178,15 @@ def sentences(n: int, skip: int = 0) -> list[str]:
     return [out[i] for i in rng.permutation(len(out))[skip:skip + n]]
 
 
-def wide_values(g, bits: int = 16, softmax_probs: bool = True) -> dict[str, int]:
+def wide_values(g, bits: int = 16, softmax_probs: bool = False, operands: bool = True) -> dict[str, int]:
     """Activations that per-tensor 8-bit codes cannot carry in a BERT (for ``act_bits_by_value``): the
     residual stream (every ``add`` output: LayerNorm inputs, masked scores), what is added to it (the
     attention-output and FFN-output projections, the raw scores), GELU inputs, the pooled output and (with
     ``softmax_probs``) the attention probabilities: P V at 16 x 8 bits over 128 keys still fits int32
-    (128 * 65535 * 255 < 2^31). Inputs of ``linear`` stay 8-bit (int32 accumulators)."""
-    prod = g.producers()
+    (128 * 65535 * 255 < 2^31); embedding lookups and masked states; with ``operands`` the query and value
+    projections (one 16-bit operand per activation matmul; not for fused qkv projections, whose q and k
+    would both be 16-bit). Inputs of ``linear`` stay 8-bit (int32 accumulators)."""
+    prod, consumers = g.producers(), g.consumers()
     out = {}
     for n in g.nodes:
         if not g.type_of(n.name).is_float:
@@ -192,10 +194,22 @@ def wide_values(g, bits: int = 16, softmax_probs: bool = True) -> dict[str, int]
         if n.op in ("add", "mean"):
             out[n.name] = bits
             for i in n.inputs:
-                if i in prod and prod[i].op in ("linear", "matmul"):
+                if i in prod and prod[i].op in ("linear", "matmul", "mul"):
                     out[i] = bits
         if n.op == "gelu" and n.inputs[0] in prod:
             out[n.inputs[0]] = bits
         if n.op == "softmax" and softmax_probs:
             out[n.name] = bits
+        cons = consumers.get(n.name, [])
+        if n.op == "gather" and any(c.op == "add" for c in cons):      # word embeddings (+ positions)
+            out[n.name] = bits
+        if n.op == "layernorm" and not any(c.op == "linear" for c in cons):   # the residual copy
+            out[n.name] = bits
+        if n.op == "matmul" and operands:
+            # one operand of each activation matmul: q of q k^T, v of p v (8 x 16 bits fits int32 here)
+            i = n.inputs[1] if n.inputs[0] in prod and prod[n.inputs[0]].op == "softmax" else n.inputs[0]
+            while i in prod and prod[i].op in ("reshape", "transpose"):
+                i = prod[i].inputs[0]
+            if i in prod and prod[i].op == "linear":
+                out[i] = bits
     return out
