@@ -165,8 +165,13 @@ def test_tune_keeps_metaschedule_log_off_stdout(capfd, work, tmp_path, monkeypat
 
 
 def test_a_bad_pt2_is_one_error_line(capsys, tmp_path):
+    torch = pytest.importorskip("torch")
     bad = tmp_path / "bad.pt2"
     bad.write_bytes(b"PK\x03\x04 not really a torch archive")
+    _one_error(*_cli(capsys, "inspect", bad)[::2])
+    good = tmp_path / "good.pt2"                          # a real archive, cut short
+    torch.export.save(torch.export.export(torch.nn.Linear(4, 2).eval(), (torch.zeros(1, 4),)), good)
+    bad.write_bytes(good.read_bytes()[: good.stat().st_size // 2])
     _one_error(*_cli(capsys, "inspect", bad)[::2])
 
 
