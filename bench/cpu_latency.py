@@ -35,6 +35,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).parent))
 from common import cpu_description, write_results  # noqa: E402
+from dyadiq.passes.pipeline import FAST_OPTIONS  # noqa: E402 - the pre-default fast settings
 
 W8, W8_GENERIC, W7, W4 = ("dyadiq cpu W8A8 per-channel (x86 kernels)",
                           "dyadiq cpu W8A8 per-channel (TVM generic, untuned)",
@@ -73,11 +74,11 @@ def build_models(d: Path) -> None:
     x = photo_crops(1, split="eval")
     np.save(d / "x.npy", x)
     g = dyadiq.from_torch(model, (torch.from_numpy(x),))
-    q, _ = dyadiq.quantize(g, calib, per_channel=True)
+    q, _ = dyadiq.quantize(g, calib, per_channel=True, **FAST_OPTIONS)        # latency: values do not matter
     save(dyadiq.integerize(q), d / "w8.dyq")
-    q7, _ = dyadiq.quantize(g, calib, per_channel=True, weight_bits=7)
+    q7, _ = dyadiq.quantize(g, calib, per_channel=True, weight_bits=7, **FAST_OPTIONS)
     save(dyadiq.integerize(q7), d / "w7.dyq")
-    q4, _ = dyadiq.quantize(g, calib, per_channel=True, weight_bits=4, first_last_bits=8)
+    q4, _ = dyadiq.quantize(g, calib, per_channel=True, weight_bits=4, first_last_bits=8, **FAST_OPTIONS)
     save(dyadiq.integerize(q4), d / "w4.dyq")
     ort_models(model, calib, x, d)
 

@@ -30,6 +30,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).parent))
 from common import agreement, cpu_description, write_results  # noqa: E402
+from dyadiq.passes.pipeline import FAST_OPTIONS  # noqa: E402 - the pre-default fast settings
 
 BATCH = 16
 
@@ -104,7 +105,7 @@ def main(argv=None) -> None:
         key = tuple(sorted(plan.items()))
         if key not in done:
             t = time.perf_counter()
-            q, report = dyadiq.quantize(g, calib, weight_bits=plan)
+            q, report = dyadiq.quantize(g, calib, weight_bits=plan, **FAST_OPTIONS)
             tq = time.perf_counter() - t
             out = evaluate(q, evalx, simulated=True)
             done[key] = {**agreement(ref, out), "quantize_s": round(tq, 1),

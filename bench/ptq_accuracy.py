@@ -19,6 +19,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).parent))
 from common import agreement, cpu_description, write_results  # noqa: E402
+from dyadiq.passes.pipeline import FAST_OPTIONS  # noqa: E402 - the pre-default fast settings
 
 BATCH = 32
 
@@ -78,7 +79,7 @@ def dyadiq_rows(model, calib, evalx, ref, only=None, skip=None):
         if (only and only not in name) or (skip and skip in name):
             continue
         t0 = time.perf_counter()
-        opts = dict(opts)
+        opts = {**FAST_OPTIONS, **opts}         # the rows name what they add to min/max ranges + nearest
         auto = opts.pop("_auto", None)
         diagnostic = opts.pop("_diagnostic", False)
         if auto:                                 # ILP weight bits at a parameter-weighted mean width
