@@ -55,6 +55,7 @@ def simple_quantize(g: Graph, calib: np.ndarray, *, w_bits=8, per_channel=True, 
         if n.op in INHERIT and g.quant_of(n.inputs[0]) is not None:
             g = g.with_quant(n.name, g.quant_of(n.inputs[0]))
             continue
-        g = g.with_quant(n.name, act_quant(lo[n.name], hi[n.name], a_bits))
+        if n.name in lo:                                     # float outputs only (argmax gives indices)
+            g = g.with_quant(n.name, act_quant(lo[n.name], hi[n.name], a_bits))
     _ = prod
     return g

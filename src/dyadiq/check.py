@@ -97,6 +97,8 @@ def check_model(path: str, *, target: str = "cpu", input_shapes=None) -> CheckRe
     except FrontendError as e:                       # InputError (no file, bad --input-shape) is raised
         rows = _onnx_rows(path) if str(path).lower().endswith(".onnx") and Path(path).is_file() else []
         return CheckReport(str(path), target, rows, import_error=" ".join(str(e).split()), notes=notes)
+    from .passes.canonicalize import canonicalize
+    g = canonicalize(g)             # what quantize sees (BatchNorm folded, transposed convs as convs, ...)
     rows: dict[str, OpStatus] = {}
     for n in g.nodes:
         r = rows.get(n.op)

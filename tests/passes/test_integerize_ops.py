@@ -95,3 +95,21 @@ def test_cubic_resize_is_refused_with_its_mode():
     g = b.build([b.op("resize", [x], size=(1, 4, 12, 12), mode="cubic", coord="half_pixel")])
     with pytest.raises(PassError, match="resize mode 'cubic'"):
         integerize(simple_quantize(g, RNG.normal(size=(2,) + SHAPE[1:]).astype(np.float32)))
+
+
+@pytest.mark.parametrize("op,last", [("argmax", False), ("argmin", True)])
+def test_argmax_at_the_end_of_a_segmenter_runs_on_the_codes_and_leaves_the_graph_as_indices(op, last):
+    """conv -> argmax over channels: the integer graph returns the i64 indices simulated mode gives (ties of
+    quantized values included), bit-exact on cpu."""
+    b = GraphBuilder()
+    x = b.input("x", SHAPE)
+    y = b.op("conv2d", [x, b.const("w", RNG.normal(size=(5, 4, 1, 1)).astype(np.float32))])
+    g = b.build([b.op(op, [y], axis=1, keepdims=False, select_last_index=last)])
+    calib = RNG.normal(size=(6,) + SHAPE[1:]).astype(np.float32)
+    ig = integerize(simple_quantize(g, calib))
+    assert ig.nodes[-1].op == op and ig.type_of(ig.outputs[0]).dtype == "i64"
+    for xv in calib[:3]:
+        xv = xv[None]
+        got = run(ig, [xv])
+        np.testing.assert_array_equal(got, run(simple_quantize(g, calib), [xv], "simulated"))
+        np.testing.assert_array_equal(build(ig, "cpu").run([xv]), got)

@@ -372,6 +372,21 @@ class _Emitter:
     def minimum(self, n: Node, a, b):
         return self.op.minimum(a, b)
 
+    def _arg(self, n: Node, x, fn):
+        rank = self.g.type_of(n.inputs[0]).rank
+        axis = int(n.attr("axis", 0)) % rank
+        if n.attr("select_last_index", False):                 # first index of the reversed axis, mirrored
+            size = self.g.type_of(n.inputs[0]).shape[axis]
+            r = self.emit(fn(self.op.flip(x, axis), axis=axis, keepdims=bool(n.attr("keepdims", True))))
+            return self.op.subtract(const(np.asarray(size - 1, "int64")), self.op.astype(r, "int64"))
+        return self.op.astype(fn(x, axis=axis, keepdims=bool(n.attr("keepdims", True))), "int64")
+
+    def argmax(self, n: Node, x):
+        return self._arg(n, x, self.op.argmax)
+
+    def argmin(self, n: Node, x):
+        return self._arg(n, x, self.op.argmin)
+
     def reduce_max(self, n: Node, x):
         return self._reduce(n, x, self.op.max)
 
@@ -435,7 +450,7 @@ class _Emitter:
 
 EMITTERS = ("quantize", "dequantize", "qconv2d", "qlinear", "qmatmul", "requantize", "qadd", "qmul", "qsum",
             "qavgpool", "lut", "reshape", "transpose", "concat", "slice", "pad", "maxpool", "identity", "gather", "reduce_max", "reduce_min",
-            "maximum", "minimum")
+            "maximum", "minimum", "argmax", "argmin")
 EMITTERS += ("qsoftmax", "qlayernorm", "qembed")            # transformer ops: codegen/tvm_nn.py
 
 

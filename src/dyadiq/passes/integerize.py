@@ -332,6 +332,15 @@ class _Lowering:
         ins = [self.convert(*self.act(i, n), qo, n) for i in n.inputs]
         self.bind(n.name, self.b.op(n.op, ins, n.name, quant=qo), qo)
 
+    def index_of_extremum(self, n: Node) -> None:
+        """argmax / argmin of a per-tensor quantized activation: the same op on its codes (the code order is the
+        value order, ties included: simulated mode sees the same ties). The i64 result carries no QuantType
+        and leaves the graph as it is."""
+        x, qx = self.act(n.inputs[0], n)
+        if qx.per_channel and qx.axis is not None:
+            raise PassError("argmax/argmin of a per-channel quantized activation", node=n)
+        self.bind(n.name, self.b.op(n.op, [x], n.name, **dict(n.attrs)), None)
+
     def on_codes(self, n: Node) -> None:
         """A data-movement op with constant extra inputs (gather indices) or a reduction that picks one of its
         inputs (max / min): the same op on the integer codes."""
@@ -467,7 +476,7 @@ class _Lowering:
         outs = []
         for name in g.outputs:
             y, q = self.env[name]
-            if not self.raw:
+            if not self.raw and q is not None:
                 axis = {"axis": q.axis} if q.axis is not None else {}
                 y = self.b.op("dequantize", [y], f"{name}.dq", scale=q.scale, zero_point=q.zero_point, **axis)
             outs.append(y)
@@ -565,6 +574,7 @@ LOWERINGS: dict[str, Lowering] = {
                        "nearest" else low.resize_linear(n), _check_resize),
     "gather": Lowering(*integerize_nn.with_embed(lambda low, n, c: low.on_codes(n), _check_gather)),
     **{op: Lowering(lambda low, n, c: low.on_codes(n)) for op in ("reduce_max", "reduce_min")},
+    **{op: Lowering(lambda low, n, c: low.index_of_extremum(n)) for op in ("argmax", "argmin")},
     **{op: Lowering(lambda low, n, c: low.lut(n)) for op in LUT_OPS},
     "softmax": Lowering(integerize_nn.softmax),                       # transformer ops: integerize_nn
     "layernorm": Lowering(integerize_nn.layernorm, integerize_nn.check_layernorm),
@@ -574,6 +584,8 @@ LOWERED = frozenset(LOWERINGS)
 
 def lowering_status(op: str) -> str | None:
     """None when ``op`` has an integer lowering, else why not (for ``inspect --check``)."""
+    if op == "conv_transpose2d":
+        return "only with constant weights (canonicalize turns those into conv2d)"
     return None if op in LOWERINGS else f"op {op!r} has no integer lowering"
 
 
