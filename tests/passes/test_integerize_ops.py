@@ -37,13 +37,16 @@ def _model(kind: str):
         y = b.op("reduce_max", [x], axes=(2, 3), keepdims=True)
     elif kind == "max_of_two":                                         # differently scaled operands
         y = b.op("maximum", [b.op("relu", [x]), b.op("mul", [x, b.const("h", np.asarray(-0.5, np.float32))])])
+    elif kind == "masked":                                             # Trilu-style constant mask
+        mask = np.tril(np.ones((6, 6), bool))
+        y = b.op("where", [b.const("m", mask), x, b.const("z", np.asarray(-1.5, np.float32))])
     elif kind == "reduce_sum":
         y = b.op("reduce_sum", [x], axes=(1,), keepdims=False)
     return b.build([y])
 
 
 KINDS = ["affine", "const_minus_x", "difference", "resize_nearest", "gather", "reduce_max", "reduce_sum",
-         "max_of_two"]
+         "max_of_two", "masked"]
 
 
 @pytest.mark.parametrize("kind", KINDS)

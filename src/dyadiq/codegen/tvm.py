@@ -387,6 +387,9 @@ class _Emitter:
     def argmin(self, n: Node, x):
         return self._arg(n, x, self.op.argmin)
 
+    def where(self, n: Node, c, a, b):
+        return self.op.where(c, a, b)
+
     def reduce_max(self, n: Node, x):
         return self._reduce(n, x, self.op.max)
 
@@ -450,7 +453,7 @@ class _Emitter:
 
 EMITTERS = ("quantize", "dequantize", "qconv2d", "qlinear", "qmatmul", "requantize", "qadd", "qmul", "qsum",
             "qavgpool", "lut", "reshape", "transpose", "concat", "slice", "pad", "maxpool", "identity", "gather", "reduce_max", "reduce_min",
-            "maximum", "minimum", "argmax", "argmin")
+            "maximum", "minimum", "argmax", "argmin", "where")
 EMITTERS += ("qsoftmax", "qlayernorm", "qembed")            # transformer ops: codegen/tvm_nn.py
 
 

@@ -341,6 +341,19 @@ class _Lowering:
             raise PassError("argmax/argmin of a per-channel quantized activation", node=n)
         self.bind(n.name, self.b.op(n.op, [x], n.name, **dict(n.attrs)), None)
 
+    def select(self, n: Node) -> None:
+        """``where(c, a, b)`` with a constant condition (masks: Trilu, OneHot): both branches at the output's
+        QuantType (activations requantized, constants quantized), then the same selection on the codes."""
+        qo = self.quant(n.name, n)
+        ins = [self.b.const(f"{n.name}.cond", np.asarray(self.g.const(n.inputs[0])))]
+        for k, i in enumerate(n.inputs[1:]):
+            if self.g.is_const(i):
+                codes = quantize(np.asarray(self.g.const(i), np.float64), qo)
+                ins.append(self.b.const(f"{n.name}.branch{k}", codes.astype(DTYPES[_dtype(qo)])))
+            else:
+                ins.append(self.convert(*self.act(i, n), qo, n))
+        self.bind(n.name, self.b.op("where", ins, n.name, quant=qo), qo)
+
     def on_codes(self, n: Node) -> None:
         """A data-movement op with constant extra inputs (gather indices) or a reduction that picks one of its
         inputs (max / min): the same op on the integer codes."""
@@ -575,6 +588,8 @@ LOWERINGS: dict[str, Lowering] = {
     "gather": Lowering(*integerize_nn.with_embed(lambda low, n, c: low.on_codes(n), _check_gather)),
     **{op: Lowering(lambda low, n, c: low.on_codes(n)) for op in ("reduce_max", "reduce_min")},
     **{op: Lowering(lambda low, n, c: low.index_of_extremum(n)) for op in ("argmax", "argmin")},
+    "where": Lowering(lambda low, n, c: low.select(n),
+                      lambda g, n: None if g.is_const(n.inputs[0]) else "where with a condition computed at run time"),
     **{op: Lowering(lambda low, n, c: low.lut(n)) for op in LUT_OPS},
     "softmax": Lowering(integerize_nn.softmax),                       # transformer ops: integerize_nn
     "layernorm": Lowering(integerize_nn.layernorm, integerize_nn.check_layernorm),
