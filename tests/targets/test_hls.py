@@ -73,7 +73,10 @@ def test_raw_integer_graph_runs_codes_in_and_out():
 
 # ---- 2. warning-free, synthesizable, deterministic C++ ------------------------------------------------------
 def test_generated_cpp_compiles_with_all_warnings_as_errors(built, tmp_path):
-    _, _, _, arts = built
+    """Checked on its own for one model; every C-simulation build uses the same flags (CXXFLAGS)."""
+    name, _, _, arts = built
+    if name != "residual":
+        pytest.skip("every C-sim build compiles with CXXFLAGS (-Wall -Wextra -Werror)")
     for io, art in arts.items():
         d = tmp_path / io
         d.mkdir()
