@@ -174,6 +174,18 @@ def _zp_type(c: Ctx, r: Range, zp: int) -> str:
     return ctype((r[0] - zp, r[1] - zp))
 
 
+def _partition_weights(c: Ctx, n: Node, b: Body) -> None:
+    """The weight ROM in ceil(numel / R) banks: each multiplier reads its own bank once per cycle."""
+    w = n.inputs[1]
+    if not c.ig.is_const(w):
+        return
+    size = c.size(w)
+    if c.reuse == 1:
+        b(f"#pragma HLS ARRAY_PARTITION variable={c.names[w]} complete dim=1")
+    else:
+        b(f"#pragma HLS ARRAY_PARTITION variable={c.names[w]} cyclic factor={-(-size // c.reuse)} dim=1")
+
+
 def e_qconv2d(c: Ctx, n: Node, b: Body) -> None:
     a = n.attr_dict
     xs, ys, ws = c.shape(n.inputs[0]), c.shape(n.name), c.shape(n.inputs[1])
@@ -186,6 +198,7 @@ def e_qconv2d(c: Ctx, n: Node, b: Body) -> None:
     acc_t = f"ap_int<{c.acc_bits(n)}>"
     x, w = _operand(c, n, 0), _operand(c, n, 1)
     bias = _operand(c, n, 2) if len(n.inputs) == 3 else None
+    _partition_weights(c, n, b)
     b.open(f"for (int n = 0; n < {ys[0]}; ++n)")
     b.open(f"for (int oh = 0; oh < {ys[2]}; ++oh)")
     b.open(f"for (int ow = 0; ow < {ys[3]}; ++ow)")
@@ -217,6 +230,7 @@ def e_qlinear(c: Ctx, n: Node, b: Body) -> None:
     acc_t = f"ap_int<{c.acc_bits(n)}>"
     x, w = _operand(c, n, 0), _operand(c, n, 1)
     bias = _operand(c, n, 2) if len(n.inputs) == 3 else None
+    _partition_weights(c, n, b)
     b.open(f"for (int r = 0; r < {rows}; ++r)")
     b(f"#pragma HLS PIPELINE II={c.reuse}")
     b.open(f"for (int o = 0; o < {odim}; ++o)")

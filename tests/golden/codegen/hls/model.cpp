@@ -24,6 +24,9 @@ static void k0_x_q(const float x0[108], t_v_x_q y[108]) {
 
 // %conv2d.acc = qconv2d(%x.q, %w1.q, %b1.q) {acc_bits=15, pad=(1, 1, 1, 1), stride=(2, 2), x_zp=-9}
 static void k1_conv2d_acc(const t_v_x_q x0[108], t_v_conv2d_acc y[36]) {
+#ifdef __SYNTHESIS__
+#pragma HLS ARRAY_PARTITION variable=c_w1_q cyclic factor=54 dim=1
+#endif
     for (int n = 0; n < 1; ++n) {
         for (int oh = 0; oh < 3; ++oh) {
             for (int ow = 0; ow < 3; ++ow) {
@@ -88,6 +91,9 @@ static void k3_reshape(const t_v_relu x0[36], t_v_reshape y[36]) {
 
 // %linear.acc = qlinear(%reshape, %w2.q) {acc_bits=18, x_zp=-128}
 static void k4_linear_acc(const t_v_reshape x0[36], t_v_linear_acc y[3]) {
+#ifdef __SYNTHESIS__
+#pragma HLS ARRAY_PARTITION variable=c_w2_q cyclic factor=54 dim=1
+#endif
     for (int r = 0; r < 1; ++r) {
 #ifdef __SYNTHESIS__
 #pragma HLS PIPELINE II=2
