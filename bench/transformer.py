@@ -11,7 +11,7 @@ embeddings). The artifact is checked bit-exact against the integer interpreter o
 Latency: batch 1, sequence 128, 1 thread; dyadiq's integer cpu artifact, onnxruntime fp32 and
 onnxruntime ``quantize_dynamic`` int8 of the same model (ONNX opset 17), each in its own process, the
 processes alternating over ``--rounds`` rounds; the median of all calls. A per-op table (TVM's Relax VM
-profiler, one process, 1 thread) says where dyadiq's time goes. Results: bench/results/transformer.{md,json}.
+instrument hook, one run, 1 thread) says where dyadiq's time goes. Results: bench/results/transformer.{md,json}.
 """
 from __future__ import annotations
 
@@ -126,26 +126,38 @@ def latency(work: Path, rounds: int, calls: int) -> dict:
 
 
 def per_op(work: Path, top: int = 12) -> list[dict]:
-    """Relax VM profiler rows (1 thread) grouped by kernel name, largest total first."""
+    """Time of every kernel call of one run (Relax VM instrument hook, 1 thread), grouped by kernel name,
+    largest total first."""
     import tvm
     from tvm import relax
 
     import dyadiq
     from dyadiq.zoo.minilm import sentences, tokenize
     art = dyadiq.load_artifact(work / "cpu")
-    vm = relax.VirtualMachine(art.module, tvm.cpu(), profile=True)
-    x = tvm.runtime.tensor(tokenize(sentences(1), SEQ)) if hasattr(tvm.runtime, "tensor") else \
-        tvm.nd.array(tokenize(sentences(1), SEQ))
-    vm["main"](x)
-    report = vm.profile("main", x)
+    vm = relax.VirtualMachine(art.module, tvm.cpu())
+    ids = tokenize(sentences(1), SEQ)
+    x = tvm.runtime.tensor(ids) if hasattr(tvm.runtime, "tensor") else tvm.nd.array(ids)
     rows: dict[str, list[float]] = {}
-    for call in json.loads(report.json())["calls"]:
-        name = call["Name"]["string"]
-        us = call["Duration (us)"]["microseconds"]
-        rows.setdefault(name, []).append(us)
+    start: dict[str, float] = {}
+
+    def hook(func, name, before, ret, *args):
+        if before:
+            start[name] = time.perf_counter()
+        else:
+            rows.setdefault(name, []).append((time.perf_counter() - start[name]) * 1e3)
+        return 0
+    vm["main"](x)
+    vm.set_instrument(hook)
+    vm["main"](x)
     total = sum(sum(v) for v in rows.values())
-    out = [{"kernel": k, "calls": len(v), "ms": sum(v) / 1e3, "share": sum(v) / total} for k, v in rows.items()]
+    out = [{"kernel": _short(k), "calls": len(v), "ms": sum(v), "share": sum(v) / total} for k, v in rows.items()]
     return sorted(out, key=lambda r: -r["ms"])[:top]
+
+
+def _short(kernel: str) -> str:
+    """A fused kernel's name without its numbering, at most 12 ops shown."""
+    parts = [p.rstrip("0123456789") for p in kernel.split("_") if p and p not in ("tir", "fused")]
+    return "_".join(parts[:12]) + ("_..." if len(parts) > 12 else "")
 
 
 def main(argv=None) -> None:
@@ -181,7 +193,8 @@ def main(argv=None) -> None:
     op_md = ["| kernel | calls | ms | share |", "|---|---|---|---|"]
     op_md += [f"| {r['kernel']} | {r['calls']} | {r['ms']:.3f} | {r['share']:.3f} |" for r in ops]
     with open(args.out / "transformer.md", "a") as f:
-        f.write("\n## Where dyadiq's time goes (Relax VM profiler, 1 thread, top kernels)\n\n" + "\n".join(op_md) + "\n")
+        f.write("\n## Where dyadiq's time goes (one run, 1 thread, Relax VM instrument hook, top kernels)\n\n"
+                + "\n".join(op_md) + "\n")
     print(md)
 
 
