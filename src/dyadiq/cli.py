@@ -222,7 +222,7 @@ COMMANDS: dict[str, Command] = {
     "inspect": Command("print a model's graph (text, MLIR or JSON) and statistics", _inspect_args, cmd_inspect),
     "quantize": Command("post-training quantization on calibration data -> .dyq",
                         _lazy("cli_quantize", "quantize_args"), _lazy("cli_quantize", "cmd_quantize")),
-    "compile": Command("build a deployable artifact (cpu) from a quantized .dyq",
+    "compile": Command("build a deployable artifact (cpu, cuda, hls, tosa) from a quantized .dyq",
                        _lazy("cli_quantize", "compile_args"), _lazy("cli_quantize", "cmd_compile")),
     "run": Command("run a model on .npy/.npz inputs with the interpreter", _run_args, cmd_run),
     "demo": Command("EfficientNet-Lite0 end to end on photo crops", _demo_args, cmd_demo),
