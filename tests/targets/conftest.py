@@ -18,7 +18,8 @@ def effnet_integer():
             calib, evalx = photo_crops(32, split="calib"), photo_crops(8, split="eval")
             g = dyadiq.from_torch(efficientnet_lite0(), (torch.from_numpy(evalx[:1]),))
             kw = {"weight_bits": bits, "first_last_bits": 8} if bits == 4 else {"weight_bits": bits}
-            q, _ = dyadiq.quantize(g, calib, per_channel=True, bias_correct=bits == 8, **kw)
+            from dyadiq.passes.pipeline import FAST_OPTIONS      # the targets' tests need a graph, not accuracy
+            q, _ = dyadiq.quantize(g, calib, per_channel=True, bias_correct=bits == 8, **FAST_OPTIONS, **kw)
             _CACHE[bits] = (dyadiq.integerize(q), evalx)
         return _CACHE[bits]
     return get
