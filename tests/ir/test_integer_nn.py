@@ -124,3 +124,18 @@ def test_tvm_lowering_is_bit_exact(op):
     want = np.asarray(run(ig, {"x": x}, mode="integer"))
     got = dyadiq.compile(ig, target="cpu").run(x)
     assert np.array_equal(np.asarray(got), want)
+
+
+@FAST
+@given(st.sampled_from([8, 16]), st.integers(1, 64), st.integers(0, 2**32 - 1))
+def test_qembed_is_the_quantized_float_lookup(bits, rows, seed):
+    """|dequant(qembed(ids, quantize(T))) - T[ids]| <= s_y / 2, ids clipped to the table in both."""
+    from dyadiq.ir.numerics import quantize
+    from dyadiq.ir.ops import op_def
+    rng = np.random.default_rng(seed)
+    table = rng.normal(0, 1, (rows, 3))
+    qo = act_quant(float(table.min()), float(table.max()), bits)
+    ids = rng.integers(-2, rows + 2, (2, 7))
+    (y,) = op_def("qembed").kernel([ids, quantize(table, qo)], {})
+    want = table[np.clip(ids, 0, rows - 1)]
+    assert np.all(np.abs(dequantize(y, qo, np.float64) - want) <= qo.scale[0] / 2 + 1e-12)
