@@ -143,9 +143,9 @@ def cmd_quantize(args: argparse.Namespace) -> int:
 
 def compile_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("model", help="a quantized graph (.dyq)")
-    from .targets.backend import BACKENDS, all_options, backend
+    from .targets.backend import BACKENDS, all_options, available
     p.add_argument("--target", required=True, choices=list(BACKENDS),
-                   help="; ".join(f"{n}: {backend(n).help}" for n in BACKENDS))
+                   help="; ".join(f"{n}: {b.help}" for n, b in available().items()))
     p.add_argument("-o", "--output", required=True, help="the artifact folder")
     for name, owners in all_options().items():        # each target's own options, None = not given
         o = owners[0][1]

@@ -13,6 +13,7 @@ import pytest
 import torch
 
 import dyadiq
+from dyadiq.passes.pipeline import FAST_OPTIONS
 from dyadiq import targets
 from dyadiq.errors import ArtifactError, InputError
 from dyadiq.interp import run
@@ -40,7 +41,7 @@ def digits():
     from dyadiq.zoo import digits_cnn, digits_data
     d = digits_data()
     g = dyadiq.from_torch(digits_cnn(), (torch.from_numpy(d.x_test[:1]),))
-    q, _ = dyadiq.quantize(g, d.x_train[:64])
+    q, _ = dyadiq.quantize(g, d.x_train[:64], **FAST_OPTIONS)
     return dyadiq.integerize(q), d
 
 
@@ -55,7 +56,7 @@ def test_zoo_block_kernels_are_bit_exact(name, bits):
     model, x = BLOCKS[name]()
     g = dyadiq.from_torch(model, (x,))
     data = np.random.default_rng(1).normal(size=(36,) + tuple(x.shape[1:])).astype(np.float32)
-    q, _ = dyadiq.quantize(g, data[:32], weight_bits=bits)
+    q, _ = dyadiq.quantize(g, data[:32], weight_bits=bits, **FAST_OPTIONS)
     ig = dyadiq.integerize(q)
     art = _check(ig, [data[i:i + 1] * s for i in range(32, 36) for s in (1, 4)])
     if name == "mbv2_block":     # the requantize epilogue is fused into the conv kernels; depthwise has its own

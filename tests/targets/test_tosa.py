@@ -12,6 +12,7 @@ import torch
 from quant_helpers import simple_quantize
 
 import dyadiq
+from dyadiq.passes.pipeline import FAST_OPTIONS
 from dyadiq import targets
 from dyadiq.errors import CodegenError, DyadiqError, InputError
 from dyadiq.interp import run
@@ -164,7 +165,7 @@ def test_digits_cnn_is_bit_exact():
     from dyadiq.zoo import digits_cnn, digits_data
     d = digits_data()
     g = dyadiq.from_torch(digits_cnn(), (torch.from_numpy(d.x_test[:1]),))
-    q, _ = dyadiq.quantize(g, d.x_train[:64])
+    q, _ = dyadiq.quantize(g, d.x_train[:64], **FAST_OPTIONS)
     ig = dyadiq.integerize(q)
     _bit_exact(targets.compile(ig, target="tosa"), ig, [d.x_test[i:i + 1] for i in range(16)])
 
@@ -176,7 +177,7 @@ def test_zoo_blocks_are_bit_exact(name, bits):
     model, x = BLOCKS[name]()
     g = dyadiq.from_torch(model, (x,))
     data = np.random.default_rng(1).normal(size=(40,) + tuple(x.shape[1:])).astype(np.float32)
-    q, _ = dyadiq.quantize(g, data[:32], weight_bits=bits)
+    q, _ = dyadiq.quantize(g, data[:32], weight_bits=bits, **FAST_OPTIONS)
     ig = dyadiq.integerize(q)
     _bit_exact(targets.compile(ig, target="tosa"), ig, [data[i:i + 1] * s for i in range(32, 40) for s in (1, 4)])
 

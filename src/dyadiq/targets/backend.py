@@ -71,11 +71,23 @@ def backend(name: str) -> Backend:
     return getattr(importlib.import_module(mod), attr)
 
 
-def all_options() -> dict[str, list[tuple[str, Option]]]:
-    """Option name -> [(backend name, Option)] over every backend (for the CLI's flags)."""
-    out: dict[str, list[tuple[str, Option]]] = {}
+def available() -> dict[str, Backend]:
+    """The backends whose modules import here (one that does not is left out, not fatal: choosing it then
+    reports its import error)."""
+    out = {}
     for name in BACKENDS:
-        for o in backend(name).options:
+        try:
+            out[name] = backend(name)
+        except ImportError:
+            continue
+    return out
+
+
+def all_options() -> dict[str, list[tuple[str, Option]]]:
+    """Option name -> [(backend name, Option)] over every importable backend (for the CLI's flags)."""
+    out: dict[str, list[tuple[str, Option]]] = {}
+    for name, b in available().items():
+        for o in b.options:
             out.setdefault(o.name, []).append((name, o))
     return out
 

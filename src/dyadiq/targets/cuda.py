@@ -19,6 +19,7 @@ the arithmetic of every kernel is tested bit-exactly on any machine.
 from __future__ import annotations
 
 import hashlib
+import threading
 from pathlib import Path
 
 import numpy as np
@@ -98,6 +99,7 @@ class CudaArtifact(Artifact):
         self.graph, self.ex, self.scheduled, self.folder = graph, ex, scheduled, folder
         self.blobs = blobs or {}
         self._main = None
+        self._lock = threading.Lock()            # one VM shared by the calling threads, one call at a time
 
     @property
     def source(self) -> str:
@@ -152,16 +154,17 @@ class CudaArtifact(Artifact):
         self._main = relax.VirtualMachine(ex, tvm.cuda(0))["main"]
 
     def _run(self, arrays: list[np.ndarray]) -> list[np.ndarray]:
-        if self._main is None:
-            why = gpu_status()
-            if why is not None:
-                raise ArtifactError(f"cannot run a cuda artifact here: {why}")
-            self.rebuild_for_gpu()
-        import tvm
-        dev = tvm.cuda(0)
-        res = self._main(*[tvm.runtime.tensor(a, dev) for a in arrays])
-        outs = [res] if len(self.outputs) == 1 else list(res)
-        return [o.numpy() for o in outs]
+        with self._lock:
+            if self._main is None:
+                why = gpu_status()
+                if why is not None:
+                    raise ArtifactError(f"cannot run a cuda artifact here: {why}")
+                self.rebuild_for_gpu()
+            import tvm
+            dev = tvm.cuda(0)
+            res = self._main(*[tvm.runtime.tensor(a, dev) for a in arrays])
+            outs = [res] if len(self.outputs) == 1 else list(res)
+            return [o.numpy() for o in outs]
 
     def _write_files(self, folder: Path) -> None:
         import shutil

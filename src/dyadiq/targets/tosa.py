@@ -17,6 +17,7 @@ ArtifactError, not SIGILL.
 """
 from __future__ import annotations
 
+import threading
 from pathlib import Path
 
 import numpy as np
@@ -118,12 +119,12 @@ class TosaArtifact(Artifact):
     def __init__(self, manifest: dict, mlir: str, vmfb: bytes, driver: str = "local-task"):
         super().__init__(manifest)
         self.mlir, self.vmfb, self.driver = mlir, vmfb, driver
-        self._main = None
+        self._local = threading.local()          # one IREE context per calling thread
 
     @property
     def main(self):
-        """The module's ``main`` in an IREE runtime context (made on first use)."""
-        if self._main is None:
+        """The module's ``main`` in this thread's IREE runtime context (made on first use)."""
+        if getattr(self._local, "main", None) is None:
             try:
                 import iree.runtime as ireert
             except ImportError:
@@ -131,8 +132,8 @@ class TosaArtifact(Artifact):
                                     "iree-base-runtime)") from None
             ctx = ireert.SystemContext(config=ireert.Config(self.driver))
             ctx.add_vm_module(ireert.VmModule.copy_buffer(ctx.instance, self.vmfb))
-            self._main = ctx.modules.module[self.manifest.get("entry", "main")]
-        return self._main
+            self._local.main = ctx.modules.module[self.manifest.get("entry", "main")]
+        return self._local.main
 
     def run_integer(self, arrays: list[np.ndarray]) -> list[np.ndarray]:
         """The module on the integer inputs (what ``main`` takes), its integer outputs."""

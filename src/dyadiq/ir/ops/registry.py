@@ -131,7 +131,7 @@ def infer_types(g, n) -> list[TensorType]:
         raise VerifyError(f"takes {lo}..{hi} inputs, got {len(n.inputs)}", node=n)
     try:
         return d.infer([g.type_of(i) for i in n.inputs], n.attr_dict)
-    except (IRError, KeyError, ValueError, TypeError, IndexError) as e:
+    except (IRError, KeyError, ValueError, TypeError, IndexError, ArithmeticError) as e:
         raise VerifyError(f"type inference failed: {e}", node=n) from None
 
 
