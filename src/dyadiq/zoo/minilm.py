@@ -167,7 +167,10 @@ def sentences(n: int, skip: int = 0) -> list[str]:
         for attr in sorted(dir(mod)):
             if attr.startswith("_"):
                 continue
-            doc = inspect.getdoc(getattr(mod, attr, None)) or ""
+            obj = getattr(mod, attr, None)
+            if getattr(obj, "__module__", None) != mod.__name__:       # own functions/classes only: the
+                continue                                               # set must not depend on other imports
+            doc = inspect.getdoc(obj) or ""
             line = " ".join(doc.split("\n\n")[0].split())
             if 40 <= len(line) <= 300 and line[0].isupper() and line.endswith(".") and "(" not in line[:20]:
                 found.add(line)
