@@ -89,7 +89,8 @@ def test_onnx_transformer_with_dynamic_batch_and_sequence_through_the_cli(tmp_pa
     for argv in steps:
         rc = cli.main([str(a) for a in argv])
         assert rc == 0, capsys.readouterr().err
-    ig = dyadiq.integerize(dyadiq.api.load(tmp_path / "q.dyq"))
+    from dyadiq.api import load
+    ig = dyadiq.integerize(load(tmp_path / "q.dyq"))
     _assert_integer_only(ig)
     want = np.asarray(run(ig, {ig.inputs[0]: np.load(tmp_path / "x.npy")}, mode="integer"))
     assert np.array_equal(np.load(tmp_path / "y.npy"), want)
