@@ -45,7 +45,7 @@ from common import cpu_description, write_results  # noqa: E402
 
 RESULTS = Path(__file__).resolve().parent / "results"
 EXPORTS = ("pt2", "onnx11", "onnx17")
-COLUMNS = ["model", "export", "ops", "quantize", "compile", "run", "artifact == integer interp",
+COLUMNS = ["model", "export", "dyadiq flags", "ops", "quantize", "compile", "run", "artifact == integer interp",
            "SQNR dyadiq (dB)", "SQNR onnxruntime best (dB)", "ort method", "dyadiq - ort (dB)", "SQNR dyadiq alt (dB)",
            "ops ort leaves float", "time (s)"]
 ORT_METHODS = ("MinMax", "Percentile")
@@ -111,7 +111,12 @@ def ort_run(onnx_path: Path, calib: np.ndarray, evalx: np.ndarray, ref: np.ndarr
             src = work / f"{onnx_path.stem}.op13.onnx"
             onnx.save(version_converter.convert_version(m, 13), str(src))
             res["note"] = "converted to opset 13 before quantize_static"
-        quant_pre_process(str(src), str(pre))
+        try:
+            quant_pre_process(str(src), str(pre))
+        except Exception:  # noqa: BLE001  symbolic shape inference gives up on a dynamic batch through Resize
+            quant_pre_process(str(src), str(pre), skip_symbolic_shape=True)
+            res["note"] = (res.get("note", "") + "; " if "note" in res else "") + \
+                "quant_pre_process with skip_symbolic_shape=True (symbolic shape inference failed)"
     except Exception as e:  # noqa: BLE001
         return {"error": f"failed: {type(e).__name__}: {str(e)[:120]}"}
 
@@ -159,7 +164,7 @@ def one_row(name: str, kind: str, model, x, calib, evalx, ref, flags: list[str],
     from dyadiq.interp import run as interp
 
     t0 = time.perf_counter()
-    row: dict = {"model": name, "export": kind}
+    row: dict = {"model": name, "export": kind, "dyadiq flags": " ".join(flags)}
     path = work / f"{name}.{kind}.{'pt2' if kind == 'pt2' else 'onnx'}"
     dyq, art = work / f"{name}.{kind}.dyq", work / f"{name}.{kind}-cpu"
     export(model, x, kind, path)
