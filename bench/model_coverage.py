@@ -41,7 +41,7 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import cpu_description, write_results  # noqa: E402
+from common import cpu_description, write_results
 
 RESULTS = Path(__file__).resolve().parent / "results"
 EXPORTS = ("pt2", "onnx11", "onnx17")
@@ -64,7 +64,7 @@ def cli(*args: str, timeout: int = 3600) -> tuple[bool, str]:
     exe = shutil.which("dyadiq")
     cmd = [exe] if exe else [sys.executable, "-m", "dyadiq.cli"]
     try:
-        p = subprocess.run(cmd + list(args), capture_output=True, text=True, timeout=timeout)
+        p = subprocess.run(cmd + list(args), capture_output=True, text=True, timeout=timeout, check=False)
     except subprocess.TimeoutExpired:
         return False, f"timed out after {timeout} s"
     if p.returncode == 0:
@@ -94,13 +94,30 @@ def ort_float_ops(q_path: Path) -> list[str]:
 
 def ort_run(onnx_path: Path, calib: np.ndarray, evalx: np.ndarray, ref: np.ndarray, work: Path) -> dict:
     """onnxruntime quantize_static, QDQ, per-channel, int8, one entry per calibration method."""
+    import os
+
+    # quant_pre_process / quantize_static leave temporaries (sym_shape_infer_temp.onnx, *.data) in the cwd
+    cwd = os.getcwd()
+    os.chdir(work)
+    try:
+        return _ort_run(onnx_path, calib, evalx, ref, work)
+    finally:
+        os.chdir(cwd)
+
+
+def _ort_run(onnx_path: Path, calib: np.ndarray, evalx: np.ndarray, ref: np.ndarray, work: Path) -> dict:
     res: dict = {}
     try:
-        import onnxruntime as ort
-        from onnxruntime.quantization import (CalibrationDataReader, CalibrationMethod, QuantFormat, QuantType,
-                                              quantize_static)
-        from onnxruntime.quantization.shape_inference import quant_pre_process
         import onnx
+        import onnxruntime as ort
+        from onnxruntime.quantization import (
+            CalibrationDataReader,
+            CalibrationMethod,
+            QuantFormat,
+            QuantType,
+            quantize_static,
+        )
+        from onnxruntime.quantization.shape_inference import quant_pre_process
 
         pre, src = work / f"{onnx_path.stem}.pre.onnx", onnx_path
         m = onnx.load(str(onnx_path))

@@ -20,11 +20,11 @@ torch = pytest.importorskip("torch")
 pytest.importorskip("onnx")
 pytest.importorskip("tvm")
 
-from dyadiq import api, integerize  # noqa: E402
-from dyadiq.cli import main  # noqa: E402
-from dyadiq.interp import run as interp  # noqa: E402
-from dyadiq.zoo import photo_crops  # noqa: E402
-from dyadiq.zoo.archs import SIZES, build  # noqa: E402
+from dyadiq import api, integerize
+from dyadiq.cli import main
+from dyadiq.interp import run as interp
+from dyadiq.zoo import photo_crops
+from dyadiq.zoo.archs import SIZES, build
 
 SQNR_FLOOR_DB = 25.0
 CASES = [("resnet18", "pt2"), ("densenet_block", "onnx11"), ("unet", "onnx17")]
