@@ -284,3 +284,17 @@ def test_zoo_blocks_lose_their_batchnorms_and_keep_their_function(block):
     assert "batchnorm" not in out.count_ops() and "identity" not in out.count_ops()
     ref = model(x).detach().numpy()
     np.testing.assert_allclose(run(out, x.numpy()), ref, rtol=1e-4, atol=1e-4 * np.abs(ref).max())
+
+
+@pytest.mark.parametrize("alpha,fused", [(1 / 6, True), (0.2, False)])
+def test_x_times_hardsigmoid_of_x_is_hardswish_only_with_its_own_constants(alpha, fused):
+    """Opset < 14 exporters write hard-swish as x * HardSigmoid(x, 1/6, 1/2): one op, one table after
+    integerize; the ONNX default alpha 0.2 is another function and stays."""
+    b = GraphBuilder()
+    x = b.input("x", (1, 4, 5, 5))
+    h = b.op("hardsigmoid", [x], alpha=alpha, beta=0.5)
+    g = b.build([b.op("mul", [h, x])])
+    out = canonicalize(g)
+    assert [n.op for n in out.nodes] == (["hardswish"] if fused else ["hardsigmoid", "mul"])
+    xv = np.random.default_rng(0).uniform(-5, 5, size=(1, 4, 5, 5)).astype(np.float32)
+    np.testing.assert_allclose(run(out, [xv]), run(g, [xv]), rtol=1e-6, atol=1e-6)

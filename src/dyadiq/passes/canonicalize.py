@@ -10,7 +10,9 @@ fires (at most ``max_sweeps`` sweeps, then ``PassError`` naming the rules still 
                        per output channel (= (b - mu)*k + beta); also linear with a rank-2 output
 - batchnorm-to-affine: any other bn(x) -> x*k + (beta - mu*k), constants shaped [C, 1, ...] (kept foldable
                        by fold-scale / fold-bias; no ``batchnorm`` survives with constant parameters)
-- fuse-silu:           x * sigmoid(x), either operand order -> silu(x)
+- fuse-silu:           x * sigmoid(x), either operand order -> silu(x); x * hardsigmoid(x) with alpha 1/6,
+                       beta 1/2 -> hardswish(x) (how opset < 14 exports write hard-swish: one table, not two
+                       quantization points)
 - remove-neutral:      x*1, 1*x, x/1, x+0, 0+x, x-0 -> x   (not when the constant broadcasts x up)
 - div-to-mul:          x / c -> x * (1/c)
 - sub-to-add:          x - c -> x + (-c)
@@ -198,16 +200,24 @@ def batchnorm_to_affine(g: Graph, n: Node, ctx: _Ctx) -> Graph | None:
     return splice(g, {n.name: nodes}, constants=consts)
 
 
+def _hard_sigmoid_of_swish(p: Node) -> bool:
+    """hardsigmoid with alpha 1/6, beta 1/2 (the opset < 14 spelling of hard-swish's gate)."""
+    return p.op == "hardsigmoid" and abs(p.attr("alpha", 0.2) - 1 / 6) < 1e-6 and abs(p.attr("beta", 0.5) - 0.5) < 1e-6
+
+
 def fuse_silu(g: Graph, n: Node, ctx: _Ctx) -> Graph | None:
-    """x * sigmoid(x) -> silu(x)."""
+    """x * sigmoid(x) -> silu(x);  x * hardsigmoid(x, 1/6, 1/2) -> hardswish(x)."""
     if n.op != "mul":
         return None
     a, b = n.inputs
     for x, s in ((a, b), (b, a)):
         p = ctx.producer.get(s)
-        if p is not None and p.op == "sigmoid" and p.inputs[0] == x and ctx.sole(s) \
-                and g.type_of(x) == g.type_of(n.name):
+        if p is None or p.inputs[0] != x or not ctx.sole(s) or g.type_of(x) != g.type_of(n.name):
+            continue
+        if p.op == "sigmoid":
             return splice(g, {p.name: [], n.name: [Node.make("silu", (x,), n.name)]})
+        if _hard_sigmoid_of_swish(p) and g.quant_of(s) is None:
+            return splice(g, {p.name: [], n.name: [Node.make("hardswish", (x,), n.name)]})
     return None
 
 
