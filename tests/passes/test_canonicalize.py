@@ -73,17 +73,22 @@ def test_batchnorm_folds_into_linear():
     assert_same_function(g, out)
 
 
-def test_batchnorm_whose_conv_has_another_reader_becomes_mul_add():
+def test_batchnorm_whose_conv_has_another_reader_becomes_a_depthwise_conv():
     g = conv_bn(bias=True, extra_reader=True)
     out = canonicalize(g)
-    assert out.count_ops() == {"conv2d": 1, "mul": 1, "add": 1, "relu": 1, "neg": 1}
-    assert out.type_of(out.node("bn").inputs[1]).shape == (4, 1, 1)
+    assert out.count_ops() == {"conv2d": 2, "relu": 1, "neg": 1}
+    assert out.node("bn").attr("groups") == 4 and out.type_of(out.node("bn").inputs[1]).shape == (4, 1, 1, 1)
     assert_same_function(g, out)
 
 
-def test_batchnorm_on_a_graph_input_becomes_mul_add():
+def test_batchnorm_on_a_graph_input_becomes_a_depthwise_conv_and_off_nchw_mul_add():
     b = GraphBuilder()
     g = b.build([bn(b, b.input("x", (2, 4, 3, 3)), 4)])
+    out = canonicalize(g)
+    assert out.count_ops() == {"conv2d": 1} and out.outputs == ("bn",)
+    assert_same_function(g, out)
+    b = GraphBuilder()
+    g = b.build([bn(b, b.input("x", (2, 4, 3)), 4)])
     out = canonicalize(g)
     assert out.count_ops() == {"mul": 1, "add": 1} and out.outputs == ("bn",)
     assert_same_function(g, out)
@@ -216,7 +221,7 @@ def test_quantized_values_and_weights_are_left_alone():
     y = b.op("identity", [bn(b, c, 4)], name="y", quant=q)
     g = b.build([b.op("relu", [y], name="out")])
     out = canonicalize(g)
-    assert out.count_ops() == {"conv2d": 1, "mul": 1, "add": 1, "identity": 1, "relu": 1}
+    assert out.count_ops() == {"conv2d": 2, "identity": 1, "relu": 1}    # the bn: its own depthwise layer
     assert out.is_const("w") and out.quant_of("w") is not None
     np.testing.assert_array_equal(out.const("w"), g.const("w"))      # quantized weight not refolded
     assert out.quant_of("y") == q                                    # the quantized identity output stays

@@ -8,8 +8,10 @@ fires (at most ``max_sweeps`` sweeps, then ``PassError`` naming the rules still 
 - remove-identity:     identity(x) -> x
 - fold-batchnorm:      bn(conv(x, W, b)) -> conv(x, W*k, b*k + beta - mu*k),  k = gamma / sqrt(var + eps)
                        per output channel (= (b - mu)*k + beta); also linear with a rank-2 output
-- batchnorm-to-affine: any other bn(x) -> x*k + (beta - mu*k), constants shaped [C, 1, ...] (kept foldable
-                       by fold-scale / fold-bias; no ``batchnorm`` survives with constant parameters)
+- batchnorm-to-affine: any other bn(x) -> on NCHW input a depthwise 1x1 conv2d with weight k and bias
+                       beta - mu*k (a layer: a following relu fuses into its requantize, one quantization
+                       point, e.g. DenseNet's BN before ReLU+conv); other ranks x*k + (beta - mu*k),
+                       constants shaped [C, 1, ...]; no ``batchnorm`` survives with constant parameters
 - fuse-silu:           x * sigmoid(x), either operand order -> silu(x); x * hardsigmoid(x) with alpha 1/6,
                        beta 1/2 -> hardswish(x) (how opset < 14 exports write hard-swish: one table, not two
                        quantization points)
@@ -187,10 +189,17 @@ def fold_batchnorm(g: Graph, n: Node, ctx: _Ctx) -> Graph | None:
 
 
 def batchnorm_to_affine(g: Graph, n: Node, ctx: _Ctx) -> Graph | None:
-    """bn(x) -> x*k + (beta - mu*k)."""
+    """bn(x) -> depthwise 1x1 conv2d(x, k, beta - mu*k) on NCHW inputs, else x*k + (beta - mu*k)."""
     if n.op != "batchnorm" or (p := _bn_params(n, ctx)) is None:
         return None
     t = g.type_of(n.inputs[0])
+    if t.rank == 4:             # one layer: a following relu fuses into its requantize, one quantization point
+        c = t.shape[1]
+        w_name = fresh_name(g, f"{n.name}.weight")
+        b_name = fresh_name(g, f"{n.name}.bias", {w_name})
+        conv = Node.make("conv2d", (n.inputs[0], w_name, b_name), n.name, groups=c)
+        return splice(g, {n.name: [conv]}, constants={w_name: p[0].reshape(c, 1, 1, 1).astype(t.np_dtype),
+                                                      b_name: p[1].reshape(c).astype(t.np_dtype)})
     shape = (-1,) + (1,) * (t.rank - 2)
     k_name = fresh_name(g, f"{n.name}.scale")
     s_name = fresh_name(g, f"{n.name}.shift", {k_name})
