@@ -20,3 +20,14 @@ def load_pt2(*a, **k):
 def from_onnx(*a, **k):
     from .onnx import from_onnx as f
     return f(*a, **k)
+
+
+def report_notes(said: list[str], notes: list | None) -> None:
+    """Import notes (opset conversion, dims fixed): into ``notes`` when the caller collects them, else one
+    ``note:`` line each on stderr."""
+    if notes is not None:
+        notes.extend(said)
+        return
+    import sys
+    for line in said:
+        print(f"note: {line}", file=sys.stderr)

@@ -19,11 +19,11 @@
 from __future__ import annotations
 
 import os
-import sys
 from typing import Mapping, Sequence
 
 import numpy as np
 
+from . import report_notes
 from ..errors import DyadiqError, FrontendError, InputError, IRError
 from ..ir.builder import GraphBuilder
 from ..ir.graph import Graph, Node
@@ -58,11 +58,7 @@ def from_onnx(model, *, name: str = "main", input_shapes: Mapping[str, Sequence[
     imp = Importer(proto.graph, version, name)
     imp.sample_shapes, imp.notes = dict(sample_shapes or {}), said
     g = imp.run(dict(input_shapes or {}))
-    if notes is not None:
-        notes.extend(said)
-    else:
-        for line in said:
-            print(f"note: {line}", file=sys.stderr)
+    report_notes(said, notes)
     return g
 
 

@@ -18,13 +18,13 @@ from __future__ import annotations
 
 import logging
 import os
-import sys
 
 import torch
 from torch.export import ExportedProgram
 from torch.export.graph_signature import InputKind, OutputKind
 from torch.fx.node import map_aggregate
 
+from . import report_notes
 from ..errors import DyadiqError, FrontendError
 from ..ir.builder import GraphBuilder
 from ..ir.graph import Graph, Node, Value
@@ -89,11 +89,7 @@ def from_exported_program(ep: ExportedProgram, *, name: str = "main", input_shap
     said: list[str] = []
     ep = _specialize(ep, dict(input_shapes or {}), dict(sample_shapes or {}), said)
     g = _Walker(_prepare(ep), name).run()
-    if notes is not None:
-        notes.extend(said)
-    else:
-        for line in said:
-            print(f"note: {line}", file=sys.stderr)
+    report_notes(said, notes)
     return g
 
 

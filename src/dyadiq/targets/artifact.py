@@ -120,17 +120,21 @@ def graph_manifest(ig: Graph) -> dict:
 
 
 # ---- inputs -------------------------------------------------------------------------------------------
+def _by_name(names: list[str], x: Mapping) -> list:
+    """The values of the mapping ``x`` in the order of ``names`` (InputError for unknown or missing names)."""
+    extra = sorted(set(x) - set(names))
+    if extra:
+        raise InputError(f"unknown input(s) {extra} (inputs: {', '.join(names)})")
+    missing = [n for n in names if n not in x]
+    if missing:
+        raise InputError(f"missing input {missing[0]!r} (inputs: {', '.join(names)})")
+    return [x[n] for n in names]
+
+
 def _as_list(specs: list[dict], x) -> list:
     """``x`` (an array, a sequence or a name -> array mapping) as a list in input order."""
-    names = [s["name"] for s in specs]
     if isinstance(x, Mapping):
-        extra = sorted(set(x) - set(names))
-        if extra:
-            raise InputError(f"unknown input(s) {extra} (inputs: {', '.join(names)})")
-        missing = [n for n in names if n not in x]
-        if missing:
-            raise InputError(f"missing input {missing[0]!r} (inputs: {', '.join(names)})")
-        return [x[n] for n in names]
+        return _by_name([s["name"] for s in specs], x)
     if isinstance(x, (list, tuple)):
         return list(x)
     return [x]
@@ -144,13 +148,7 @@ def bind_inputs(specs: list[dict], x) -> list[np.ndarray]:
     """
     names = [s["name"] for s in specs]
     if isinstance(x, Mapping):
-        extra = sorted(set(x) - set(names))
-        if extra:
-            raise InputError(f"unknown input(s) {extra} (inputs: {', '.join(names)})")
-        missing = [n for n in names if n not in x]
-        if missing:
-            raise InputError(f"missing input {missing[0]!r} (inputs: {', '.join(names)})")
-        arrays = [x[n] for n in names]
+        arrays = _by_name(names, x)
     elif isinstance(x, (list, tuple)):
         if len(x) != len(names):
             raise InputError(f"expected {len(names)} inputs ({', '.join(names)}), got {len(x)}")
