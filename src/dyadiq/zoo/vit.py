@@ -8,7 +8,6 @@ to row 0): the same function as ``concat(cls, patches) + pos``, with data moveme
 """
 from __future__ import annotations
 
-import numpy as np
 
 __all__ = ["digits_vit"]
 
@@ -86,5 +85,3 @@ def digits_vit(seed: int = 0, epochs: int = 30, batch_size: int = 64, lr: float 
         torch.set_num_threads(threads)
     return model.eval()
 
-
-_ = np
