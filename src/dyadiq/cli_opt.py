@@ -5,7 +5,7 @@ its output).
 
 Passes come from ``passes.PASSES``; only those that need nothing but the graph run here (calibration and
 weight quantization need data: ``dyadiq quantize``). ``--format relax`` prints the Relax module the cpu
-backend would build from the (integer) result, for ``--isa none|avx2|vnni`` kernels.
+backend would build from the (integer) result, for ``--isa none|avx2|vnni|vnni512`` kernels.
 """
 from __future__ import annotations
 
@@ -16,7 +16,7 @@ import sys
 from .errors import InputError
 
 FORMATS = ("text", "mlir", "relax")
-ISAS = ("none", "avx2", "vnni")
+ISAS = ("none", "avx2", "vnni", "vnni512")
 
 
 def opt_args(p: argparse.ArgumentParser) -> None:

@@ -3,10 +3,13 @@
 with the integer interpreter on random data, for every kernel class and for awkward shapes: channels that
 are not a multiple of the 8-lane block, pixel counts that are not a multiple of the register tile, stride 2,
 asymmetric padding, dilation, zero points, per-channel clamps and both shift paths (s < 32, s >= 32)."""
+import re
+
 import numpy as np
 import pytest
 
 from dyadiq.codegen.tvm import to_relax
+from dyadiq.codegen.x86.lower import select_isa
 from dyadiq.interp import run
 from dyadiq.ir.builder import GraphBuilder
 from dyadiq.targets.cpu import compile_cpu, host_cpu_flags, make_target
@@ -71,7 +74,8 @@ def assert_fast_and_exact(g, inputs, kernel: str):
     mod = to_relax(g, isa="avx2")
     assert any(gv.name_hint.startswith(f"dq_{kernel}") for gv in mod.functions), "fast kernel not used"
     ref = run(g, inputs)
-    for mcpu, isa in [(AVX2_CPU, "avx2")] + ([(None, "vnni")] if VNNI else []):
+    host = [(None, select_isa(make_target()))] if VNNI else []
+    for mcpu, isa in [(AVX2_CPU, "avx2")] + host:
         art = compile_cpu(g, mcpu=mcpu)
         assert art.manifest["kernels"] == isa
         got = art.run(inputs)
@@ -87,6 +91,8 @@ CONV_CASES = [  # (x shape, w shape, attrs): groups = 1 -> gemm kernel
     ((1, 6, 9, 8), (8, 6, 3, 3), {"pad": (1, 1, 1, 1), "dilation": (2, 2)}),
     ((1, 5, 10, 10), (9, 5, 1, 1), {"stride": (2, 2)}),                                  # strided 1x1
     ((1, 4, 7, 9), (12, 4, 5, 3), {"pad": (2, 0, 1, 1), "stride": (1, 2)}),
+    ((1, 20, 14, 14), (40, 20, 1, 1), {}),                                               # 2.5 zmm of channels
+    ((1, 24, 9, 9), (96, 24, 3, 3), {"pad": (1, 1, 1, 1)}),                             # 6 zmm, P = 81
 ]
 
 
@@ -169,6 +175,16 @@ def test_grouped_conv_falls_back_to_the_generic_lowering():
     np.testing.assert_array_equal(compile_cpu(g).run(inputs), run(g, inputs))
 
 
+@pytest.mark.parametrize("o,isa,reg", [(8, "vnni", "ymm"), (24, "vnni512", "zmm"), (64, "vnni512", "zmm")])
+def test_avx512_vnni_targets_take_zmm_kernels_except_for_eight_channels(o, isa, reg):
+    """On AVX-512 VNNI one ``vpdpbusd`` covers 16 output channels; a layer of at most 8 keeps the ymm form."""
+    g, _ = chain(_i8((1, 16, 6, 6)), _i8((o, 16, 1, 1)))
+    names = [gv.name_hint for gv in to_relax(g, isa="vnni512").functions if gv.name_hint.startswith("dq_")]
+    assert names == [f"dq_gemm_{isa}"]
+    asm = compile_cpu(g, mcpu="sapphirerapids").module.mod.imports[0].inspect_source("asm")
+    assert re.search(rf"vpdpbusd\s+[^\n]*%{reg}", asm)
+
+
 def test_generic_kernels_option_and_no_fast_path_below_avx2():
     g, inputs = chain(_i8((1, 8, 4, 4)), _i8((8, 8, 1, 1)))
     assert compile_cpu(g, kernels="generic").manifest["kernels"] == "generic"
@@ -176,7 +192,8 @@ def test_generic_kernels_option_and_no_fast_path_below_avx2():
     from dyadiq.codegen.x86.lower import select_isa
     assert select_isa(make_target("x86-64")) is None
     assert select_isa(make_target("x86-64-v3")) == "avx2"
-    assert select_isa(make_target("sapphirerapids")) == "vnni"
+    assert select_isa(make_target("sapphirerapids")) == "vnni512"
+    assert select_isa(make_target("alderlake")) == "vnni"
 
 
 @pytest.mark.parametrize("x_dtype,x_zp", [("int8", -128), ("int8", 13), ("uint8", 0), ("uint8", 200)])

@@ -162,8 +162,8 @@ V4 = V3 + " avx512f avx512bw avx512cd avx512dq avx512vl"
     (V3, "avx2", []),                                           # Zen 3, Haswell..Comet Lake
     (V3 + " avx_vnni", "vnni", ["+avxvnni"]),                   # Alder Lake: 256-bit VNNI without AVX-512
     (V4, "avx2", []),                                           # Skylake-SP: AVX-512 without VNNI
-    (V4 + " avx512_vnni", "vnni", ["+avx512vnni"]),             # Cascade Lake, Zen 4
-    (V4 + " avx512_vnni avx_vnni amx_int8 amx_tile", "vnni", ["+avx512vnni", "+avxvnni"]),   # Sapphire Rapids
+    (V4 + " avx512_vnni", "vnni512", ["+avx512vnni"]),          # Cascade Lake, Zen 4
+    (V4 + " avx512_vnni avx_vnni amx_int8 amx_tile", "vnni512", ["+avx512vnni", "+avxvnni"]),   # Sapphire Rapids
 ])
 def test_the_default_target_uses_the_best_kernels_the_host_cpu_has(monkeypatch, flags, isa, mattr):
     """With no --mcpu the host's flags choose the level and the VNNI extensions: a VNNI host gets VNNI kernels."""
@@ -182,6 +182,8 @@ def test_the_manifest_names_the_kernels_and_the_features_they_need(w8):
     assert m["kernels"] == (select_isa(cpu.make_target()) or "generic")
     if m["kernels"] == "vnni":
         assert {"avx512_vnni", "avx_vnni"} & set(m["required_cpu_features"])
+    if m["kernels"] == "vnni512":
+        assert {"avx512_vnni", "avx512bw", "avx512vl"} <= set(m["required_cpu_features"])
 
 
 @pytest.mark.skipif("avx2" not in (cpu.host_cpu_flags() or set()), reason="host without AVX2")
@@ -198,7 +200,7 @@ def test_vnni_build_uses_vpdpbusd_requires_the_feature_and_is_refused_without_it
     manifest requires avx512_vnni, and a CPU without it refuses the artifact with one error line."""
     ig = integerize(simple_quantize(CNN, CALIB[:16]))
     art = targets.compile(ig, mcpu="sapphirerapids")
-    assert art.manifest["kernels"] == "vnni"
+    assert art.manifest["kernels"] == "vnni512"
     assert "avx512_vnni" in art.manifest["required_cpu_features"]
     asm = _asm(art)
     assert "vpdpbusd" in asm and "vpmaddubsw" not in asm

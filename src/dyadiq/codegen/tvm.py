@@ -23,7 +23,7 @@ the build pipeline therefore leaves out ``FoldConstant``, which would store them
 The module's constants are the graph's constants (weights packed), plus one int32 vector per
 conv/linear when ``x_zp != 0`` and it has no bias.
 
-With ``isa`` (``"avx2"``/``"vnni"``) every ``qconv2d|qlinear -> requantize [-> qadd]`` chain that
+With ``isa`` (``"avx2"``/``"vnni"``/``"vnni512"``) every ``qconv2d|qlinear -> requantize [-> qadd]`` chain that
 ``codegen.x86`` covers becomes one hand-scheduled kernel (``call_tir``) instead (per layer, on AVX2, layers
 whose weights fit [-64, 64] take the exact ``vpmaddubsw`` kernel, ``x86.lower.kernel_isa``): activations between such
 kernels stay NHWC (``value_nhwc``; a transpose only where a generic op needs NCHW), and their weights are
@@ -481,7 +481,7 @@ def _int_range(n: Node) -> tuple[int, int]:
 def to_relax(ig: Graph, *, pack_weights: bool = True, isa: str | None = None):
     """Relax ``IRModule`` with one function ``main(*graph inputs)`` computing the integer graph ``ig``.
 
-    ``isa`` (``"avx2"`` or ``"vnni"``, see ``codegen.x86``): lower conv/linear + requantize [+ qadd]
+    ``isa`` (``"avx2"``, ``"vnni"`` or ``"vnni512"``, see ``codegen.x86``): lower conv/linear + requantize [+ qadd]
     chains to hand-scheduled x86 kernels on NHWC activations (weights pre-expanded at compile time; on
     AVX2 the channels feeding 8-bit layers are reordered where that makes them exact on ``vpmaddubsw``,
     ``codegen.x86.pairing``); None: generic Relax ops only."""

@@ -11,9 +11,10 @@ With ``P = N * OH * OW`` output pixels and ``K = KH * KW * C`` (im2col order ``(
 ``"avx2u8"`` (AVX2 ``vpmaddubsw`` + ``vpmaddwd``, only for weights whose channel pairs cannot saturate it:
 ``pairing.py``)
 (``A`` uint8 ``x + 128``; the bias absorbs ``-(x_zp + 128) * sum_k W[o, k]``, exact). Weights are packed once at
-compile time as ``[ceil(O/8), ceil(K/L), 8, L]``; ``P`` and ``O`` are padded inside the kernel (zero
+compile time as ``[ceil(O/V), ceil(K/L), V, L]``; ``P`` and ``O`` are padded inside the kernel (zero
 rows of ``A``, zero weights), so the blocked loops have no tails; only valid outputs are written.
-Micro-kernel: ``PB`` pixels x ``OBV`` vectors of 8 output channels of int32 accumulators in registers.
+Micro-kernel: ``PB`` pixels x ``OBV`` vectors of ``V`` output channels of int32 accumulators in registers
+(``V`` = 16 for ``"vnni512"``: zmm ``vpdpbusd``, 32 registers; else 8, ymm).
 """
 from __future__ import annotations
 
@@ -55,11 +56,34 @@ class ConvGeom:
         return self.kh * self.kw * self.c
 
 
-U8_ISAS = ("vnni", "avx2u8")      # kernels with uint8 activations x int8 weights, 4 products per lane
+U8_ISAS = ("vnni512", "vnni", "avx2u8")   # kernels with uint8 activations x int8 weights, 4 products per lane
 
 
 def lanes(isa: str) -> int:
+    """Products summed per int32 accumulator lane by one instruction."""
     return 4 if isa in U8_ISAS else 2
+
+
+def vec(isa: str) -> int:
+    """Output channels per accumulator vector: 16 (zmm) for ``"vnni512"``, else 8 (ymm)."""
+    return 16 if isa == "vnni512" else 8
+
+
+def _tiles_512(g: ConvGeom) -> tuple[int, int]:
+    """(PB, OBV) for the zmm kernel: 32 registers, at most 24 accumulators (the rest hold the weight
+    vectors and the broadcast pixel). Per reduction step a micro-kernel issues ``PB * OBV`` ``vpdpbusd``
+    (2 per cycle) and ``PB + OBV`` loads (2 per cycle); the tile minimizing the modelled cycles over the
+    padded problem wins (padding of ``P`` and ``O`` counts as work)."""
+    o16 = -(-g.o // 16)
+    p = g.n * g.out_hw[0] * g.out_hw[1]
+    best = None
+    for obv in (1, 2, 3, 4):
+        for pb in range(2, 24 // obv + 1):
+            steps = -(-p // pb) * -(-o16 // obv)
+            cyc = steps * (max(pb * obv, pb + obv) / 2 + 2)
+            if best is None or cyc < best[0]:
+                best = (cyc, pb, obv)
+    return best[1], best[2]
 
 
 def tiles(g: ConvGeom, isa: str = "avx2") -> tuple[int, int]:
@@ -67,6 +91,8 @@ def tiles(g: ConvGeom, isa: str = "avx2") -> tuple[int, int]:
     10 for ``"avx2u8"``, whose ``vpmaddubsw`` + ``vpmaddwd`` step also holds a vector of ones and an int16
     temporary). For im2col convolutions a ``PB`` that divides the pixel count is preferred (no padded rows,
     so the pixel loop of the im2col stage splits into rows and columns without a division per element)."""
+    if isa == "vnni512":
+        return _tiles_512(g)
     o8 = -(-g.o // 8)
     p = g.n * g.out_hw[0] * g.out_hw[1]
     if p <= 4:
@@ -88,15 +114,15 @@ def weight_dtype(w: np.ndarray) -> str:
 
 
 def pack_weights(w4: np.ndarray, isa: str, obv: int) -> np.ndarray:
-    """``[O, KH, KW, C]`` integer weights -> ``[O8p, KH * KW * ceil(C/L), 8, L]`` (``weight_dtype``), zero
-    padded in ``O`` and ``C``."""
-    L = lanes(isa)
+    """``[O, KH, KW, C]`` integer weights -> ``[Ovp, KH * KW * ceil(C/L), V, L]`` (``weight_dtype``,
+    ``V = vec(isa)``), zero padded in ``O`` and ``C``."""
+    L, V = lanes(isa), vec(isa)
     o, kh, kw, c = w4.shape
-    o8p = -(-(-(-o // 8)) // obv) * obv
+    ovp = -(-(-(-o // V)) // obv) * obv
     cl = -(-c // L)
-    p = np.zeros((o8p * 8, kh, kw, cl * L), weight_dtype(w4))
+    p = np.zeros((ovp * V, kh, kw, cl * L), weight_dtype(w4))
     p[:o, :, :, :c] = w4
-    return np.ascontiguousarray(p.reshape(o8p, 8, kh * kw * cl, L).transpose(0, 2, 1, 3))
+    return np.ascontiguousarray(p.reshape(ovp, V, kh * kw * cl, L).transpose(0, 2, 1, 3))
 
 
 def vnni_offset(x_dtype: str) -> int:
@@ -121,17 +147,17 @@ def build(g: ConvGeom, x_dtype: str, x_zp: int, isa: str, ep: Epilogue, mode: st
     a layer with more weights than activations streams its weights once."""
     from tvm import te, tirx
     from tvm.s_tir import Schedule
-    L = lanes(isa)
+    L, V = lanes(isa), vec(isa)
     pb, obv = tile
     oh, ow = g.out_hw
     P, O, C = g.n * oh * ow, g.o, g.c
     Pp, CL = -(-P // pb) * pb, -(-C // L)
-    O8p = -(-(-(-O // 8)) // obv) * obv
+    OVp = -(-(-(-O // V)) // obv) * obv
     assert not (nchw and g.pointwise)
     xshape = (P, C) if g.pointwise else (g.n, C, g.h, g.w) if nchw else (g.n, g.h, g.w, C)
     X = te.placeholder(xshape, x_dtype, name="x")
     assert L == 2 or w_dtype == "int8"
-    Wp = te.placeholder((O8p, g.kh * g.kw * CL, 8, L), w_dtype, name="w")
+    Wp = te.placeholder((OVp, g.kh * g.kw * CL, V, L), w_dtype, name="w")
     if L == 2:
         adt, off, fill = "int16", -x_zp, 0
     else:
@@ -157,7 +183,7 @@ def build(g: ConvGeom, x_dtype: str, x_zp: int, isa: str, ep: Epilogue, mode: st
     rw = te.reduce_axis((0, g.kw), "rw")
     rc = te.reduce_axis((0, CL), "rc")
     rj = te.reduce_axis((0, L), "rj")
-    Acc = te.compute((Pp, O8p, 8), lambda p, o, i: te.sum(
+    Acc = te.compute((Pp, OVp, V), lambda p, o, i: te.sum(
         A[p, rh, rw, rc, rj].astype("int32") * Wp[o, (rh * g.kw + rw) * CL + rc, i, rj].astype("int32"),
         axis=[rh, rw, rc, rj]), name="Acc")
     params, f = te_epilogue(ep, mode)
@@ -165,32 +191,34 @@ def build(g: ConvGeom, x_dtype: str, x_zp: int, isa: str, ep: Epilogue, mode: st
     if ep.residual is not None:
         S = te.placeholder((P, O), skip_dtype, name="skip")
         ins.append(S)
-        Y = te.compute((P, O), lambda p, o: f(Acc[p, o // 8, o % 8], o, S[p, o]), name="Y")
+        Y = te.compute((P, O), lambda p, o: f(Acc[p, o // V, o % V], o, S[p, o]), name="Y")
     else:
-        Y = te.compute((P, O), lambda p, o: f(Acc[p, o // 8, o % 8], o, None), name="Y")
+        Y = te.compute((P, O), lambda p, o: f(Acc[p, o // V, o % V], o, None), name="Y")
     sch = Schedule(te.create_prim_func([*ins, Y]))
     acc = sch.get_sblock("Acc")
     p, o, i, kh, kw, k, j = sch.get_loops(acc)
     po, pi = sch.split(p, [None, pb])
     oo, oi = sch.split(o, [None, obv])
     if o_outer is None:
-        o_outer = O8p * 8 > Pp
+        o_outer = OVp * V > Pp
     outer, inner = (oo, po) if o_outer else (po, oo)
     sch.reorder(outer, inner, kh, kw, k, pi, oi, i, j)
     y = sch.get_sblock("Y")
     sch.reverse_compute_at(y, inner)
     yl = sch.get_loops(y)
-    if O % (obv * 8) == 0:
-        _, yv = sch.split(yl[-1], [None, 8])
+    yvec = next((v for v in (V, 8) if O % (obv * v) == 0), None)
+    if yvec:
+        _, yv = sch.split(yl[-1], [None, yvec])
         sch.vectorize(yv)
     fused = sch.fuse(outer, inner)
-    if Pp // pb * (O8p // obv) > 1:
+    if Pp // pb * (OVp // obv) > 1:
         sch.parallel(fused)
     sch.unroll(pi)
     sch.unroll(oi)
     init = sch.decompose_reduction(acc, kh)
     avx2 = intrin.PMADDWD_W8 if w_dtype == "int8" else intrin.PMADDWD
-    sch.tensorize(i, intrin.register({"avx2": avx2, "vnni": intrin.VNNI, "avx2u8": intrin.PMADDUBSW}[isa]))
+    sch.tensorize(i, intrin.register({"avx2": avx2, "vnni": intrin.VNNI, "vnni512": intrin.VNNI512,
+                                      "avx2u8": intrin.PMADDUBSW}[isa]))
     sch.vectorize(sch.get_loops(init)[-1])
     a = sch.get_sblock("A")
     al = sch.get_loops(a)

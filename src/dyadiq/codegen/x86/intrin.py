@@ -9,6 +9,7 @@
   sign-extended in the register (``vpmovsxbw``) before the ``vpmaddwd``: the same exact products.
 - ``dq_vnni_8x4`` (AVX-512 VNNI + VL, or AVX-VNNI): ``C[i] += sum_{k<4} i32(A[k]) * i32(B[i, k])`` with
   uint8 ``A`` and int8 ``B`` ([8, 4]): one 256-bit ``vpdpbusd`` (no saturation: the non-``s`` form).
+- ``dq_vnni_16x4`` (AVX-512 VNNI): the same on 16 lanes (``B`` [16, 4]), one 512-bit ``vpdpbusd``.
 
 - ``dq_pmaddubsw_8x4`` (AVX2, pairable weights): the same contract as ``dq_vnni_8x4`` (uint8 ``A``, int8
   ``B`` [8, 4]) as ``vpmaddubsw`` (u8 x s8 -> int16 pair sums, SATURATING) + ``vpmaddwd`` with ones (int16
@@ -23,6 +24,7 @@ from __future__ import annotations
 PMADDWD = "dq_pmaddwd_8x2"
 PMADDWD_W8 = "dq_pmaddwd_8x2_w8"
 VNNI = "dq_vnni_8x4"
+VNNI512 = "dq_vnni_16x4"
 PMADDUBSW = "dq_pmaddubsw_8x4"
 _done: set[str] = set()
 
@@ -33,23 +35,23 @@ def register(name: str) -> str:
         return name
     from tvm.s_tir import TensorIntrin
     desc, impl = {PMADDWD: _pmaddwd, PMADDWD_W8: lambda: _pmaddwd("int8"), VNNI: _vnni,
-                   PMADDUBSW: _pmaddubsw}[name]()
+                   VNNI512: lambda: _vnni(16), PMADDUBSW: _pmaddubsw}[name]()
     TensorIntrin.register(name, desc, impl, override=True)
     _done.add(name)
     return name
 
 
-def _dot_desc(a_dtype: str, b_dtype: str, k: int):
-    """Semantics shared by the intrinsics: ``C[i] += sum_k A[k] * B[i, k]`` in int32, 8 lanes."""
+def _dot_desc(a_dtype: str, b_dtype: str, k: int, n: int = 8):
+    """Semantics shared by the intrinsics: ``C[i] += sum_k A[k] * B[i, k]`` in int32, ``n`` lanes."""
     from tvm.script import tirx as T
 
     @T.prim_func(s_tir=True)
-    def desc(A: T.Buffer((k,), a_dtype, offset_factor=1), B: T.Buffer((8, k), b_dtype, offset_factor=1),
-             C: T.Buffer((8,), "int32", offset_factor=1)) -> None:
+    def desc(A: T.Buffer((k,), a_dtype, offset_factor=1), B: T.Buffer((n, k), b_dtype, offset_factor=1),
+             C: T.Buffer((n,), "int32", offset_factor=1)) -> None:
         with T.sblock("root"):
-            T.reads(C[0:8], A[0:k], B[0:8, 0:k])
-            T.writes(C[0:8])
-            for i in T.serial(0, 8):
+            T.reads(C[0:n], A[0:k], B[0:n, 0:k])
+            T.writes(C[0:n])
+            for i in T.serial(0, n):
                 for j in T.serial(0, k):
                     with T.sblock("update"):
                         vi, vj = T.axis.remap("SR", [i, j])
@@ -78,22 +80,24 @@ def _pmaddwd(b_dtype: str = "int16"):
     return desc, impl
 
 
-def _vnni():
+def _vnni(n: int = 8):
+    """``vpdpbusd`` on ``n`` = 8 (ymm) or 16 (zmm) lanes."""
     from tvm.script import tirx as T
 
-    desc = _dot_desc("uint8", "int8", 4)
+    desc = _dot_desc("uint8", "int8", 4, n)
+    llvm = f"llvm.x86.avx512.vpdpbusd.{32 * n}"
 
     @T.prim_func(s_tir=True)
-    def impl(A: T.Buffer((4,), "uint8", offset_factor=1), B: T.Buffer((8, 4), "int8", offset_factor=1),
-             C: T.Buffer((8,), "int32", offset_factor=1)) -> None:
+    def impl(A: T.Buffer((4,), "uint8", offset_factor=1), B: T.Buffer((n, 4), "int8", offset_factor=1),
+             C: T.Buffer((n,), "int32", offset_factor=1)) -> None:
         with T.sblock("root"):
-            T.reads(C[0:8], A[0:4], B[0:8, 0:4])
-            T.writes(C[0:8])
-            C[T.ramp(T.int32(0), 1, 8)] = T.call_llvm_pure_intrin(
-                T.llvm_lookup_intrinsic_id("llvm.x86.avx512.vpdpbusd.256"), C.vload([0], dtype="int32x8"),
-                T.reinterpret(T.broadcast(T.reinterpret(A.vload([0], "uint8x4"), dtype="int32"), 8),
-                              dtype="int8x32"),
-                B.vload([0, 0], dtype="int8x32"), dtype="int32x8")
+            T.reads(C[0:n], A[0:4], B[0:n, 0:4])
+            T.writes(C[0:n])
+            C[T.ramp(T.int32(0), 1, n)] = T.call_llvm_pure_intrin(
+                T.llvm_lookup_intrinsic_id(llvm), C.vload([0], dtype=f"int32x{n}"),
+                T.reinterpret(T.broadcast(T.reinterpret(A.vload([0], "uint8x4"), dtype="int32"), n),
+                              dtype=f"int8x{4 * n}"),
+                B.vload([0, 0], dtype=f"int8x{4 * n}"), dtype=f"int32x{n}")
     return desc, impl
 
 

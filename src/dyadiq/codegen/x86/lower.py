@@ -1,7 +1,9 @@
 # SPDX-License-Identifier: Apache-2.0
 """Fast x86 lowering of ``qconv2d | qlinear -> requantize [-> qadd]`` groups into one hand-scheduled kernel.
 
-``select_isa(target)``: ``"vnni"`` (AVX-512 VNNI+VL or AVX-VNNI: u8 x s8 ``vpdpbusd``), ``"avx2"``
+``select_isa(target)``: ``"vnni512"`` (AVX-512 VNNI + BW + VL: u8 x s8 ``vpdpbusd`` on zmm, 16 output
+channels per vector; layers with at most 8 output channels keep the ymm kernel), ``"vnni"`` (AVX-VNNI
+without AVX-512: ymm ``vpdpbusd``), ``"avx2"``
 (int16 ``vpmaddwd``) or None (no fast path: the generic Relax lowering of ``codegen.tvm``).
 On ``"avx2"`` a gemm/linear layer whose integer weights all lie in [-64, 64] (7-bit or narrower) takes the
 u8 x s8 ``vpmaddubsw`` kernel instead (``kernel_isa``; exact there, twice the products per instruction).
@@ -42,7 +44,9 @@ def select_isa(target) -> str | None:
     feats = set(codegen.llvm_get_cpu_features(target))
     if "avx2" not in feats:
         return None
-    if {"avx512vnni", "avx512vl"} <= feats or "avxvnni" in feats:
+    if {"avx512vnni", "avx512vl", "avx512bw"} <= feats:
+        return "vnni512"
+    if "avx512vnni" in feats and "avx512vl" in feats or "avxvnni" in feats:
         return "vnni"
     return "avx2"
 
@@ -81,6 +85,8 @@ def kernel_isa(isa: str, kind: str, w4: np.ndarray) -> str:
     for weights in [-64, 64]; 8-bit weights after ``pairing.permute_channels``), else ``isa``."""
     if kind == "depthwise":
         return "avx2"
+    if isa == "vnni512" and w4.shape[0] <= 8:        # one ymm of channels: a zmm would be half padding
+        return "vnni"
     if isa == "avx2" and pairing.pairable(w4):
         return "avx2u8"
     return isa
