@@ -17,6 +17,10 @@
   ``[-255 (b0- + b1-), 255 (b0+ + b1+)]``, inside int16 when both same-sign sums are at most 128 (always for
   weights in [-64, 64]). Callers must check ``pairing.pairable`` at compile time; other weights keep
   ``dq_pmaddwd_8x2``.
+- ``dq_*_lanes_N`` (depthwise): ``C[i] += A[i] * B[i]`` for ``i < N``, int32 ``A`` whose values fit int16,
+  int16 ``B``: ``B`` is zero-extended into int32 lanes, so the int16-pair multiply-add of ``A`` and ``B``
+  seen as int16 pairs is ``lo(A) * B + hi(A) * 0 = A * B``: ``vpdpwssd`` (AVX-512 VNNI zmm, or ymm with
+  AVX-VNNI / AVX-512 VNNI + VL), or ``vpmaddwd`` + ``vpaddd`` (AVX2).
 The accumulator ``C`` is a small buffer allocated per micro-kernel (stack, registers after unrolling).
 """
 from __future__ import annotations
@@ -25,6 +29,7 @@ PMADDWD = "dq_pmaddwd_8x2"
 PMADDWD_W8 = "dq_pmaddwd_8x2_w8"
 VNNI = "dq_vnni_8x4"
 VNNI512 = "dq_vnni_16x4"
+LANEWISE = {"avx2": "dq_pmaddwd_lanes_8", "vnni": "dq_vpdpwssd_lanes_8", "vnni512": "dq_vpdpwssd_lanes_16"}
 PMADDUBSW = "dq_pmaddubsw_8x4"
 _done: set[str] = set()
 
@@ -35,7 +40,9 @@ def register(name: str) -> str:
         return name
     from tvm.s_tir import TensorIntrin
     desc, impl = {PMADDWD: _pmaddwd, PMADDWD_W8: lambda: _pmaddwd("int8"), VNNI: _vnni,
-                   VNNI512: lambda: _vnni(16), PMADDUBSW: _pmaddubsw}[name]()
+                   VNNI512: lambda: _vnni(16), PMADDUBSW: _pmaddubsw,
+                   LANEWISE["avx2"]: lambda: _lanewise(8, False), LANEWISE["vnni"]: lambda: _lanewise(8, True),
+                   LANEWISE["vnni512"]: lambda: _lanewise(16, True)}[name]()
     TensorIntrin.register(name, desc, impl, override=True)
     _done.add(name)
     return name
@@ -119,4 +126,39 @@ def _pmaddubsw():
                                   dtype="int8x32"),
                     B.vload([0, 0], dtype="int8x32"), dtype="int16x16"),
                 T.broadcast(T.int16(1), 16), dtype="int32x8")
+    return desc, impl
+
+
+def _lanewise(n: int, vnni: bool):
+    """``C[i] += A[i] * B[i]`` on ``n`` int32 lanes (``A`` int32 fitting int16, ``B`` int16)."""
+    from tvm.script import tirx as T
+
+    @T.prim_func(s_tir=True)
+    def desc(A: T.Buffer((n,), "int32", offset_factor=1), B: T.Buffer((n,), "int16", offset_factor=1),
+             C: T.Buffer((n,), "int32", offset_factor=1)) -> None:
+        with T.sblock("root"):
+            T.reads(C[0:n], A[0:n], B[0:n])
+            T.writes(C[0:n])
+            for i in T.serial(0, n):
+                with T.sblock("update"):
+                    vi = T.axis.remap("S", [i])
+                    C[vi] = C[vi] + A[vi] * T.cast(B[vi], "int32")
+
+    llvm = f"llvm.x86.avx512.vpdpwssd.{32 * n}" if vnni else "llvm.x86.avx2.pmadd.wd"
+
+    @T.prim_func(s_tir=True)
+    def impl(A: T.Buffer((n,), "int32", offset_factor=1), B: T.Buffer((n,), "int16", offset_factor=1),
+             C: T.Buffer((n,), "int32", offset_factor=1)) -> None:
+        with T.sblock("root"):
+            T.reads(C[0:n], A[0:n], B[0:n])
+            T.writes(C[0:n])
+            a = T.reinterpret(A.vload([0], dtype=f"int32x{n}"), dtype=f"int16x{2 * n}")
+            b = T.reinterpret(T.cast(T.reinterpret(B.vload([0], dtype=f"int16x{n}"), dtype=f"uint16x{n}"),
+                                     f"uint32x{n}"), dtype=f"int16x{2 * n}")
+            if vnni:
+                C[T.ramp(T.int32(0), 1, n)] = T.call_llvm_pure_intrin(
+                    T.llvm_lookup_intrinsic_id(llvm), C.vload([0], dtype=f"int32x{n}"), a, b, dtype=f"int32x{n}")
+            else:
+                C[T.ramp(T.int32(0), 1, n)] = C.vload([0], dtype=f"int32x{n}") + T.call_llvm_pure_intrin(
+                    T.llvm_lookup_intrinsic_id(llvm), a, b, dtype=f"int32x{n}")
     return desc, impl

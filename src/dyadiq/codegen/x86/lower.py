@@ -11,7 +11,7 @@ u8 x s8 ``vpmaddubsw`` kernel instead (``kernel_isa``; exact there, twice the pr
 ``call_tir`` on NHWC activations (``emitter.value_nhwc``), or returns False so that the generic
 lowering handles the chain (unusual shapes, non-per-channel parameters, wide dtypes).
 Kernel classes: groups = 1 (any kernel size, stride, padding, dilation) and linear -> ``gemm``;
-depthwise (groups = C = O) -> ``depthwise`` (AVX2 instructions on both ISAs).
+depthwise (groups = C = O) -> ``depthwise`` (tap pairs: ``vpdpwssd`` with VNNI, ``vpmaddwd`` on AVX2).
 """
 from __future__ import annotations
 
@@ -84,7 +84,7 @@ def kernel_isa(isa: str, kind: str, w4: np.ndarray) -> str:
     (``vpmaddubsw``) on AVX2 when no channel pair's int16 sum can saturate (``pairing.pairable``: always
     for weights in [-64, 64]; 8-bit weights after ``pairing.permute_channels``), else ``isa``."""
     if kind == "depthwise":
-        return "avx2"
+        return isa
     if isa == "vnni512" and w4.shape[0] <= 8:        # one ymm of channels: a zmm would be half padding
         return "vnni"
     if isa == "avx2" and pairing.pairable(w4):
@@ -128,7 +128,7 @@ def lower(em, ch: Chain, isa: str) -> bool:
         return False
     w2 = w4.reshape(w4.shape[0], -1)
     kisa = kernel_isa(isa, kind, w4)
-    if kisa in gemm.U8_ISAS:                         # u = x + 128 (i8) or x (u8): acc = sum(u w) - (x_zp + off) sum(w)
+    if kind != "depthwise" and kisa in gemm.U8_ISAS:  # u = x + 128 (i8) or x (u8): acc = sum(u w) - (x_zp + off) sum(w)
         ep.bias = ep.bias + gemm.vnni_bias(w2, zp, xt.dtype)
         bound = 255.0 * float(np.abs(w2).sum(axis=1).max(initial=0))
     else:
@@ -141,8 +141,8 @@ def lower(em, ch: Chain, isa: str) -> bool:
     oh, ow = geom.out_hw
     P = geom.n * oh * ow
     if kind == "depthwise":
-        fn = depthwise.build(geom, TVM_INT[xt.dtype], zp, ep, mode, skip_dt)
-        wp = depthwise.pack_weights(w)
+        fn = depthwise.build(geom, TVM_INT[xt.dtype], zp, ep, mode, skip_dt, isa)
+        wp = depthwise.pack_weights(w, isa)
         x = em.value_nhwc(n.inputs[0])
         out_shape = (geom.n, oh, ow, geom.o)
     else:
