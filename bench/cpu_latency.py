@@ -1,29 +1,37 @@
 # SPDX-License-Identifier: Apache-2.0
-"""CPU latency of EfficientNet-Lite0 (batch 1) at 1 and 2 threads, all configs interleaved in one process:
-dyadiq cpu artifacts (W8A8, W7A8 and W4A8 with the hand-scheduled x86 kernels, W8A8 with TVM's generic lowering,
-optionally MetaSchedule-tuned), onnxruntime int8 (QDQ per-channel from quantize_static, u8 and s8
-activations), onnxruntime fp32 and torch fp32. Each config is timed in rounds of 5 calls, the rounds of all
-configs alternate, and the table gives the median call. Writes bench/results/cpu_latency.{json,md}.
+"""CPU latency of EfficientNet-Lite0 (batch 1) at 1 and 2 threads, each runtime and configuration timed alone
+in its own process: dyadiq cpu artifacts (W8A8, W7A8 and W4A8 with the hand-scheduled x86 kernels; optionally
+W8A8 with TVM's generic lowering and a MetaSchedule-tuned W8A8), onnxruntime int8 (QDQ per-channel from
+quantize_static, u8 and s8 activations), onnxruntime fp32 and torch fp32.
 
-Per layer (1 thread): every fast dyadiq kernel (conv/linear + requantize [+ residual add], built alone) next
-to the same convolution as a one-op onnxruntime QLinearConv model (u8 activations, s8 per-channel weights),
-the two timed alternately; slowest relative to onnxruntime first; column ``w7_ms``: the same layer's W7A8 kernel
-(on AVX2 ``vpmaddubsw``, onnxruntime's u8 x s8 instruction sequence, exact only for 7-bit weights), timed in
-the same rounds, which separates the cost of exactness from the quality of the kernels.
-Writes cpu_latency_layers.{json,md}.
+Why one process per configuration: TVM's thread pool spins after each call and slows any other runtime in
+the same process (toolchain notes; measurements/effnet_w8a8_vnni_layers.md: onnxruntime u8s8 4.35-5.05 ms
+interleaved with TVM vs 3.55-3.80 ms alone at 1 thread). So a prepare process quantizes and compiles
+everything once (dyadiq artifacts saved as folders, onnxruntime models as files), then the driver runs
+rounds: in round r, one process per (configuration, thread count), in an order rotated each round, each
+loading its model, making ``--warmup`` calls and timing ``--calls`` calls; the table gives the median over the
+calls of all rounds and the range of the per-process medians. Writes bench/results/cpu_latency.{json,md}.
+
+Per layer (1 thread): every fast dyadiq kernel (conv/linear + requantize [+ residual add],
+``codegen.x86.inventory.built_kernels``, exported as a library each) next to the same convolution as a one-op
+onnxruntime QLinearConv model (u8 activations, s8 per-channel weights); each runtime's layers are timed in
+their own process too (round r: the dyadiq-kernels process, the W7A8-kernels process, the onnxruntime
+process), slowest relative to onnxruntime first; column ``w7_ms``: the same layer's W7A8 kernel (on AVX2
+``vpmaddubsw``, onnxruntime's u8 x s8 instruction sequence, exact only for 7-bit weights), which separates the
+cost of exactness from the quality of the kernels. Writes cpu_latency_layers.{json,md}.
 
 Column ``exact`` (1-thread rows): dyadiq artifacts are checked against the integer interpreter on the input;
 onnxruntime's int8 kernels against exact integers on a saturating probe (``ort_exactness.py``: without VNNI
-its u8 x s8 path uses ``vpmaddubsw`` and clips int16 pair sums).
+its u8 x s8 path uses ``vpmaddubsw`` and clips int16 pair sums). Column ``kernels``: the instruction set of
+dyadiq's kernels (``select_isa`` of the target: the artifact manifest's ``kernels``) and its ``mcpu``.
 
-    python bench/cpu_latency.py [--runs 50] [--tune 0]
+    python bench/cpu_latency.py [--rounds 5] [--calls 20] [--mcpu NAME] [--generic] [--tune 0] [--quick]
 """
 from __future__ import annotations
 
 import argparse
 import json
 import os
-import re
 import statistics
 import subprocess
 import sys
@@ -40,6 +48,10 @@ from dyadiq.passes.pipeline import FAST_OPTIONS  # noqa: E402 - the pre-default 
 W8, W8_GENERIC, W7, W4 = ("dyadiq cpu W8A8 per-channel (x86 kernels)",
                           "dyadiq cpu W8A8 per-channel (TVM generic, untuned)",
                           "dyadiq cpu W7A8 per-channel (x86 kernels)", "dyadiq cpu W4A8 per-channel (x86 kernels)")
+ORT_U8, ORT_S8, ORT_FP32, TORCH = ("onnxruntime int8 QDQ per-channel (u8 act, s8 weights)",
+                                   "onnxruntime int8 QDQ per-channel (s8 act, s8 weights)",
+                                   "onnxruntime fp32", "torch fp32")
+THREADS = (1, 2)
 
 
 def interleaved_ms(fns: dict, runs: int, per_round: int = 5, warmup: int = 3) -> dict[str, float]:
@@ -59,11 +71,11 @@ def interleaved_ms(fns: dict, runs: int, per_round: int = 5, warmup: int = 3) ->
     return {k: statistics.median(v) for k, v in samples.items()}
 
 
-# ---- models (built once by the driver) ----------------------------------------------------------------
-def build_models(d: Path) -> None:
-    """Quantize once: ``w8.dyq``, ``w7.dyq``, ``w4.dyq``, the onnxruntime models and the input, into ``d``.
-    W7A8: every layer 7-bit (weights in [-64, 63]), so every GEMM takes the u8 x s8 ``vpmaddubsw`` kernel on
-    AVX2 (exact at that width); W4A8 keeps the first and last layer at 8 bits."""
+# ---- models (built once, in the prepare process) -----------------------------------------------------------
+def quantized_graphs(d: Path, which=("w8", "w7", "w4")):
+    """Quantize EfficientNet-Lite0 once into ``d``: ``x.npy`` and the integer graphs ``<which>.dyq`` (W8A8,
+    W7A8: every layer 7-bit, so every GEMM takes the u8 x s8 ``vpmaddubsw`` kernel on AVX2, exact at that
+    width; W4A8 keeps the first and last layer at 8 bits). Returns (the torch model, calibration data, x)."""
     import torch
 
     import dyadiq
@@ -74,12 +86,17 @@ def build_models(d: Path) -> None:
     x = photo_crops(1, split="eval")
     np.save(d / "x.npy", x)
     g = dyadiq.from_torch(model, (torch.from_numpy(x),))
-    q, _ = dyadiq.quantize(g, calib, per_channel=True, **FAST_OPTIONS)        # latency: values do not matter
-    save(dyadiq.integerize(q), d / "w8.dyq")
-    q7, _ = dyadiq.quantize(g, calib, per_channel=True, weight_bits=7, **FAST_OPTIONS)
-    save(dyadiq.integerize(q7), d / "w7.dyq")
-    q4, _ = dyadiq.quantize(g, calib, per_channel=True, weight_bits=4, first_last_bits=8, **FAST_OPTIONS)
-    save(dyadiq.integerize(q4), d / "w4.dyq")
+    settings = {"w8": {}, "w7": {"weight_bits": 7}, "w4": {"weight_bits": 4, "first_last_bits": 8}}
+    for k in which:
+        if not (d / f"{k}.dyq").exists():
+            q, _ = dyadiq.quantize(g, calib, per_channel=True, **settings[k], **FAST_OPTIONS)  # values don't matter
+            save(dyadiq.integerize(q), d / f"{k}.dyq")
+    return model, calib, x
+
+
+def build_models(d: Path) -> None:
+    """Quantize once: ``w8.dyq``, ``w7.dyq``, ``w4.dyq``, the onnxruntime models and the input, into ``d``."""
+    model, calib, x = quantized_graphs(d)
     ort_models(model, calib, x, d)
 
 
@@ -136,85 +153,54 @@ def qlinearconv_model(x_shape, w: np.ndarray, bias: np.ndarray, attrs: dict):
     return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)]).SerializeToString()
 
 
-def _label(name_hint: str) -> str:
-    """``dq_gemm_avx2u8`` (a Relax function name, maybe with a de-duplicating number) -> ``gemm avx2u8``."""
-    m = re.match(r"dq_([a-z]+)_(avx2u8|avx2|vnni)", name_hint)
-    return f"{m.group(1)} {m.group(2)}" if m else name_hint
-
-
-def _kernels(ig, target) -> dict:
-    """conv/linear name -> (kernel class and instruction set (``_label``), its chain, its built library,
-    argument shapes and dtypes)."""
-    import tvm
-    from tvm import relax
-
-    from dyadiq.codegen.tvm import to_relax
-    from dyadiq.codegen.x86.lower import groups, select_isa
-    mod = to_relax(ig, isa=select_isa(target))
-    chains = groups(ig)
-    calls = []
-    relax.analysis.post_order_visit(mod["main"], lambda e: calls.append(e) if isinstance(e, relax.Call) and getattr(
-        e.op, "name", "") == "relax.call_tir" else None)
-    out = {}
-    for c in calls:
-        fn = mod[c.args[0]]
-        node = fn.attrs["dyadiq.node"]
-        out[node] = (_label(c.args[0].name_hint), chains[node],
-                     tvm.tirx.build(fn.with_attr("global_symbol", "kernel"), target=target),
-                     [(a.ty.shape, a.ty.dtype) for a in c.args[1].fields] + [(c.ty.shape, c.ty.dtype)])
-    return out
-
-
-def per_layer(ig, runs: int, ig7=None) -> list[dict]:
-    """Each fast kernel of ``ig`` built alone vs the same conv in onnxruntime QLinearConv (1 thread); with
-    ``ig7`` (the W7A8 graph) also that layer's 7-bit kernel (``vpmaddubsw`` on AVX2: onnxruntime's u8 x s8
-    instruction sequence, exact at 7 bits), timed in the same rounds."""
-    import tvm
-
+def conv_spec(ig, ch) -> tuple[tuple, np.ndarray, dict, tuple]:
+    """``(x_shape, int8 OIHW weights, conv attributes, output HW)`` of a chain's conv/linear as a conv."""
     from dyadiq.ir.ops.window import hw_attrs
-    from dyadiq.targets.cpu import make_target
-    target = make_target()
-    kernels, k7 = _kernels(ig, target), (_kernels(ig7, target) if ig7 is not None else {})
-    rng = np.random.default_rng(0)
-    dev = tvm.cpu()
-    rows = []
+    n = ch.conv
+    xt = ig.type_of(n.inputs[0])
+    w = np.asarray(ig.const(n.inputs[1]), np.int8)
+    if n.op == "qlinear":
+        x_shape, w = (xt.shape[0], xt.shape[1], 1, 1), w.reshape(w.shape + (1, 1))
+        attrs = {"pad": (0, 0, 0, 0), "stride": (1, 1), "dilation": (1, 1), "groups": 1}
+        return tuple(x_shape), w, attrs, (1, 1)
+    _, s, p, dl = hw_attrs(n.attr_dict)
+    attrs = {"pad": p, "stride": s, "dilation": dl, "groups": int(n.attr("groups", 1))}
+    return tuple(xt.shape), w, attrs, tuple(ig.type_of(n.name).shape[2:])
 
-    def timer(lib, shapes):
-        args = [tvm.runtime.tensor(_rand(shape, dtype, rng), dev) for shape, dtype in shapes]
-        f = lib.time_evaluator("kernel", dev, number=5, repeat=1)
-        return lambda: f(*args)
-    for name, (kind, ch, lib, shapes) in kernels.items():
-        n = ch.conv
-        fns = {"tvm": (timer(lib, shapes), 1)}
+
+def layer_shape(ig, ch) -> tuple[str, float]:
+    """``"CxHxW -> OxHxW kKHxKW sS gG"`` and the MMACs of a chain's conv/linear."""
+    x_shape, w, attrs, out_hw = conv_spec(ig, ch)
+    k = x_shape[1] // attrs["groups"] * w.shape[2] * w.shape[3]
+    macs = x_shape[0] * out_hw[0] * out_hw[1] * w.shape[0] * k
+    return (f"{x_shape[1]}x{x_shape[2]}x{x_shape[3]} -> {w.shape[0]}x{out_hw[0]}x{out_hw[1]}"
+            f" k{w.shape[2]}x{w.shape[3]} s{attrs['stride'][0]} g{attrs['groups']}", round(macs / 1e6, 2))
+
+
+def prepare_layers(ig8, ig7, target, d: Path, limit: int = 0) -> list[dict]:
+    """Export every fast kernel of ``ig8`` (and ``ig7``'s for the same layer) as ``d/<i>_w8.so`` /
+    ``<i>_w7.so`` and the same conv as a one-op QLinearConv ``d/<i>.onnx``; returns the layer list."""
+    from dyadiq.codegen.x86.inventory import built_kernels
+    d.mkdir(parents=True, exist_ok=True)
+    k8 = built_kernels(ig8, target)
+    if limit:
+        k8 = dict(list(k8.items())[:limit])
+    k7 = built_kernels(ig7, target) if ig7 is not None else {}
+    layers = []
+    for i, (name, (label, ch, lib, shapes)) in enumerate(k8.items()):
+        lib.export_library(str(d / f"{i}_w8.so"))
+        entry = {"layer": name, "kernel": label + (" +add" if ch.add else ""), "w8": f"{i}_w8.so",
+                 "shapes": [[list(s), dt] for s, dt in shapes]}
         if name in k7:
-            fns["tvm7"] = (timer(k7[name][2], k7[name][3]), 1)
-        xt = ig.type_of(n.inputs[0])
-        w = np.asarray(ig.const(n.inputs[1]), np.int8)
-        if n.op == "qlinear":
-            x_shape, w = (xt.shape[0], xt.shape[1], 1, 1), w.reshape(w.shape + (1, 1))
-            attrs = {"pad": (0, 0, 0, 0), "stride": (1, 1), "dilation": (1, 1), "groups": 1}
-            out_hw = (1, 1)
-        else:
-            _, s, p, dl = hw_attrs(n.attr_dict)
-            x_shape = xt.shape
-            attrs = {"pad": p, "stride": s, "dilation": dl, "groups": int(n.attr("groups", 1))}
-            out_hw = ig.type_of(n.name).shape[2:]
-        sess = ort_session_bytes(qlinearconv_model(list(x_shape), w, np.zeros(w.shape[0], np.int32), attrs))
-        xu8 = {"x": rng.integers(0, 256, size=x_shape).astype(np.uint8)}
-        fns["ort"] = ((lambda: sess.run(None, xu8)), 1)
-        t = interleaved_ms(fns, runs, per_round=1)
-        k = x_shape[1] // attrs["groups"] * w.shape[2] * w.shape[3]
-        macs = x_shape[0] * out_hw[0] * out_hw[1] * w.shape[0] * k
-        tvm_ms = t["tvm"] / 5        # one sample = one time_evaluator call = 5 kernel calls
-        rows.append({"layer": n.name, "kernel": kind + (" +add" if ch.add else ""),
-                     "shape": f"{x_shape[1]}x{x_shape[2]}x{x_shape[3]} -> {w.shape[0]}x{out_hw[0]}x{out_hw[1]}"
-                              f" k{w.shape[2]}x{w.shape[3]} s{attrs['stride'][0]} g{attrs['groups']}",
-                     "MMAC": round(macs / 1e6, 2), "dyadiq_ms": tvm_ms, "ort_qlinearconv_ms": t["ort"],
-                     "dyadiq/ort": tvm_ms / t["ort"],
-                     **({"w7_kernel": k7[name][0], "w7_ms": t["tvm7"] / 5, "w7/ort": t["tvm7"] / 5 / t["ort"]}
-                        if "tvm7" in t else {})})
-        print(rows[-1], flush=True)
-    return sorted(rows, key=lambda r: -r["dyadiq/ort"])
+            k7[name][2].export_library(str(d / f"{i}_w7.so"))
+            entry.update(w7=f"{i}_w7.so", w7_kernel=k7[name][0],
+                         w7_shapes=[[list(s), dt] for s, dt in k7[name][3]])
+        x_shape, w, attrs, _ = conv_spec(ig8, ch)
+        (d / f"{i}.onnx").write_bytes(qlinearconv_model(list(x_shape), w, np.zeros(w.shape[0], np.int32), attrs))
+        entry.update(onnx=f"{i}.onnx", x_shape=list(x_shape))
+        entry["shape"], entry["MMAC"] = layer_shape(ig8, ch)
+        layers.append(entry)
+    return layers
 
 
 def _rand(shape, dtype, rng) -> np.ndarray:
@@ -250,91 +236,262 @@ def exactness(arts: dict, graphs: dict, x: np.ndarray) -> dict[str, str]:
     return out
 
 
-# ---- one thread count per process -------------------------------------------------------------------------
-def measure(args) -> None:
-    import torch
-
+# ---- prepare: one process quantizes, compiles and checks everything ------------------------------------------
+def prepare(args) -> None:
     import dyadiq.targets as targets
+    from dyadiq.codegen.x86.lower import select_isa
     from dyadiq.ir.serialize import load
-    d, threads = args.models, args.threads
+    from dyadiq.targets.cpu import make_target
+    d = args.models
+    if not all((d / f).exists() for f in ("w8.dyq", "w7.dyq", "w4.dyq", "qdq_u8.onnx", "qdq_s8.onnx", "fp32.onnx")):
+        build_models(d)
     x = np.load(d / "x.npy")
-    ig8, ig7, ig4 = load(d / "w8.dyq"), load(d / "w7.dyq"), load(d / "w4.dyq")
-    arts = {W8: targets.compile(ig8), W7: targets.compile(ig7), W4: targets.compile(ig4)}
+    graphs = {W8: load(d / "w8.dyq"), W7: load(d / "w7.dyq"), W4: load(d / "w4.dyq")}
+    arts = {k: targets.compile(g, mcpu=args.mcpu) for k, g in graphs.items()}
     if args.generic:
-        arts[W8_GENERIC] = targets.compile(ig8, kernels="generic")
+        arts[W8_GENERIC] = targets.compile(graphs[W8], mcpu=args.mcpu, kernels="generic")
     if args.tune:
         arts[f"dyadiq cpu W8A8 per-channel (x86 kernels, rest tuned {args.tune} trials)"] = targets.compile(
-            ig8, tune=args.tune)
-    fns = {k: ((lambda a=a: a.run(x)), 10 if k == W8_GENERIC else 1) for k, a in arts.items()}
-    for label, p in ort_models(None, None, x, d).items():
-        sess = ort_session(p, threads)
-        fns[label] = ((lambda s=sess: s.run(None, {"input": x})), 1)
-    torch.set_num_threads(threads)
-    from dyadiq.zoo import efficientnet_lite0
-    model = efficientnet_lite0().eval()
-    xt = torch.from_numpy(x)
+            graphs[W8], mcpu=args.mcpu, tune=args.tune)
+    configs = []
+    for i, (label, art) in enumerate(arts.items()):
+        folder = d / f"art{i}"
+        art.save(folder)
+        m = art.manifest
+        configs.append({"config": label, "worker": f"dyadiq:{folder.name}",
+                        "kernels": f"{m['kernels']} (mcpu {m['mcpu']})",
+                        "required_cpu_features": m["required_cpu_features"]})
+    configs += [{"config": ORT_U8, "worker": "ort:qdq_u8.onnx"}, {"config": ORT_S8, "worker": "ort:qdq_s8.onnx"},
+                {"config": ORT_FP32, "worker": "ort:fp32.onnx"}, {"config": TORCH, "worker": "torch"}]
+    exact = exactness(arts, {k: g for k, g in graphs.items() if k in arts} | (
+        {W8_GENERIC: graphs[W8]} if args.generic else {}), x)
+    for c in configs:
+        c["exact"] = exact.get(c["config"], "")
+    target = make_target(args.mcpu)
+    layers = []
+    if args.layers:
+        layers = prepare_layers(graphs[W8], graphs[W7], target, d / "layers", args.layer_limit)
+    (d / "prepared.json").write_text(json.dumps({
+        "configs": configs, "layers": layers, "target": str(target), "select_isa": select_isa(target)}))
 
-    def torch_run():
-        with torch.no_grad():
-            model(xt)
-    fns["torch fp32"] = (torch_run, 2)
-    ms = interleaved_ms(fns, args.runs)
-    exact = exactness(arts, {W8: ig8, W7: ig7, W4: ig4}, x) if threads == 1 else {}
-    rows = [{"config": k, "threads": threads, "ms": v, "exact": exact.get(k, "")} for k, v in ms.items()]
-    for r in rows:
-        print(r, flush=True)
-    args.rows_json.write_text(json.dumps(rows))
-    if threads == 1 and args.layers:
-        layer_rows = per_layer(ig8, args.layer_runs, ig7)
-        cpu = cpu_description()
-        meta = {"what": "each fast dyadiq kernel built alone vs one-op onnxruntime QLinearConv, same shape, 1 thread",
-                "cpu": cpu["model"], "features": " ".join(cpu["features"]),
-                "onnxruntime model": "QLinearConv u8 x, s8 per-channel w, int32 bias, u8 y (no fused add)",
-                "runs": f"median of {args.layer_runs} alternating calls (dyadiq: mean of 5 per sample)",
-                "load average (1/5/15 min) at start": " ".join(f"{v:.2f}" for v in os.getloadavg())}
-        print(write_results("cpu_latency_layers", layer_rows,
-                            ["layer", "kernel", "shape", "MMAC", "dyadiq_ms", "ort_qlinearconv_ms", "dyadiq/ort",
-                             "w7_kernel", "w7_ms", "w7/ort"],
-                            meta, args.out))
+
+# ---- worker: one configuration, one thread count, one process ------------------------------------------------
+def worker(args) -> None:
+    """Time ``args.worker`` alone in this process; write ``{"ms": [...]}`` (or per layer) to ``args.result``."""
+    d, threads, kind = args.models, args.threads, args.worker
+    x = np.load(d / "x.npy")
+    if kind.startswith("layers-"):
+        return layer_worker(args)
+    if kind.startswith("dyadiq:"):
+        import dyadiq.targets as targets
+        art = targets.load_artifact(d / kind.split(":", 1)[1])
+        fn = lambda: art.run(x)  # noqa: E731
+    elif kind.startswith("ort:"):
+        sess = ort_session(d / kind.split(":", 1)[1], threads)
+        fn = lambda: sess.run(None, {"input": x})  # noqa: E731
+    elif kind == "torch":
+        import torch
+
+        from dyadiq.zoo import efficientnet_lite0
+        torch.set_num_threads(threads)
+        model, xt = efficientnet_lite0().eval(), torch.from_numpy(x)
+
+        def fn():
+            with torch.no_grad():
+                model(xt)
+    else:
+        raise SystemExit(f"unknown worker {kind!r}")
+    for _ in range(args.warmup):
+        fn()
+    ms = []
+    for _ in range(args.calls):
+        t = time.perf_counter()
+        fn()
+        ms.append((time.perf_counter() - t) * 1e3)
+    args.result.write_text(json.dumps({"ms": ms}))
+
+
+def layer_worker(args) -> None:
+    """``layers-w8`` / ``layers-w7``: every exported dyadiq kernel (TVM ``time_evaluator``, 5 calls per sample);
+    ``layers-ort``: every one-op QLinearConv model; ``args.calls`` samples per layer after ``args.warmup``."""
+    import tvm
+    d = args.models / "layers"
+    layers = json.loads((args.models / "prepared.json").read_text())["layers"]
+    rng = np.random.default_rng(0)
+    out = {}
+    if args.worker == "layers-ort":
+        for e in layers:
+            sess = ort_session_bytes((d / e["onnx"]).read_bytes())
+            xu8 = {"x": rng.integers(0, 256, size=e["x_shape"]).astype(np.uint8)}
+            for _ in range(args.warmup):
+                sess.run(None, xu8)
+            ms = []
+            for _ in range(args.calls):
+                t = time.perf_counter()
+                sess.run(None, xu8)
+                ms.append((time.perf_counter() - t) * 1e3)
+            out[e["layer"]] = ms
+    else:
+        tag = args.worker.split("-", 1)[1]
+        dev = tvm.cpu()
+        for e in layers:
+            if tag not in e:
+                continue
+            lib = tvm.runtime.load_module(str(d / e[tag]))
+            shapes = e["shapes" if tag == "w8" else f"{tag}_shapes"]
+            targs = [tvm.runtime.tensor(_rand(s, dt, rng), dev) for s, dt in shapes]
+            f = lib.time_evaluator("kernel", dev, number=5, repeat=args.calls, min_repeat_ms=0)
+            f(*targs)                                                          # warm-up
+            out[e["layer"]] = [r * 1e3 for r in f(*targs).results]              # s per call -> ms
+    args.result.write_text(json.dumps({"layers": out}))
+
+
+# ---- driver ----------------------------------------------------------------------------------------------
+def run_worker(py_args: list[str], threads: int, result: Path) -> dict:
+    """Run this script with ``py_args`` in a fresh process with ``threads`` threads; its ``result`` JSON."""
+    env = dict(os.environ, TVM_NUM_THREADS=str(threads), OMP_NUM_THREADS=str(threads))
+    result.unlink(missing_ok=True)
+    subprocess.run([sys.executable, __file__, *py_args, "--threads", str(threads), "--result", str(result)],
+                   env=env, check=True)
+    return json.loads(result.read_text()) if result.exists() else {}
+
+
+def _la() -> str:
+    return " ".join(f"{v:.2f}" for v in os.getloadavg())
 
 
 def main(argv=None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--runs", type=int, default=50, help="calls per config (median)")
-    ap.add_argument("--layer-runs", type=int, default=30, help="alternating samples per layer")
+    ap.add_argument("--rounds", type=int, default=5, help="rounds; each runs every config once per thread count")
+    ap.add_argument("--calls", type=int, default=20, help="timed calls per process (after --warmup)")
+    ap.add_argument("--warmup", type=int, default=3, help="untimed calls per process first")
+    ap.add_argument("--mcpu", default=None, help="LLVM CPU for dyadiq's cpu target (default: this host, detected)")
+    ap.add_argument("--generic", action="store_true", help="also time the (slow) generic-lowering W8A8 artifact")
     ap.add_argument("--tune", type=int, default=0, help="MetaSchedule trials for a tuned variant (0: skip)")
-    ap.add_argument("--no-generic", dest="generic", action="store_false",
-                    help="skip the slow generic-lowering W8A8 artifact")
     ap.add_argument("--no-layers", dest="layers", action="store_false", help="skip the per-layer table")
+    ap.add_argument("--layer-rounds", type=int, default=3, help="rounds of the per-layer processes")
+    ap.add_argument("--layer-calls", type=int, default=10, help="samples per layer per process")
+    ap.add_argument("--layer-limit", type=int, default=0, help="only the first N layers (0: all)")
+    ap.add_argument("--quick", action="store_true", help="smoke check: 1 round of 3 calls, 4 layers")
+    ap.add_argument("--models-dir", type=Path, help="keep (and reuse) the prepared models here")
     ap.add_argument("--out", type=Path, default=Path(__file__).parent / "results")
-    ap.add_argument("--threads", type=int, default=0, help="internal: measure one thread count in this process")
-    ap.add_argument("--models", type=Path, help="internal: folder of the prepared models")
-    ap.add_argument("--rows-json", type=Path, help="internal: where a --threads run writes its rows")
+    # internal
+    ap.add_argument("--prepare", action="store_true", help=argparse.SUPPRESS)
+    ap.add_argument("--worker", help=argparse.SUPPRESS)
+    ap.add_argument("--threads", type=int, default=1, help=argparse.SUPPRESS)
+    ap.add_argument("--models", type=Path, help=argparse.SUPPRESS)
+    ap.add_argument("--result", type=Path, help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
-    if args.threads:
-        return measure(args)
-    rows, load = [], [os.getloadavg()]
-    with tempfile.TemporaryDirectory() as d:
-        build_models(Path(d))
-        for threads in (1, 2):               # TVM fixes its thread pool at start-up: one process each
-            env = dict(os.environ, TVM_NUM_THREADS=str(threads), OMP_NUM_THREADS=str(threads))
-            f = Path(d) / f"rows{threads}.json"
-            cmd = [sys.executable, __file__, "--threads", str(threads), "--models", d, "--rows-json", str(f),
-                   "--runs", str(args.runs), "--layer-runs", str(args.layer_runs), "--tune", str(args.tune),
-                   "--out", str(args.out)] + ([] if args.generic else ["--no-generic"]) + (
-                   [] if args.layers else ["--no-layers"])
-            subprocess.run(cmd, env=env, check=True)
-            rows += json.loads(f.read_text())
-            load.append(os.getloadavg())
+    if args.quick:
+        args.rounds, args.calls, args.warmup = 1, 3, 1
+        args.layer_rounds, args.layer_calls, args.layer_limit = 1, 3, args.layer_limit or 4
+    if args.prepare:
+        return prepare(args)
+    if args.worker:
+        return worker(args)
+    if args.models_dir is not None:
+        args.models_dir.mkdir(parents=True, exist_ok=True)
+        run(args, args.models_dir, argv)
+    else:
+        with tempfile.TemporaryDirectory() as d:
+            run(args, Path(d), argv)
+
+
+def run(args, d: Path, argv) -> None:
+    load = {"start": _la()}
+    cmd = ["--models", str(d)]
+    run_worker(["--prepare", *cmd, "--tune", str(args.tune), "--layer-limit", str(args.layer_limit)]
+               + (["--mcpu", args.mcpu] if args.mcpu else []) + (["--generic"] if args.generic else [])
+               + ([] if args.layers else ["--no-layers"]), 1, d / "prepare.json")
+    prep = json.loads((d / "prepared.json").read_text())
+    configs = prep["configs"]
+    load["after prepare"] = _la()
+    samples = {(c["config"], t): [] for c in configs for t in THREADS}
+    proc_medians = {k: [] for k in samples}
+    for r in range(args.rounds):
+        for threads in THREADS:
+            order = configs[r % len(configs):] + configs[:r % len(configs)]         # rotate: no fixed position
+            for c in order:
+                calls = max(2, args.calls // 5) if c["config"] == W8_GENERIC else args.calls
+                res = run_worker(["--worker", c["worker"], *cmd, "--calls", str(calls), "--warmup",
+                                  str(args.warmup)], threads, d / "result.json")
+                samples[(c["config"], threads)] += res["ms"]
+                proc_medians[(c["config"], threads)].append(statistics.median(res["ms"]))
+                print(f"round {r} threads {threads} {c['config']}: {statistics.median(res['ms']):.3f} ms",
+                      flush=True)
+    load["after the model rounds"] = _la()
+    rows = []
+    for threads in THREADS:
+        for c in configs:
+            k = (c["config"], threads)
+            rows.append({"config": c["config"], "threads": threads, "ms": statistics.median(samples[k]),
+                         "process medians": f"{min(proc_medians[k]):.3f}-{max(proc_medians[k]):.3f}",
+                         "calls": len(samples[k]), "exact": c.get("exact", "") if threads == 1 else "",
+                         "kernels": c.get("kernels", "")})
     cpu = cpu_description()
-    meta = {"model": "EfficientNet-Lite0 batch 1", "cpu": cpu["model"], "features": " ".join(cpu["features"]),
-            "runs": f"median of {args.runs} calls per config (generic W8A8: 5 calls every 10th round, torch: "
-                    "every 2nd round), in rounds of 5 calls alternating between configs, after 3 warm-up calls",
-            "note": "each thread count runs in its own process (TVM_NUM_THREADS set before start-up)",
-            "load average (1/5/15 min) before, after 1 thread, after 2 threads":
-                " | ".join(" ".join(f"{v:.2f}" for v in la) for la in load),
+    dyq = next(c for c in configs if c["config"] == W8)
+    meta = {"model": "EfficientNet-Lite0 batch 1", "cpu": f"{cpu['model']} ({cpu['cores']} cores)",
+            "features": " ".join(cpu["features"]),
+            "dyadiq target": f"{prep['target']}; select_isa: {prep['select_isa']}; W8A8 artifact kernels: "
+                             f"{dyq['kernels']}; required CPU features: {' '.join(dyq['required_cpu_features'])}",
+            "runs": f"{args.rounds} rounds; each round runs one process per config and thread count (order rotated "
+                    f"each round), each process {args.warmup} warm-up calls then {args.calls} timed calls "
+                    f"(generic W8A8: {max(2, args.calls // 5)}); ms: median over all rounds' calls; process "
+                    "medians: range of the per-process medians",
+            "note": "each config runs alone in its own process (TVM_NUM_THREADS / OMP_NUM_THREADS / onnxruntime "
+                    "intra_op_num_threads / torch.set_num_threads set to the thread count)",
+            "load average (1/5/15 min)": " | ".join(f"{k}: {v}" for k, v in load.items()),
             "command": "python bench/cpu_latency.py " + " ".join(argv if argv is not None else sys.argv[1:])}
-    print(write_results("cpu_latency", rows, ["config", "threads", "ms", "exact"], meta, args.out))
+    print(write_results("cpu_latency", rows, ["config", "threads", "ms", "process medians", "calls", "exact",
+                                              "kernels"], meta, args.out))
+    if args.layers and prep["layers"]:
+        layers_table(args, d, prep, cpu, argv)
+
+
+def layers_table(args, d: Path, prep: dict, cpu: dict, argv) -> None:
+    la = [_la()]
+    workers = ["layers-w8"] + (["layers-w7"] if any("w7" in e for e in prep["layers"]) else []) + ["layers-ort"]
+    samples: dict = {w: {} for w in workers}
+    for r in range(args.layer_rounds):
+        for w in (workers[r % len(workers):] + workers[:r % len(workers)]):
+            res = run_worker(["--worker", w, "--models", str(d), "--calls", str(args.layer_calls), "--warmup",
+                              str(args.warmup)], 1, d / "result.json")
+            for k, v in res["layers"].items():
+                samples[w].setdefault(k, []).extend(v)
+            print(f"layers round {r}: {w} done", flush=True)
+    la.append(_la())
+    med = {w: {k: statistics.median(v) for k, v in s.items()} for w, s in samples.items()}
+    rows = []
+    for e in prep["layers"]:
+        k, ort = e["layer"], med["layers-ort"][e["layer"]]
+        row = {"layer": k, "kernel": e["kernel"], "shape": e["shape"], "MMAC": e["MMAC"],
+               "dyadiq_ms": med["layers-w8"][k], "ort_qlinearconv_ms": ort, "dyadiq/ort": med["layers-w8"][k] / ort}
+        if k in med.get("layers-w7", {}):
+            row.update(w7_kernel=e["w7_kernel"], w7_ms=med["layers-w7"][k], w7_ort=med["layers-w7"][k] / ort)
+            row["w7/ort"] = row.pop("w7_ort")
+        rows.append(row)
+    rows.sort(key=lambda r: -r["dyadiq/ort"])
+    by_kind: dict = {}
+    for r in rows:
+        a = by_kind.setdefault(r["kernel"], [0, 0.0, 0.0])
+        a[0] += 1
+        a[1] += r["dyadiq_ms"]
+        a[2] += r["ort_qlinearconv_ms"]
+    meta = {"what": "each fast dyadiq kernel built alone vs one-op onnxruntime QLinearConv, same shape, 1 thread",
+            "cpu": cpu["model"], "features": " ".join(cpu["features"]),
+            "dyadiq target": f"{prep['target']} (select_isa: {prep['select_isa']})",
+            "onnxruntime model": "QLinearConv u8 x, s8 per-channel w, int32 bias, u8 y (no fused add)",
+            "runs": f"{args.layer_rounds} rounds; each round one process for the dyadiq W8A8 kernels, one for the "
+                    f"W7A8 kernels, one for onnxruntime (order rotated), each timing every layer "
+                    f"{args.layer_calls} times after {args.warmup} warm-up calls (dyadiq: time_evaluator, "
+                    "mean of 5 calls per sample); medians over all rounds",
+            "per kernel class (layers, dyadiq ms, onnxruntime ms, ratio)": "; ".join(
+                f"{k}: {n}, {a:.3f}, {b:.3f}, {a / b:.2f}" for k, (n, a, b) in sorted(by_kind.items())),
+            "load average (1/5/15 min) before, after": " | ".join(la),
+            "command": "python bench/cpu_latency.py " + " ".join(argv if argv is not None else sys.argv[1:])}
+    print(write_results("cpu_latency_layers", rows,
+                        ["layer", "kernel", "shape", "MMAC", "dyadiq_ms", "ort_qlinearconv_ms", "dyadiq/ort",
+                         "w7_kernel", "w7_ms", "w7/ort"], meta, args.out))
 
 
 if __name__ == "__main__":
