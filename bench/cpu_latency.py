@@ -241,8 +241,12 @@ def prepare(args) -> None:
     import dyadiq.targets as targets
     from dyadiq.codegen.x86.lower import select_isa
     from dyadiq.ir.serialize import load
-    from dyadiq.targets.cpu import make_target
+    from dyadiq.targets.cpu import host_cpu_flags, make_target, required_features
     d = args.models
+    missing = sorted(set(required_features(make_target(args.mcpu))) - (host_cpu_flags() or set()))
+    if missing:
+        raise SystemExit(f"--mcpu {args.mcpu}: this CPU lacks {' '.join(missing)}, so the code cannot run here "
+                         "(bench/kernel_model.py models a CPU without running on it)")
     if not all((d / f).exists() for f in ("w8.dyq", "w7.dyq", "w4.dyq", "qdq_u8.onnx", "qdq_s8.onnx", "fp32.onnx")):
         build_models(d)
     x = np.load(d / "x.npy")
@@ -372,9 +376,10 @@ def main(argv=None) -> None:
     ap.add_argument("--layer-rounds", type=int, default=3, help="rounds of the per-layer processes")
     ap.add_argument("--layer-calls", type=int, default=10, help="samples per layer per process")
     ap.add_argument("--layer-limit", type=int, default=0, help="only the first N layers (0: all)")
-    ap.add_argument("--quick", action="store_true", help="smoke check: 1 round of 3 calls, 4 layers")
+    ap.add_argument("--quick", action="store_true", help="smoke check: 1 round of 3 calls, 4 layers; writes to "
+                    "<tmp>/dyadiq-cpu-latency-quick unless --out is given (never over the real results)")
     ap.add_argument("--models-dir", type=Path, help="keep (and reuse) the prepared models here")
-    ap.add_argument("--out", type=Path, default=Path(__file__).parent / "results")
+    ap.add_argument("--out", type=Path, default=None, help="results folder (default bench/results)")
     # internal
     ap.add_argument("--prepare", action="store_true", help=argparse.SUPPRESS)
     ap.add_argument("--worker", help=argparse.SUPPRESS)
@@ -385,6 +390,8 @@ def main(argv=None) -> None:
     if args.quick:
         args.rounds, args.calls, args.warmup = 1, 3, 1
         args.layer_rounds, args.layer_calls, args.layer_limit = 1, 3, args.layer_limit or 4
+        args.out = args.out or Path(tempfile.gettempdir()) / "dyadiq-cpu-latency-quick"
+    args.out = args.out or Path(__file__).parent / "results"
     if args.prepare:
         return prepare(args)
     if args.worker:
@@ -446,6 +453,7 @@ def run(args, d: Path, argv) -> None:
                                               "kernels"], meta, args.out))
     if args.layers and prep["layers"]:
         layers_table(args, d, prep, cpu, argv)
+    print(f"results in {args.out}")
 
 
 def layers_table(args, d: Path, prep: dict, cpu: dict, argv) -> None:

@@ -36,6 +36,8 @@ def test_kernel_label_reads_kind_and_isa_of_any_name():
     names = ["dq_gemm_vnni512", "dq_gemm_vnni5121", "dq_gemm_vnni5122", "dq_conv_amx", "dq_conv_amx1"]
     assert [kernel_label(n, names) for n in names] == ["gemm vnni512"] * 3 + ["conv amx"] * 2
     assert kernel_label("fused_add", names) == "fused_add"
+    many = ["dq_gemm_vnni512"] + [f"dq_gemm_vnni512{j}" for j in range(1, 40)] + ["dq_gemm_vnni", "dq_gemm_vnni1"]
+    assert {kernel_label(n, many) for n in many} == {"gemm vnni512", "gemm vnni"}
 
 
 @pytest.mark.parametrize("mcpu", ["x86-64-v3"] + (["native"] if VNNI else []))

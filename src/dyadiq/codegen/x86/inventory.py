@@ -20,20 +20,27 @@ SYMBOL = "kernel"
 def kernel_label(name_hint: str, siblings: Iterable[str] = ()) -> str:
     """``dq_gemm_avx2u8`` -> ``gemm avx2u8``; other names are returned unchanged.
 
-    A Relax module de-duplicates function names by appending a number (``dq_gemm_vnni``,
-    ``dq_gemm_vnni1``, ...). Given the module's other function names (``siblings``), a trailing number
-    whose removal gives one of them is dropped (so ``dq_gemm_vnni5121`` next to ``dq_gemm_vnni512`` is
-    ``gemm vnni512``); without siblings, the trailing digits of a known de-duplicated form are kept as is."""
-    m = KERNEL_NAME.fullmatch(name_hint)
-    if not m:
-        return name_hint
-    kind, isa = m.groups()
-    names = set(siblings) - {name_hint}
-    for i in range(1, len(isa)):                      # shortest de-duplicating suffix first
-        if isa[-i:].isdigit() and f"dq_{kind}_{isa[:-i]}" in names:
-            isa = isa[:-i]
-            break
-    return f"{kind} {isa}"
+    A Relax module de-duplicates function names by appending 1, 2, ... (``dq_gemm_vnni``, ``dq_gemm_vnni1``,
+    ...). Given the module's function names (``siblings``), such a number is dropped (``dq_gemm_vnni51233``
+    among ``dq_gemm_vnni512``, ``dq_gemm_vnni5121``, ... is ``gemm vnni512``); without them the name is
+    read as it is."""
+    root = dedup_roots([name_hint, *siblings])[name_hint]
+    m = KERNEL_NAME.fullmatch(root)
+    return f"{m.group(1)} {m.group(2)}" if m else name_hint
+
+
+def dedup_roots(names: Iterable[str]) -> dict[str, str]:
+    """Each name -> the name it de-duplicates (itself for a first use). The shortest name not yet explained
+    is a first use; its copies are it + 1, 2, ... for as long as they exist (TVM numbers them in order)."""
+    left, out = set(names), {}
+    while left:
+        root = min(left, key=lambda n: (len(n), n))
+        j, n = 1, root
+        while n in left:
+            out[n] = root
+            left.discard(n)
+            n, j = f"{root}{j}", j + 1
+    return out
 
 
 def _is_call_tir(e) -> bool:
