@@ -66,17 +66,22 @@ def basic_blocks(asm: str) -> list[tuple[str, list[str]]]:
         if line.startswith("."):
             continue
         cur.append(line)
-        if JUMP.fullmatch(line.split()[0]):
+        if JUMP.fullmatch(mnemonic(line)):
             close(f"{label}+{len(blocks)}")
     close("")
     return blocks
+
+
+def mnemonic(ins: str) -> str:
+    """The mnemonic of an instruction line, past encoding prefixes such as ``{vex}`` (AVX-VNNI)."""
+    return next((t for t in ins.split() if not t.startswith("{")), "")
 
 
 def mac_instructions(instrs: list[str]) -> Counter:
     """``(mnemonic, bits)`` -> count of the multiply instructions in ``instrs`` (width of the destination)."""
     c: Counter = Counter()
     for ins in instrs:
-        mn = ins.split()[0]
+        mn = mnemonic(ins)
         if mn in MAC_PER_INSTR:
             regs = re.findall(r"%([xyz])mm\d+", ins)
             c[(mn, WIDTH[regs[-1]] if regs else 128)] += 1
@@ -136,18 +141,32 @@ def llvm_mca(instrs: list[str], mcpu: str, exe: str = LLVM_MCA, iterations: int 
 
 def parse_mca(text: str) -> dict:
     """``Iterations``, ``Instructions``, ``Total Cycles``, ``Block RThroughput`` of an llvm-mca report, plus
-    ``cycles_per_iteration`` (total / iterations) and ``resources`` (the first execution port's name, which
-    names the scheduling model: ``SKXPort0`` is LLVM's Skylake-server model)."""
+    ``cycles_per_iteration`` (total / iterations) and ``model``: the scheduling model LLVM used, from its
+    resource names (``SKXPort0``: Skylake-server)."""
     def num(key):
         m = re.search(rf"^{key}:\s+([\d.]+)", text, re.M)
         if not m:
             raise ValueError(f"no {key!r} in the llvm-mca output")
         return float(m.group(1))
     it, ins, total, rt = (num(k) for k in ("Iterations", "Instructions", "Total Cycles", "Block RThroughput"))
-    port = re.search(r"^\[\d+(?:\.\d+)?\]\s+-\s+(\S*Port\S*)", text, re.M)
+    res = re.findall(r"^\[\d+(?:\.\d+)?\]\s+-\s+(\S+)", text, re.M)
     return {"iterations": int(it), "instructions": int(ins) // max(1, int(it)), "total_cycles": int(total),
             "block_rthroughput": rt, "cycles_per_iteration": total / it,
-            "resources": port.group(1) if port else "?"}
+            "model": sched_model(res)}
+
+
+SCHED_MODELS = {"SKX": "Skylake-server", "SKL": "Skylake", "ICX": "Ice Lake server", "ICL": "Ice Lake",
+                "SPR": "Sapphire Rapids", "ADL": "Alder Lake", "Zn4": "Zen 4", "Zn3": "Zen 3", "Zn2": "Zen 2",
+                "Zn": "Zen", "HW": "Haswell", "BW": "Broadwell"}
+
+
+def sched_model(resources: list[str]) -> str:
+    """``"Skylake-server (SKXPort0, ...)"`` from llvm-mca's resource names."""
+    if not resources:
+        return "?"
+    port = next((r for r in resources if "Port" in r or "ALU" in r), resources[0])
+    name = next((v for k, v in SCHED_MODELS.items() if port.startswith(k)), "?")
+    return f"{name} ({port}, ...)"
 
 
 def peak_block(mn: str, bits: int) -> tuple[list[str], int]:
@@ -264,13 +283,13 @@ def main(argv=None) -> None:
             a[0], a[1], a[2] = a[0] + 1, a[1] + r["MMAC"], a[2] + r["hot-loop kcycles"]
     ver = subprocess.run([args.llvm_mca, "--version"], capture_output=True, text=True).stdout
     ver = next((ln.strip() for ln in ver.splitlines() if "version" in ln.lower()), "?")
-    resources = sorted({m["resources"] for _, _, m in models.values()})
+    sched = sorted({m["model"] for _, _, m in models.values()})
     cpu = cpu_description()
     meta = {"what": "the hot inner loop of each fast dyadiq kernel of EfficientNet-Lite0 W8A8, modelled by "
                     "llvm-mca (core only: every load hits L1)",
             "mcpu": args.mcpu, "kernels (select_isa)": select_isa(target), "target": str(target),
-            "llvm-mca": f"{args.llvm_mca} ({ver}), -iterations={ITERATIONS}; scheduling model resources: "
-                        f"{', '.join(resources)} (SKXPort0: LLVM's Skylake-server model)",
+            "llvm-mca": f"{args.llvm_mca} ({ver}), -iterations={ITERATIONS}; LLVM scheduling model for "
+                        f"{args.mcpu}: {'; '.join(sched)}",
             "hot block": "the basic block with the most vpdpbusd, else the most vector multiplies "
                          "(vpmaddwd, vpmulld, vpdpwssd, vpmaddubsw)",
             "MACs counted": "per instruction at zmm/ymm/xmm: vpdpbusd 64/32/16, vpdpwssd 32/16/8, "

@@ -31,7 +31,7 @@ kernel:
 \tvpdpbusd %ymm1, %ymm2, %ymm3
 \tvpmaddubsw %ymm1, %ymm2, %ymm4
 \tvpmaddwd %ymm5, %ymm4, %ymm4
-\tvpmaddwd %ymm5, %ymm6, %ymm7
+\t{vex}\tvpmaddwd %ymm5, %ymm6, %ymm7
 \taddq $64, %rax
 \tjne .LBB0_1
 \tvpmulld %xmm1, %xmm2, %xmm3
@@ -58,7 +58,7 @@ def test_an_llvm_mca_report_parses():
     r = km.parse_mca(text)
     assert r["iterations"] == 200 and r["instructions"] == 217 and r["total_cycles"] == 12619
     assert r["block_rthroughput"] == 55.2 and r["cycles_per_iteration"] == pytest.approx(63.095)
-    assert r["resources"] == "SKXPort0"
+    assert r["model"] == "Skylake-server (SKXPort0, ...)"
 
 
 def one_conv():
