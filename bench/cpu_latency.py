@@ -252,11 +252,14 @@ def prepare(args) -> None:
     x = np.load(d / "x.npy")
     graphs = {W8: load(d / "w8.dyq"), W7: load(d / "w7.dyq"), W4: load(d / "w4.dyq")}
     arts = {k: targets.compile(g, mcpu=args.mcpu) for k, g in graphs.items()}
+    checks = dict(graphs)                                     # artifact label -> the graph it must equal
     if args.generic:
         arts[W8_GENERIC] = targets.compile(graphs[W8], mcpu=args.mcpu, kernels="generic")
+        checks[W8_GENERIC] = graphs[W8]
     if args.tune:
-        arts[f"dyadiq cpu W8A8 per-channel (x86 kernels, rest tuned {args.tune} trials)"] = targets.compile(
-            graphs[W8], mcpu=args.mcpu, tune=args.tune)
+        tuned = f"dyadiq cpu W8A8 per-channel (x86 kernels, rest tuned {args.tune} trials)"
+        arts[tuned] = targets.compile(graphs[W8], mcpu=args.mcpu, tune=args.tune)
+        checks[tuned] = graphs[W8]
     configs = []
     for i, (label, art) in enumerate(arts.items()):
         folder = d / f"art{i}"
@@ -267,8 +270,7 @@ def prepare(args) -> None:
                         "required_cpu_features": m["required_cpu_features"]})
     configs += [{"config": ORT_U8, "worker": "ort:qdq_u8.onnx"}, {"config": ORT_S8, "worker": "ort:qdq_s8.onnx"},
                 {"config": ORT_FP32, "worker": "ort:fp32.onnx"}, {"config": TORCH, "worker": "torch"}]
-    exact = exactness(arts, {k: g for k, g in graphs.items() if k in arts} | (
-        {W8_GENERIC: graphs[W8]} if args.generic else {}), x)
+    exact = exactness(arts, checks, x)
     for c in configs:
         c["exact"] = exact.get(c["config"], "")
     target = make_target(args.mcpu)
