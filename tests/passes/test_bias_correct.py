@@ -103,6 +103,101 @@ def test_empirical_shift_is_exact_on_the_calibration_data_with_strides_padding_a
     assert np.abs(d.mean(axis=(0, 2, 3))).max() < 1e-5 * np.abs(d).max()
 
 
+# ---- quantized_acts: the mean shift of the whole quantized prefix ---------------------------------
+def offset_data(g, n=16, seed=6):
+    """Inputs whose channels vary little around a per-channel level, so the rounding of an activation is
+    nearly the same offset on every input (as in the deep layers of a network): a mean output shift that
+    no weight error explains."""
+    shape = g.type_of(g.inputs[0]).shape[1:]
+    level = np.random.default_rng(0).uniform(0.5, 1.5, size=(shape[0],) + (1,) * (len(shape) - 1))
+    return (level + 0.02 * np.random.default_rng(seed).normal(size=(n,) + shape)).astype(np.float32)
+
+
+def with_acts(g, xs, bits=4):
+    """``g`` with every activation quantized (min/max ranges, ``bits`` wide; the output 16-bit, so the
+    error measured is the layers'), weights still float."""
+    from dyadiq.passes.annotate_quant import annotate_activations
+    from dyadiq.passes.calibrate import collect_ranges
+    wide = {o: 16 for o in g.outputs}
+    return annotate_activations(g, collect_ranges(g, xs, "minmax", bits=bits, value_bits=wide), bits=bits,
+                                value_bits=wide)
+
+
+def layer_mean_errors(q, g, xs):
+    """Per weighted layer of ``q``: max over channels of |mean over data and positions of (its output in
+    simulated mode, before its own rounding) - (the float model's)|, and the bias grid step s_x * max s_w."""
+    from dyadiq.interp.run import _bias_on_grid
+    from dyadiq.ir.ops import op_def
+    layers = [n for n in q.nodes if n.op in ("conv2d", "linear")]
+    sums = {n.name: 0.0 for n in layers}
+    batch = g.type_of(g.inputs[0]).shape[0]
+    for i in range(0, len(xs), batch):
+        sim, flt = run_all(q, xs[i:i + batch], "simulated"), run_all(g, xs[i:i + batch])
+        for n in layers:
+            args = [sim[i] for i in n.inputs]
+            args[2] = _bias_on_grid(q, n, args[2])
+            d = op_def(n.op).kernel(args, n.attr_dict)[0] - flt[n.name]
+            sums[n.name] = sums[n.name] + d.mean(axis=tuple(i for i in range(d.ndim) if i != 1))
+    step = {n.name: q.quant_of(n.inputs[0]).scale[0] * float(np.max(q.quant_of(n.inputs[1]).scale))
+            for n in layers}
+    return {k: (float(np.abs(v / (len(xs) // batch)).max()), step[k]) for k, v in sums.items()}
+
+
+@pytest.mark.parametrize("kind", ["conv2d", "linear"])
+def test_quantized_acts_makes_every_layer_mean_output_match_the_float_model(kind):
+    """With ``quantized_acts`` each layer's mean output per channel, run as simulated mode runs it (rounded
+    weights, fake-quantized activations before it), equals the float model's on the calibration data, up
+    to the integer code's bias grid; the float-input correction leaves the activations' mean shift."""
+    g = tiny(kind, bits=8)
+    xs = offset_data(g)
+    q = with_acts(g, xs)
+    new = layer_mean_errors(bias_correct(q, xs, quantized_acts=True), g, xs)
+    old = layer_mean_errors(bias_correct(q, xs), g, xs)
+    for layer, (err, step) in new.items():
+        assert err <= 0.5 * step + 1e-9, (layer, err, step)
+    assert old["l2"][0] > 10 * new["l2"][0] and old["l2"][0] > 2 * old["l2"][1]
+
+
+def test_quantized_acts_lowers_the_output_error_on_held_out_data():
+    g = tiny("conv2d", bits=8)
+    xs = offset_data(g, seed=6)
+    q = with_acts(g, xs)
+    held_out = offset_data(g, seed=7)
+    new, old = bias_correct(q, xs, quantized_acts=True), bias_correct(q, xs)
+    assert mean_channel_error(new, g, held_out, "simulated") < 0.25 * mean_channel_error(old, g, held_out, "simulated")
+    err = lambda out: float(np.mean((run_batched(out, held_out, "simulated")
+                                     - run_batched(g, held_out)) ** 2))
+    assert err(new) < 0.9 * err(old)
+
+
+def test_quantized_acts_keeps_weights_rounded_to_nearest_and_needs_empirical_mode():
+    g = tiny(bits=8)
+    xs = offset_data(g)
+    q = with_acts(g, xs)
+    out = bias_correct(q, xs, quantized_acts=True)
+    verify(out)
+    for w in ("l1.weight", "l2.weight"):
+        assert out.quant_of(w) == g.quant_of(w)
+        np.testing.assert_array_equal(out.const(w), fake_quant(g.const(w), g.quant_of(w)))
+    assert out.node("l1").inputs == ("x", "l1.weight", "l1.bias")   # a bias was created
+    assert bias_correct(out, xs, quantized_acts=True) is out          # weights on their grid: nothing to do
+    with pytest.raises(PassError, match="quantized_acts needs mode='empirical'"):
+        bias_correct(q, mode="analytic", stats={}, quantized_acts=True)
+
+
+def test_the_pipeline_with_round_to_nearest_corrects_against_the_quantized_model():
+    """``quantize(rounding="nearest")`` corrects each bias on the quantized model: every layer's mean output
+    on the calibration data is the float model's, up to the bias grid (BatchNorm folded: the float
+    reference is the canonicalized graph)."""
+    from dyadiq.passes.canonicalize import canonicalize
+    from dyadiq.passes.pipeline import quantize
+    g = tiny(bits=8).with_quant("l1.weight", None).with_quant("l2.weight", None)     # the pipeline rounds them
+    xs = offset_data(g)
+    q, _ = quantize(g, xs, act_bits=4, calib_method="minmax", rounding="nearest")
+    for layer, (err, step) in layer_mean_errors(q, canonicalize(g), xs).items():
+        assert err <= 0.5 * step + 1e-9, (layer, err, step)
+
+
 # ---- the graph after correction -----------------------------------------------------------------
 def test_weights_are_snapped_to_their_grid_and_keep_their_quant_types():
     g = tiny()

@@ -14,6 +14,16 @@ left alone (run the pass before rounding, or on a graph whose weights are still 
   size, or a dict per input), exactly: for a conv E[dW x]_o = sum_{i,k} dW[o,i,k] M[i,k], M[i,k] the mean
   over samples and output positions of tap k of input channel i's zero-padded window; for a linear
   dW @ mean(x). The layer inputs come from the float graph (``interp.run_all(g, mode="float")``).
+- ``empirical`` with ``quantized_acts``: one walk over the quantized model in topological order (weights
+  rounded to nearest, every activation with a QuantType fake-quantized, as simulated mode runs it), the
+  float model walked alongside; each layer's bias is set when the walk reaches it so that its mean output
+  per channel equals the float model's, ``b'_o = b_o - (Wq E[xq] - W E[x])_o``, and the layers after it see
+  the corrected output. So a layer also removes the mean shift that the rounding of the activations (and
+  of the weights) before it leaves in its input: where a channel's values vary little between inputs, an
+  activation's rounding error is nearly the same offset on every input, which the float-input form above
+  leaves in place. It is ``round_weights(method="nearest", correct_bias=True, quantized_acts=True,
+  float_mean=True)``; every quantized layer is corrected (also one whose weight is on its grid) once
+  some layer's weight is off its grid (a graph whose weights are all rounded is returned as it is).
 - ``analytic``: no data. ``stats`` maps a value name to per-channel (mean m, std d) of a Gaussian (e.g.
   BN beta and gamma of its producer); walking back from the layer input through relu / clip /
   minimum(., c) / maximum(., c) to a value with stats gives a clamp [a, b] and
@@ -45,16 +55,24 @@ MODES = ("empirical", "analytic")
 Stats = Mapping[str, tuple[np.ndarray, np.ndarray]]
 
 
-def bias_correct(g: Graph, calib=None, *, mode: str = "empirical", stats: Stats | None = None) -> Graph:
-    """Subtract the expected output error of quantized weights from each layer's bias; ``g`` if none."""
+def bias_correct(g: Graph, calib=None, *, mode: str = "empirical", stats: Stats | None = None,
+                 quantized_acts: bool = False) -> Graph:
+    """Subtract the expected output error of quantized weights (with ``quantized_acts``: of the quantized
+    model, layer by layer) from each layer's bias; ``g`` if none."""
     if mode not in MODES:
         raise PassError(f"bias_correct: unknown mode {mode!r} (choose from {', '.join(MODES)})")
+    if quantized_acts and mode != "empirical":
+        raise PassError("bias_correct: quantized_acts needs mode='empirical' (it measures the quantized model)")
     layers = _quantized_layers(g)
     if not layers:
         return g
     if mode == "empirical":
         if calib is None:
             raise PassError("bias_correct: empirical mode needs calibration data")
+        if quantized_acts:
+            from .round_weights import round_weights
+            return round_weights(g, calib, method="nearest", correct_bias=True, quantized_acts=True,
+                                 float_mean=True, validate=False)
         means = _empirical_means(g, calib, layers)
     else:
         if stats is None:

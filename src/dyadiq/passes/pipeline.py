@@ -235,8 +235,10 @@ def quantize(g: Graph, calib, options: QuantizeOptions | None = None, *, progres
             g, data, method=opts.rounding, compensate=True, correct_bias=opts.bias_correct, quantized_acts=True,
             progress=progress, report=rounding)))
     elif opts.bias_correct:
+        # layer by layer on the quantized model: each bias also absorbs the mean shift of the activation
+        # rounding before it (model_coverage, rounding nearest: mobilenet_v3_large 40.8 -> 43.8 dB)
         g = stage("bias_correct", lambda: snap_weights(
-            _load("bias_correct", "bias_correct")(g, data, mode="empirical")))
+            _load("bias_correct", "bias_correct")(g, data, mode="empirical", quantized_acts=True)))
     verify(g)
     bad = check_contract(g)
     if bad:

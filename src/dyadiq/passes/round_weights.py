@@ -32,6 +32,13 @@ The weights become ``dequantize(q)``, on their grid.
   QuantType (as simulated mode does), so ``Xq`` is the fully quantized model's input and, with
   ``compensate`` / ``correct_bias``, each layer also absorbs the mean shift and the correlated part of
   the activation rounding before it (BRECQ/AdaRound-style inputs).
+- ``float_mean`` (with ``correct_bias``, sequential only): the shift is measured against the float model's
+  mean output, ``b -= Wq mean(Xq) - W mean(X)`` with ``X`` from the float model walked alongside (as
+  ``compensate`` does, which implies it), instead of ``W mean(Xq)``; the codes still round ``W``. With
+  ``quantized_acts`` each layer then also absorbs the mean output shift of every rounding before it
+  (weights and activations): ``bias_correct(..., quantized_acts=True)`` is this walk with round-to-nearest.
+  With ``quantized_acts`` too, the walk adds each bias on the integer code's grid ``s_x s_w`` (as simulated
+  mode does), so the mean it matches is the integer code's.
 
 Held-out validation: a Hessian estimated from few columns lets the solver fit the calibration data
 rather than the layer (EfficientNet-Lite0's 7x7 projections: 64 crops give 3136 columns for 1152 inputs).
@@ -68,7 +75,7 @@ VALIDATE_BELOW = 32        # held-out check where a layer has fewer calibration 
 
 def round_weights(g: Graph, calib, *, method: str = "gptq", damp: float = 0.01, block: int = 128,
                   sequential: bool = True, compensate: bool = False, act_order: bool = False,
-                  correct_bias: bool = False, quantized_acts: bool = False,
+                  correct_bias: bool = False, quantized_acts: bool = False, float_mean: bool = False,
                   validate: bool = True, progress: Progress | None = None, report: dict | None = None) -> Graph:
     """Choose the integer codes of quantized conv/linear weights to minimize each layer's output error.
     ``report`` (a dict, optional) receives ``"nearest"``: the layers held-out validation left at
@@ -89,9 +96,13 @@ def round_weights(g: Graph, calib, *, method: str = "gptq", damp: float = 0.01, 
                         "from the quantized-weight model's inputs)")
     if quantized_acts and not sequential:
         raise PassError("round_weights: quantized_acts needs sequential=True")
+    if float_mean and not sequential:
+        raise PassError("round_weights: float_mean needs sequential=True")
     new, shifts, nearest = _walk(g, cs.batches(), layers, solve, sequential=bool(sequential),
                                  compensate=bool(compensate), correct_bias=bool(correct_bias), damp=float(damp),
-                                 quantized_acts=bool(quantized_acts), validate=bool(validate), progress=progress)
+                                 quantized_acts=bool(quantized_acts), float_mean=bool(float_mean),
+                                 hessian=method != "nearest" or bool(compensate), validate=bool(validate),
+                                 progress=progress)
     if report is not None:
         report["nearest"] = nearest
     changed = {k: w for k, w in new.items() if not np.array_equal(w, g.const(k))}
@@ -210,7 +221,8 @@ def grid_of(g: Graph, n: Node, codes_near: np.ndarray) -> solvers.Grid:
 @dataclass
 class LayerStats:
     """Sums over a layer's calibration columns: ``H = sum xq xq^T``, ``C = sum xq x^T``, ``sq = sum xq``,
-    ``sf = sum x``, ``M`` columns; ``xq`` the input the layer sees, ``x`` the float model's (compensate)."""
+    ``sf = sum x``, ``M`` columns; ``xq`` the input the layer sees, ``x`` the float model's (compensate, or
+    float_mean: then ``sf`` only)."""
 
     H: np.ndarray | float = 0.0
     C: np.ndarray | float | None = None
@@ -218,10 +230,12 @@ class LayerStats:
     sf: np.ndarray | float | None = None
     M: int = 0
 
-    def add(self, cq: np.ndarray, cf: np.ndarray | None, centered: bool) -> None:
-        self.H = self.H + (cq @ cq.swapaxes(1, 2)).astype(np.float64)        # in the activations' dtype
+    def add(self, cq: np.ndarray, cf: np.ndarray | None, centered: bool, cross: bool = True,
+            hessian: bool = True) -> None:
+        if hessian:                                # round-to-nearest of W needs no H (it stays 0.0)
+            self.H = self.H + (cq @ cq.swapaxes(1, 2)).astype(np.float64)    # in the activations' dtype
         self.M += cq.shape[2]
-        if cf is not None:
+        if cf is not None and cross:
             self.C = (0.0 if self.C is None else self.C) + (cq @ cf.swapaxes(1, 2)).astype(np.float64)
         if centered:
             self.sq = (0.0 if self.sq is None else self.sq) + cq.sum(axis=2, dtype=np.float64)
@@ -239,7 +253,7 @@ def _problem(st: LayerStats, W: np.ndarray, damp: float):
     H, C, mq, mf = st.H, st.C, None, None
     if st.sq is not None:                          # center: H - M mq mq^T, C - M mq mf^T
         mq, mf = st.sq / st.M, st.sf / st.M
-        H = H - st.sq[:, :, None] * mq[:, None, :]
+        H = H - st.sq[:, :, None] * mq[:, None, :] if np.ndim(H) else H
         C = None if C is None else C - st.sq[:, :, None] * mf[:, None, :]
     T = W if C is None else solvers.ridge_target(W, H, C, damp)
     return T, H, mq, mf
@@ -284,7 +298,7 @@ def solve_layer(g: Graph, n: Node, st: LayerStats, solve: Callable, damp: float 
     grid = grid_of(g, n, quantize(w, q) - q.zp_array(w.ndim))
     Qn = solvers.nearest(W, grid)
     kept = halves is None or generalizes(halves, W, Qn, grid, solve, damp)
-    Q = (_solved(T, H, Qn, grid, solve) if kept else Qn).reshape(w.shape)
+    Q = (_solved(T, H, Qn, grid, solve) if kept and np.ndim(H) else Qn).reshape(w.shape)
     wq = dequantize(Q + q.zp_array(w.ndim), q, w.dtype)
     if st.sq is None:
         return wq, None, kept
@@ -294,8 +308,8 @@ def solve_layer(g: Graph, n: Node, st: LayerStats, solve: Callable, damp: float 
 
 # ---- the walk ----------------------------------------------------------------------------------------
 def _walk(g: Graph, batches, layers: dict[str, Node], solve: Callable, *, sequential: bool, compensate: bool,
-          correct_bias: bool, damp: float, quantized_acts: bool = False,
-          validate: bool = False, progress: Progress | None = None
+          correct_bias: bool, damp: float, quantized_acts: bool = False, float_mean: bool = False,
+          hessian: bool = True, validate: bool = False, progress: Progress | None = None
           ) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray], list[str]]:
     """Rounded weights by constant name, bias shifts by layer name, and the layers held-out validation
     left at round-to-nearest (see module docstring)."""
@@ -304,7 +318,8 @@ def _walk(g: Graph, batches, layers: dict[str, Node], solve: Callable, *, sequen
     consts = dict(g.constants)                   # the weights the (quantized-prefix) walk runs with
     biases: dict[str, np.ndarray] = {}           # layer -> corrected bias, for the layers after it
     envs = [dict(b) for b in batches]
-    fenvs = [dict(e) for e in envs] if compensate else []      # the float model, alongside
+    walk_float = compensate or (correct_bias and float_mean)
+    fenvs = [dict(e) for e in envs] if walk_float else []      # the float model, alongside
     if quantized_acts:
         envs = [_fake_quant_acts(g, e, list(e)) for e in envs]
     new: dict[str, np.ndarray] = {}
@@ -320,9 +335,9 @@ def _walk(g: Graph, batches, layers: dict[str, Node], solve: Callable, *, sequen
             wshape = consts[wname].shape
             for k, env in enumerate(envs):
                 cf = columns(n, fenvs[k].get(x, consts.get(x)), wshape) if fenvs else None
-                halves[k % 2].add(columns(n, env.get(x, consts.get(x)), wshape), cf, centered)
+                halves[k % 2].add(columns(n, env.get(x, consts.get(x)), wshape), cf, centered, compensate, hessian)
             st = halves[0] + halves[1]
-            check = validate and len(envs) > 1 and st.M < VALIDATE_BELOW * st.H.shape[-1]
+            check = validate and hessian and len(envs) > 1 and st.M < VALIDATE_BELOW * st.H.shape[-1]
             try:
                 new[wname], shift, kept = solve_layer(g, n, st, solve, damp, halves if check else None)
             except (np.linalg.LinAlgError, ValueError) as e:
@@ -340,7 +355,7 @@ def _walk(g: Graph, batches, layers: dict[str, Node], solve: Callable, *, sequen
             if len(new) == len(layers):
                 break
         for env in envs:
-            _run_node(n, env, consts, biases)
+            _run_node(n, env, consts, biases, g if quantized_acts and float_mean else None)
             if quantized_acts:
                 _fake_quant_acts(g, env, n.outputs)
         for env in fenvs:
@@ -352,15 +367,27 @@ def _walk(g: Graph, batches, layers: dict[str, Node], solve: Callable, *, sequen
     return new, shifts, nearest
 
 
-def _run_node(n: Node, env: dict, consts, biases: dict) -> None:
-    """Evaluate ``n`` into ``env``; conv/linear from their columns, with a corrected bias if there is one."""
+def _run_node(n: Node, env: dict, consts, biases: dict, grid: Graph | None = None) -> None:
+    """Evaluate ``n`` into ``env``; conv/linear from their columns, with a corrected bias if there is one
+    (with ``grid``, the graph of the QuantTypes: the bias on the grid ``s_x s_w`` the integer code adds)."""
     args = [env[v] if v in env else consts[v] for v in n.inputs]
     if is_weighted(n.op) and n.inputs[1] in consts:
         b = biases.get(n.name, args[2] if len(args) > 2 else None)
+        if grid is not None and b is not None:
+            b = _bias_on_grid(grid, n, b)
         outs = [apply(n, args[1], columns(n, args[0], args[1].shape), args[0], b).astype(args[0].dtype)]
     else:
         outs = op_def(n.op).kernel(args, n.attr_dict)
     env.update(zip(n.outputs, outs))
+
+
+def _bias_on_grid(g: Graph, n: Node, b: np.ndarray) -> np.ndarray:
+    """``round(b / (s_x s_w)) s_x s_w`` where input and weight are quantized (simulated mode's bias)."""
+    qx, qw = g.quant_of(n.inputs[0]), g.quant_of(n.inputs[1])
+    if qx is None or qw is None or qx.per_channel:
+        return b
+    step = qx.scale[0] * np.asarray(qw.scale, np.float64)
+    return (np.rint(np.asarray(b, np.float64) / step) * step).astype(np.asarray(b).dtype)
 
 
 def _fake_quant_acts(g: Graph, env: dict, names) -> dict:
