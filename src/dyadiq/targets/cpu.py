@@ -159,16 +159,21 @@ def fuse_passes():
 
 def relax_pipeline(target, database_dir: str | None = None):
     """TVM's CPU pipeline without FoldConstant (it would unpack the packed weights at build time),
-    applying a MetaSchedule database after fusion when ``database_dir`` is given."""
+    applying a MetaSchedule database after fusion when ``database_dir`` is given, then vectorized schedules
+    for the generic kernels left unscheduled (``codegen.cpu_schedule``)."""
     import tvm
     from tvm import relax
     from tvm.relax.backend.cpu_generic import pipeline as cpu
+
+    from ..codegen.cpu_schedule import schedule_generic
 
     @tvm.transform.module_pass(opt_level=0)
     def _pipeline(mod, _ctx):
         passes = cpu.library_dispatch_passes(target) + fuse_passes()
         if database_dir is not None:
             passes.append(relax.transform.MetaScheduleApplyDatabase(database_dir))
+        passes.append(tvm.transform.module_pass(lambda m, _c: schedule_generic(m, target), opt_level=0,
+                                                name="dyadiq.ScheduleGeneric"))
         passes += cpu.dataflow_lower_passes(target) + cpu.finalize_passes(target)
         with target:
             return tvm.transform.Sequential(passes)(mod)
