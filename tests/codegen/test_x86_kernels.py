@@ -123,7 +123,25 @@ def test_small_shifts_with_4_bit_weights_take_the_exact_pre_shift_path(kind):
                   np.zeros(2, np.int64), 0, "i8")
     assert ep.args(2.0**20)[1] == "pre" and ep.args(2.0**29)[1] == "wide"
     ep.s = np.array([32, 40])
-    assert ep.args(2.0**30)[1] == "hi"
+    assert ep.args(2.0**30)[1] in ("hi", "hiz")
+
+
+def test_the_output_zero_point_folds_into_the_rounding_term_only_while_the_sum_fits_int64():
+    """Mode "hiz": (h >> sh) + zp == (h + (zp << sh)) >> sh, so rb takes zp << s; not when that could overflow."""
+    from dyadiq.codegen.x86.epilogue import Epilogue
+    ep = Epilogue(np.array([7, -3]), np.array([2**30, 2**31 - 1]), np.array([40, 44]), np.full(2, -128),
+                  np.full(2, 127), -5, "i8")
+    (m, rb, sh, lo, hi), mode = ep.args(2.0**20)
+    assert mode == "hiz"
+    np.testing.assert_array_equal(rb, np.array([7, -3]) * ep.m + (1 << (ep.s - 1)) + (-5 << ep.s))
+    ep.s = np.array([40, 61])                         # -5 << 61 leaves int64's safe range
+    assert ep.args(2.0**20)[1] == "hi"
+    acc = np.arange(-2**20, 2**20, 997, dtype=np.int64)
+    ep.s = np.array([40, 44])
+    for o in range(2):                                # the folded form rounds exactly like the unfolded one
+        plain = ((acc * ep.m[o] + ep.bias[o] * ep.m[o] + (1 << int(ep.s[o] - 1))) >> 32 >> int(ep.s[o] - 32)) - 5
+        folded = (acc * ep.m[o] + rb[o]) >> 32 >> int(sh[o])
+        np.testing.assert_array_equal(folded, plain)
 
 
 DW_CASES = [

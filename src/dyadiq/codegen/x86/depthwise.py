@@ -85,20 +85,28 @@ def build(g: ConvGeom, x_dtype: str, x_zp: int, ep: Epilogue, mode: str,
     Acc = te.compute((g.n, ohp, ow, Cp), lambda n, h, w, c: te.sum(
         A[n, h * sh + rh * dh, w * sw + rw * dw, c] * Wt[rh, rw, c].astype("int32"),
         axis=[rh, rw]), name="Acc")
-    params, f = te_epilogue(ep, mode)
+    split_hi = mode in ("hi", "hiz") and C % V == 0             # the product's high word by intrin.HI32
+    if split_hi:
+        params, high, f = te_epilogue(ep, mode, split=True)
+        Hi = te.compute((g.n, ohp, ow, Cp), lambda n, h, w, c: high(Acc[n, h, w, c], c), name="Hi")
+    else:
+        params, f = te_epilogue(ep, mode)
+        Hi = Acc
     ins = [X, Wt, *params]
     if ep.residual is not None:
         S = te.placeholder((g.n, oh, ow, C), skip_dtype, name="skip")
         ins.append(S)
-        Y = te.compute((g.n, oh, ow, C), lambda n, h, w, c: f(Acc[n, h, w, c], c, S[n, h, w, c]), name="Y")
+        Y = te.compute((g.n, oh, ow, C), lambda n, h, w, c: f(Hi[n, h, w, c], c, S[n, h, w, c]), name="Y")
     else:
-        Y = te.compute((g.n, oh, ow, C), lambda n, h, w, c: f(Acc[n, h, w, c], c, None), name="Y")
+        Y = te.compute((g.n, oh, ow, C), lambda n, h, w, c: f(Hi[n, h, w, c], c, None), name="Y")
     sch = Schedule(te.create_prim_func([*ins, Y]))
     acc = sch.get_sblock("Acc")
     n, h, w, c, kh, kw = sch.get_loops(acc)
     wo, wi = sch.split(w, [None, out_block(ow, isa)])
     co, ci = sch.split(c, [None, V])
     sch.reorder(n, h, wo, co, kh, kw, wi, ci)
+    if split_hi:
+        sch.reverse_compute_at(sch.get_sblock("Hi"), co)
     y = sch.get_sblock("Y")
     sch.reverse_compute_at(y, co)
     if C % V == 0:
@@ -115,4 +123,6 @@ def build(g: ConvGeom, x_dtype: str, x_zp: int, ep: Epilogue, mode: str,
     init = sch.decompose_reduction(acc, kh)
     sch.tensorize(ci, intrin.register(intrin.LANEWISE[isa]))
     sch.vectorize(sch.get_loops(init)[-1])
+    if split_hi:
+        sch.tensorize(sch.get_loops(sch.get_sblock("Hi"))[-1], intrin.register(intrin.HI32[V]))
     return sch.mod["main"].with_attr("tirx.is_scheduled", True).with_attr("op_pattern", 8)

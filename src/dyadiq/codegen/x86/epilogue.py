@@ -53,6 +53,14 @@ class Epilogue:
     dtype: str               # requantize output dtype (dyadiq name)
     residual: Residual | None = None
 
+    def padded(self, n: int) -> "Epilogue":
+        """The same epilogue with its per-channel arrays repeated from the last channel up to ``n`` (a kernel
+        computing whole vectors of padded channels then takes the same ``args`` mode; padded channels are
+        never written)."""
+        pad = lambda a: np.pad(a, (0, n - a.size), mode="edge")    # noqa: E731
+        return Epilogue(pad(self.bias), pad(self.m), pad(self.s), pad(self.lo), pad(self.hi), self.out_zp,
+                        self.dtype, self.residual)
+
     @property
     def out_dtype(self) -> str:
         return self.residual.dtype if self.residual else self.dtype
@@ -60,7 +68,9 @@ class Epilogue:
     def args(self, acc_bound: float) -> tuple[list[np.ndarray], str]:
         """(constant arrays passed to the kernel, shift mode) for raw accumulators ``|acc| <= acc_bound``.
 
-        ``"hi"``: every ``s >= 32``; ``"pre"``: some ``s < 32`` and ``|v| * 2^(32-s) < 2^31``, so ``acc`` is
+        ``"hi"``: every ``s >= 32``; ``"hiz"``: the same with ``out_zp`` folded into ``rb`` (``(h >> sh) + zp
+        == (h + (zp << sh)) >> sh`` for floor shifts: ``rb + (zp << s)``), when the 64-bit sum provably
+        stays in int64; ``"pre"``: some ``s < 32`` and ``|v| * 2^(32-s) < 2^31``, so ``acc`` is
         first shifted left by ``t = 32 - s`` (numerator and denominator times ``2^t``: exact) and the
         high word is used again; ``"wide"``: a 64-bit shift by ``s``."""
         m, s = self.m, self.s
@@ -70,6 +80,11 @@ class Epilogue:
         if mode == "wide":
             t = np.zeros_like(s)
         rb = ((self.bias * m) << t) + (np.int64(1) << (s + t - 1))     # |.| < 2^62 + 2^61: no overflow
+        if mode == "hi":
+            rbz = rb.astype(object) + (self.out_zp << s.astype(object))
+            top = acc_bound * float(np.abs(m).max(initial=0)) + float(max((abs(int(v)) for v in rbz), default=0))
+            if top < 2.0**62:        # the sum fits int64, so its high word (h + (zp << sh)) fits int32
+                mode, rb = "hiz", rbz.astype(np.int64)
         sh = (s + t - 32).astype(np.int32) if mode != "wide" else s.astype(np.int64)
         arrs = [m.astype(np.int32), rb.astype(np.int64), sh, self.lo.astype(np.int32), self.hi.astype(np.int32)]
         if mode == "pre":
@@ -132,9 +147,11 @@ def make_epilogue(g: Graph, conv: Node, rq: Node, add: Node | None, o: int, axis
     return Epilogue(bias, m, s, lo, hi, int(rq.attr("out_zp", 0)), rq.attr("dtype"), res)
 
 
-def te_epilogue(ep: Epilogue, mode: str):
+def te_epilogue(ep: Epilogue, mode: str, split: bool = False):
     """(placeholders, f(acc_i32, o, skip_value_or_None) -> output expr) for ``ep`` in shift ``mode``
-    (``Epilogue.args``).
+    (``Epilogue.args``); with ``split`` (``"hi"``/``"hiz"`` modes only), (placeholders, high(acc_i32, o) -> int32,
+    rest(high_value, o, skip) -> output expr): ``high`` is the 64-bit product's high word, computed by its
+    own stage so that it can be tensorized (``intrin.HI32``).
 
     ``acc`` must be the raw accumulator as an exact int32 (callers prove ``|acc| < 2^31``); then
     ``v * m + 2^(s-1) == acc * m + rb`` with ``rb = (b - in_zp) * m + 2^(s-1)``: one ``vpmuldq``."""
@@ -149,16 +166,29 @@ def te_epilogue(ep: Epilogue, mode: str):
     i64 = lambda v: tirx.const(int(v), "int64")     # noqa: E731
     i32 = lambda v: tirx.const(int(v), "int32")     # noqa: E731
 
+    def high(acc, o):
+        """The high word of ``acc * m + rb`` (``"hi"`` mode: ``intrin.HI32``'s expression)."""
+        return ((acc.astype("int64") * m[o].astype("int64") + rb[o]) >> i64(32)).astype("int32")
+
+    # a clamp bound shared by every channel is a constant (LLVM then saturates in the narrowing store)
+    lo_of = (lambda o: i32(ep.lo[0])) if np.all(ep.lo == ep.lo[0]) else (lambda o: lo[o])    # noqa: E731
+    hi_of = (lambda o: i32(ep.hi[0])) if np.all(ep.hi == ep.hi[0]) else (lambda o: hi[o])    # noqa: E731
+    zp = 0 if mode == "hiz" else ep.out_zp
+
+    def rest(h, o, skip):
+        """The epilogue after ``high`` (``"hi"``/``"hiz"`` modes)."""
+        return finish(tirx.max(tirx.min((h >> sh[o]) + i32(zp), hi_of(o)), lo_of(o)), skip)
+
     def f(acc, o, skip):
         if pre is not None:
             acc = acc << pre[o]
-        p = acc.astype("int64") * m[o].astype("int64") + rb[o]
         if mode != "wide":
-            y = (p >> i64(32)).astype("int32") >> sh[o]
-            y = tirx.max(tirx.min(y + i32(ep.out_zp), hi[o]), lo[o])
-        else:
-            y = (p >> sh[o]) + i64(ep.out_zp)
-            y = tirx.max(tirx.min(y, hi[o].astype("int64")), lo[o].astype("int64")).astype("int32")
+            return rest(high(acc, o), o, skip)
+        y = ((acc.astype("int64") * m[o].astype("int64") + rb[o]) >> sh[o]) + i64(ep.out_zp)
+        y = tirx.max(tirx.min(y, hi_of(o).astype("int64")), lo_of(o).astype("int64")).astype("int32")
+        return finish(y, skip)
+
+    def finish(y, skip):
         r = ep.residual
         if r is None:
             return y.astype(TVM_INT[ep.dtype])
@@ -166,4 +196,8 @@ def te_epilogue(ep: Epilogue, mode: str):
             "int64") * i64(r.r_m) + i64(1 << (r.shift - 1))
         z = (z >> i64(r.shift)).astype("int32") + i32(r.out_zp)
         return tirx.max(tirx.min(z, i32(r.qmax)), i32(r.qmin)).astype(TVM_INT[r.dtype])
-    return [p for p in (pre, m, rb, sh, lo, hi) if p is not None], f
+    params = [p for p in (pre, m, rb, sh, lo, hi) if p is not None]
+    if split:
+        assert mode in ("hi", "hiz")
+        return params, high, rest
+    return params, f

@@ -69,6 +69,9 @@ def vec(isa: str) -> int:
     return 16 if isa == "vnni512" else 8
 
 
+MAX_ACC = 15      # zmm accumulators per tile: 15 x 64 bytes stays under TVM's 1 KB stack-buffer limit
+
+
 def _tiles_512(g: ConvGeom) -> tuple[int, int]:
     """(PB, OBV) for the zmm kernel: 32 registers, at most 24 accumulators (the rest hold the weight
     vectors and the broadcast pixel). Per reduction step a micro-kernel issues ``PB * OBV`` ``vpdpbusd``
@@ -78,7 +81,7 @@ def _tiles_512(g: ConvGeom) -> tuple[int, int]:
     p = g.n * g.out_hw[0] * g.out_hw[1]
     best = None
     for obv in (1, 2, 3, 4):
-        for pb in range(2, 24 // obv + 1):
+        for pb in range(2, MAX_ACC // obv + 1):
             steps = -(-p // pb) * -(-o16 // obv)
             cyc = steps * (max(pb * obv, pb + obv) / 2 + 2)
             if best is None or cyc < best[0]:
@@ -105,6 +108,12 @@ def tiles(g: ConvGeom, isa: str = "avx2") -> tuple[int, int]:
     if g.pointwise:
         return cands[0], obv
     return next((c for c in cands if p % c == 0), cands[0]), obv
+
+
+def padded_channels(o: int, isa: str, obv: int) -> int:
+    """Output channels the micro-kernels compute: whole tiles of ``obv`` vectors of ``vec(isa)``."""
+    v = vec(isa)
+    return -(-(-(-o // v)) // obv) * obv * v
 
 
 def weight_dtype(w: np.ndarray) -> str:
@@ -186,14 +195,20 @@ def build(g: ConvGeom, x_dtype: str, x_zp: int, isa: str, ep: Epilogue, mode: st
     Acc = te.compute((Pp, OVp, V), lambda p, o, i: te.sum(
         A[p, rh, rw, rc, rj].astype("int32") * Wp[o, (rh * g.kw + rw) * CL + rc, i, rj].astype("int32"),
         axis=[rh, rw, rc, rj]), name="Acc")
-    params, f = te_epilogue(ep, mode)
+    split_hi = mode in ("hi", "hiz") and ep.m.size == OVp * V      # the product's high word by intrin.HI32
+    if split_hi:
+        params, high, f = te_epilogue(ep, mode, split=True)
+        Hi = te.compute((Pp, OVp, V), lambda p, o, i: high(Acc[p, o, i], o * V + i), name="Hi")
+    else:
+        params, f = te_epilogue(ep, mode)
+        Hi = Acc
     ins = [X, Wp, *params]
     if ep.residual is not None:
         S = te.placeholder((P, O), skip_dtype, name="skip")
         ins.append(S)
-        Y = te.compute((P, O), lambda p, o: f(Acc[p, o // V, o % V], o, S[p, o]), name="Y")
+        Y = te.compute((P, O), lambda p, o: f(Hi[p, o // V, o % V], o, S[p, o]), name="Y")
     else:
-        Y = te.compute((P, O), lambda p, o: f(Acc[p, o // V, o % V], o, None), name="Y")
+        Y = te.compute((P, O), lambda p, o: f(Hi[p, o // V, o % V], o, None), name="Y")
     sch = Schedule(te.create_prim_func([*ins, Y]))
     acc = sch.get_sblock("Acc")
     p, o, i, kh, kw, k, j = sch.get_loops(acc)
@@ -203,10 +218,14 @@ def build(g: ConvGeom, x_dtype: str, x_zp: int, isa: str, ep: Epilogue, mode: st
         o_outer = OVp * V > Pp
     outer, inner = (oo, po) if o_outer else (po, oo)
     sch.reorder(outer, inner, kh, kw, k, pi, oi, i, j)
+    if split_hi:
+        hb = sch.get_sblock("Hi")
+        sch.reverse_compute_at(hb, inner)
     y = sch.get_sblock("Y")
     sch.reverse_compute_at(y, inner)
     yl = sch.get_loops(y)
-    yvec = next((v for v in (V, 8) if O % (obv * v) == 0), None)
+    # Y's channel loop per tile: obv * V channels, or all O when one tile of channels covers them
+    yvec = next((v for v in (V, 8) if O % (obv * v) == 0 or (OVp == obv and O % v == 0)), None)
     if yvec:
         _, yv = sch.split(yl[-1], [None, yvec])
         sch.vectorize(yv)
@@ -231,4 +250,6 @@ def build(g: ConvGeom, x_dtype: str, x_zp: int, isa: str, ep: Epilogue, mode: st
     if CL * L % 16 == 0 and g.pointwise:
         _, av = sch.split(inner, [None, 16])
         sch.vectorize(av)
+    if split_hi:
+        sch.tensorize(sch.get_loops(sch.get_sblock("Hi"))[-1], intrin.register(intrin.HI32[V]))
     return sch.mod["main"].with_attr("tirx.is_scheduled", True).with_attr("op_pattern", 8)

@@ -147,6 +147,10 @@ def lower(em, ch: Chain, isa: str) -> bool:
         out_shape = (geom.n, oh, ow, geom.o)
     else:
         tile = gemm.tiles(geom, kisa)
+        ovp = gemm.padded_channels(geom.o, kisa, tile[1])
+        if mode in ("hi", "hiz") and ovp != geom.o:      # whole vectors of channels for intrin.HI32
+            ep = ep.padded(ovp)
+            consts, mode = ep.args(bound)
         # few input channels (a stem): read NCHW directly rather than transposing the input first
         nchw = (kind == "gemm" and not geom.pointwise and geom.c < 8 and n.inputs[0] not in em.nhwc
                 and n.inputs[0] not in em.flat)
