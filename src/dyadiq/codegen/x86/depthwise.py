@@ -1,15 +1,18 @@
 # SPDX-License-Identifier: Apache-2.0
 """Depthwise integer convolution (groups = C = O), NHWC, one multiply-add instruction per tap and vector.
 
-    A[n, i, j, c]    = x[n, i - pt, j - pl, c] - x_zp         (int32; 0 in the padding and for c >= C)
+    A[n, i, j, c]    = x[n, i - pt, j - pl, c] + off        (uint8; x_zp + off in the padding and for c >= C)
     acc[n, h, w, c]  = sum_{kh, kw} A[n, h*sh + kh*dh, w*sw + kw*dw, c] * W[kh, kw, c]     (W int16)
     Y[n, h, w, c]    = epilogue(acc[n, h, w, c], c [, skip])
 
-Each ``A`` value is an int32 lane whose low int16 half is the value (in [-255, 255]); the weight vector is
-zero-extended into int32 lanes, so an int16-pair multiply-add (``intrin.LANEWISE``: ``vpdpwssd`` with VNNI,
-``vpmaddwd`` + ``vpaddd`` on AVX2) computes ``lo(a) * w + hi(a) * 0 = a * w`` exactly, ``V`` channels per
-instruction (16 on zmm for ``"vnni512"``, else 8) with ``A`` as its memory operand. A block of ``OWB``
-output columns of accumulators stays in registers while the taps are unrolled over it.
+``off`` is 128 for int8 ``x`` and 0 for uint8 (``gemm.vnni_offset``); the bias absorbs
+``-(x_zp + off) * sum W[:, :, c]`` (``gemm.vnni_bias``), exact. Each ``A`` value is zero-extended from
+memory into an int32 lane and the weight vector is zero-extended likewise, so an int16-pair multiply-add
+(``intrin.LANEWISE``: ``vpdpwssds`` with VNNI, ``vpmaddwd`` + ``vpaddd`` on AVX2) computes
+``lo(a) * w + 0 * 0 = a * w`` exactly, ``V`` channels per instruction (16 on zmm for ``"vnni512"``, else
+8). ``A`` is one byte per value, so converting the input is one ``vpxor`` per 64 values and a band of rows
+stays in L2. A block of ``OWB`` output columns of accumulators stays in registers while the taps are
+unrolled over it.
 """
 from __future__ import annotations
 
@@ -17,7 +20,7 @@ import numpy as np
 
 from . import intrin
 from .epilogue import Epilogue, te_epilogue
-from .gemm import ConvGeom
+from .gemm import ConvGeom, vnni_offset
 
 
 def vec(isa: str) -> int:
@@ -50,7 +53,7 @@ def band_rows(g: ConvGeom, cp: int, whole: int = 1 << 20, budget: int = 1 << 19)
     oh, ow = g.out_hw
     (sh, sw), (dh, dw) = g.stride, g.dilation
     wp = (ow - 1) * sw + (g.kw - 1) * dw + 1
-    rows_bytes = lambda r: ((r - 1) * sh + (g.kh - 1) * dh + 1) * wp * cp * 4      # noqa: E731
+    rows_bytes = lambda r: ((r - 1) * sh + (g.kh - 1) * dh + 1) * wp * cp      # noqa: E731
     if rows_bytes(oh) <= whole:
         return oh
     most = max((r for r in range(1, min(oh, 16) + 1) if rows_bytes(r) <= budget), default=1)
@@ -74,16 +77,18 @@ def build(g: ConvGeom, x_dtype: str, x_zp: int, ep: Epilogue, mode: str,
     X = te.placeholder((g.n, g.h, g.w, C), x_dtype, name="x")
     Wt = te.placeholder((g.kh, g.kw, Cp), "int16", name="w")
 
+    off = vnni_offset(x_dtype)
+
     def a_val(n, i, j, c):
         ih, iw = i - pt, j - pl
         conds = [ih >= 0, ih < g.h, iw >= 0, iw < g.w] + ([c < C] if Cp != C else [])
-        v = X[n, ih, iw, c].astype("int32") - tirx.const(x_zp, "int32")
-        return tirx.if_then_else(tirx.all(*conds), v, tirx.const(0, "int32"))
+        v = (X[n, ih, iw, c].astype("int32") + tirx.const(off, "int32")).astype("uint8")
+        return tirx.if_then_else(tirx.all(*conds), v, tirx.const(x_zp + off, "uint8"))
     A = te.compute((g.n, hp, wp, Cp), a_val, name="A")
     rh = te.reduce_axis((0, g.kh), "rh")
     rw = te.reduce_axis((0, g.kw), "rw")
     Acc = te.compute((g.n, ohp, ow, Cp), lambda n, h, w, c: te.sum(
-        A[n, h * sh + rh * dh, w * sw + rw * dw, c] * Wt[rh, rw, c].astype("int32"),
+        A[n, h * sh + rh * dh, w * sw + rw * dw, c].astype("int32") * Wt[rh, rw, c].astype("int32"),
         axis=[rh, rw]), name="Acc")
     split_hi = mode in ("hi", "hiz") and C % V == 0             # the product's high word by intrin.HI32
     if split_hi:
@@ -116,7 +121,7 @@ def build(g: ConvGeom, x_dtype: str, x_zp: int, ep: Epilogue, mode: str,
     sch.parallel(bands)
     a = sch.get_sblock("A")
     sch.compute_at(a, bands)
-    _, av = sch.split(sch.get_loops(a)[-1], [None, V])
+    _, av = sch.split(sch.get_loops(a)[-1], [None, next(v for v in (64, 32, V) if Cp % v == 0)])
     sch.vectorize(av)
     sch.unroll(kw)
     sch.unroll(wi)

@@ -17,13 +17,13 @@
   ``[-255 (b0- + b1-), 255 (b0+ + b1+)]``, inside int16 when both same-sign sums are at most 128 (always for
   weights in [-64, 64]). Callers must check ``pairing.pairable`` at compile time; other weights keep
   ``dq_pmaddwd_8x2``.
-- ``dq_*_lanes_N`` (depthwise): ``C[i] += A[i] * B[i]`` for ``i < N``, int32 ``A`` whose values fit int16,
-  int16 ``B``: ``B`` is zero-extended into int32 lanes, so the int16-pair multiply-add of ``A`` and ``B``
-  seen as int16 pairs is ``lo(A) * B + hi(A) * 0 = A * B``: ``vpdpwssds`` (AVX-512 VNNI zmm, or ymm with
+- ``dq_*_lanes_u8_N`` (depthwise): ``C[i] += A[i] * B[i]`` for ``i < N``, uint8 ``A``, int16 ``B``: both are
+  zero-extended into int32 lanes (``vpmovzxbd`` from memory for ``A``), so the int16-pair multiply-add of the
+  two seen as int16 pairs is ``lo(A) * B + 0 * 0 = A * B``: ``vpdpwssds`` (AVX-512 VNNI zmm, or ymm with
   AVX-VNNI / AVX-512 VNNI + VL), or ``vpmaddwd`` + ``vpaddd`` (AVX2). The saturating form is used because
   LLVM's machine combiner splits the non-saturating ``vpdpwssd`` of a long accumulator chain back into
   ``vpmaddwd`` + ``vpaddd`` (twice the vector instructions); it equals the exact sum whenever no partial sum
-  leaves int32, which the caller proves (``|x - x_zp| * sum |w| < 2^31`` bounds every partial sum).
+  leaves int32, which the caller proves (``255 * sum |w| < 2^31`` bounds every partial sum).
 - ``dq_hi32_mul_N`` (epilogue, any AVX2/AVX-512 host): ``R[i] = i32((i64(A[i]) * i64(M[i]) + RB[i]) >> 32)``
   for ``i < N`` (8 or 16) with int32 ``A`` and ``M``, int64 ``RB``: the even lanes of ``A`` and ``M`` (seen as
   int64 pairs, sign-extended in place) and the odd lanes (the pairs' high halves) each take one ``vpmuldq``,
@@ -38,7 +38,7 @@ PMADDWD = "dq_pmaddwd_8x2"
 PMADDWD_W8 = "dq_pmaddwd_8x2_w8"
 VNNI = "dq_vnni_8x4"
 VNNI512 = "dq_vnni_16x4"
-LANEWISE = {"avx2": "dq_pmaddwd_lanes_8", "vnni": "dq_vpdpwssd_lanes_8", "vnni512": "dq_vpdpwssd_lanes_16"}
+LANEWISE = {"avx2": "dq_pmaddwd_lanes_u8_8", "vnni": "dq_vpdpwssds_lanes_u8_8", "vnni512": "dq_vpdpwssds_lanes_u8_16"}
 PMADDUBSW = "dq_pmaddubsw_8x4"
 HI32 = {8: "dq_hi32_mul_8", 16: "dq_hi32_mul_16"}
 _done: set[str] = set()
@@ -141,11 +141,11 @@ def _pmaddubsw():
 
 
 def _lanewise(n: int, vnni: bool):
-    """``C[i] += A[i] * B[i]`` on ``n`` int32 lanes (``A`` int32 fitting int16, ``B`` int16)."""
+    """``C[i] += A[i] * B[i]`` on ``n`` int32 lanes (``A`` uint8, ``B`` int16)."""
     from tvm.script import tirx as T
 
     @T.prim_func(s_tir=True)
-    def desc(A: T.Buffer((n,), "int32", offset_factor=1), B: T.Buffer((n,), "int16", offset_factor=1),
+    def desc(A: T.Buffer((n,), "uint8", offset_factor=1), B: T.Buffer((n,), "int16", offset_factor=1),
              C: T.Buffer((n,), "int32", offset_factor=1)) -> None:
         with T.sblock("root"):
             T.reads(C[0:n], A[0:n], B[0:n])
@@ -153,17 +153,18 @@ def _lanewise(n: int, vnni: bool):
             for i in T.serial(0, n):
                 with T.sblock("update"):
                     vi = T.axis.remap("S", [i])
-                    C[vi] = C[vi] + A[vi] * T.cast(B[vi], "int32")
+                    C[vi] = C[vi] + T.cast(A[vi], "int32") * T.cast(B[vi], "int32")
 
     llvm = f"llvm.x86.avx512.vpdpwssds.{32 * n}" if vnni else "llvm.x86.avx2.pmadd.wd"
 
     @T.prim_func(s_tir=True)
-    def impl(A: T.Buffer((n,), "int32", offset_factor=1), B: T.Buffer((n,), "int16", offset_factor=1),
+    def impl(A: T.Buffer((n,), "uint8", offset_factor=1), B: T.Buffer((n,), "int16", offset_factor=1),
              C: T.Buffer((n,), "int32", offset_factor=1)) -> None:
         with T.sblock("root"):
             T.reads(C[0:n], A[0:n], B[0:n])
             T.writes(C[0:n])
-            a = T.reinterpret(A.vload([0], dtype=f"int32x{n}"), dtype=f"int16x{2 * n}")
+            # both operands zero-extended into int32 lanes: the pair product is lo(a) * lo(b) + 0 * 0
+            a = T.reinterpret(T.cast(A.vload([0], dtype=f"uint8x{n}"), f"uint32x{n}"), dtype=f"int16x{2 * n}")
             b = T.reinterpret(T.cast(T.reinterpret(B.vload([0], dtype=f"int16x{n}"), dtype=f"uint16x{n}"),
                                      f"uint32x{n}"), dtype=f"int16x{2 * n}")
             if vnni:

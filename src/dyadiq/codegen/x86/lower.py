@@ -11,7 +11,7 @@ u8 x s8 ``vpmaddubsw`` kernel instead (``kernel_isa``; exact there, twice the pr
 ``call_tir`` on NHWC activations (``emitter.value_nhwc``), or returns False so that the generic
 lowering handles the chain (unusual shapes, non-per-channel parameters, wide dtypes).
 Kernel classes: groups = 1 (any kernel size, stride, padding, dilation) and linear -> ``gemm``;
-depthwise (groups = C = O) -> ``depthwise`` (tap pairs: ``vpdpwssd`` with VNNI, ``vpmaddwd`` on AVX2).
+depthwise (groups = C = O) -> ``depthwise`` (one tap per lane: ``vpdpwssds`` with VNNI, ``vpmaddwd`` on AVX2).
 """
 from __future__ import annotations
 
@@ -128,7 +128,7 @@ def lower(em, ch: Chain, isa: str) -> bool:
         return False
     w2 = w4.reshape(w4.shape[0], -1)
     kisa = kernel_isa(isa, kind, w4)
-    if kind != "depthwise" and kisa in gemm.U8_ISAS:  # u = x + 128 (i8) or x (u8): acc = sum(u w) - (x_zp + off) sum(w)
+    if kind == "depthwise" or kisa in gemm.U8_ISAS:  # u = x + 128 (i8) or x (u8): acc = sum(u w) - (x_zp + off) sum(w)
         ep.bias = ep.bias + gemm.vnni_bias(w2, zp, xt.dtype)
         bound = 255.0 * float(np.abs(w2).sum(axis=1).max(initial=0))
     else:
