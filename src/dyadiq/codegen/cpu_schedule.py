@@ -12,6 +12,7 @@ CHUNK = 4096          # values per parallel task
 
 
 def _rule():
+    import tvm
     from tvm import s_tir, tirx
     from tvm.s_tir.dlight.analysis import normalize_prim_func
     from tvm.s_tir.dlight.base import try_inline
@@ -33,18 +34,37 @@ def _rule():
             loops = sch.get_loops(infos[0].block_rv)
             if not loops:
                 return None
-            fused = sch.fuse(*loops) if len(loops) > 1 else loops[0]
-            extent = sch.get(fused).extent
-            if not isinstance(extent, tirx.IntImm):
+            extents = [sch.get(lp).extent for lp in loops]
+            if not all(isinstance(e, tirx.IntImm) for e in extents):
                 return None
-            n = int(extent.value)
-            vec = next((v for v in (16, 8, 4) if n % v == 0), 1)
-            if n >= 2 * CHUNK and n % CHUNK == 0 and vec > 1:
-                outer, fused = sch.split(fused, [None, CHUNK])
-                sch.parallel(outer)
-            if vec > 1:
-                _, inner = sch.split(fused, [None, vec])
+            n = 1
+            for e in extents:
+                n *= int(e.value)
+            # lanes: one zmm of the widest element (float64 math in 16 lanes was scalarized, then LLVM
+            # vectorized the outer loop with gathers)
+            blk = sch.get(infos[0].block_rv)
+            widest = max(tvm.DataType(r.source.dtype).bits for r in [*blk.reads, *blk.writes])
+            lanes = [v for v in (16, 8, 4) if v * widest <= 512] or [4]
+            last = int(extents[-1].value)
+            vec = next((v for v in lanes if last % v == 0), 1)
+            if vec > 1:        # vector lanes along the innermost axis: contiguous, no division in the index
+                outer, inner = sch.split(loops[-1], [None, vec])
+                rest = sch.fuse(*loops[:-1], outer) if len(loops) > 1 else outer
                 sch.vectorize(inner)
+            else:
+                n16 = next((v for v in lanes if n % v == 0), 1)
+                rest = sch.fuse(*loops) if len(loops) > 1 else loops[0]
+                if n16 > 1:
+                    rest, inner = sch.split(rest, [None, n16])
+                    sch.vectorize(inner)
+                vec = n16
+            tasks = n // max(vec, 1)
+            per = max(1, CHUNK // max(vec, 1))
+            if n >= 2 * CHUNK:
+                chunks = next((c for c in range(per, 0, -1) if tasks % c == 0), 1)
+                if tasks // chunks >= 2:
+                    outer, _ = sch.split(rest, [None, chunks])
+                    sch.parallel(outer)
             return sch
     return Elementwise()
 
