@@ -54,3 +54,21 @@ def test_a_large_elementwise_kernel_also_runs_in_parallel_chunks():
 def test_an_extent_with_no_vector_width_is_left_scalar():
     (func,) = prim_funcs(schedule_generic(lowered((1, 3, 5, 7)), make_target()))
     assert "vectorized" not in loop_kinds(func)
+
+
+def test_a_chain_that_reads_each_value_twice_is_not_inlined_into_one_huge_expression():
+    """Inlining y -> y * y + y twelve times would copy the input 2^12 times (an integer Newton iteration in
+    a layer norm did this, and LLVM never finished); such a function keeps TVM's default loops."""
+    bb = relax.BlockBuilder()
+    x = relax.Var("x", relax.TensorType((4, 64), "int32"))
+    with bb.function("main", [x]):
+        with bb.dataflow():
+            y = x
+            for _ in range(12):
+                y = bb.emit(relax.op.add(relax.op.multiply(y, y), y))
+            out = bb.emit_output(y)
+        bb.emit_func_output(out)
+    mod = relax.transform.LegalizeOps()(bb.get())
+    mod = relax.transform.FuseTIR()(relax.transform.FuseOps()(relax.transform.AnnotateTIROpPattern()(mod)))
+    (func,) = prim_funcs(schedule_generic(mod, make_target()))
+    assert "vectorized" not in loop_kinds(func) and len(func.script()) < 50000

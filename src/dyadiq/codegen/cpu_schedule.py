@@ -9,6 +9,7 @@ not already scheduled (hand-written kernels, MetaSchedule results)."""
 from __future__ import annotations
 
 CHUNK = 4096          # values per parallel task
+MAX_BLOCKS = 8        # longer injective chains keep TVM's loops (inlining may copy shared values)
 
 
 def _rule():
@@ -28,9 +29,11 @@ def _rule():
             infos = normalize_prim_func(sch)
             if not infos or any(not b.is_injective() for b in infos):
                 return None
-            infos = try_inline(sch, infos)
-            if len(infos) != 1:
+            if len(infos) > MAX_BLOCKS:
                 return None
+            infos = try_inline(sch, infos)
+            if len(infos) != 1 or len(sch.mod["main"].script()) > 4 * len(func.script()) + 20000:
+                return None       # inlining copies a value read more than once (an integer Newton iteration)
             loops = sch.get_loops(infos[0].block_rv)
             if not loops:
                 return None
