@@ -13,7 +13,7 @@ from dyadiq.targets import compile as build
 from dyadiq.targets.backend import BACKENDS, Backend, Option, backend, check_supported, parse_options
 
 TARGETS_DIR = Path(__file__).resolve().parents[2] / "src" / "dyadiq" / "targets"
-OWN_CODEGEN = {"cpu": {"tvm", "x86"}, "cuda": {"cuda", "tvm"}, "hls": {"hls"}, "tosa": {"tosa"}}
+OWN_CODEGEN = {"cpu": {"tvm", "x86", "cpu_schedule"}, "cuda": {"cuda", "tvm"}, "hls": {"hls"}, "tosa": {"tosa"}}
 
 
 @pytest.mark.parametrize("name", list(BACKENDS))
