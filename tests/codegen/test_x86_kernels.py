@@ -151,7 +151,16 @@ DW_CASES = [
     ((2, 5, 6, 7), 3, {"pad": (1, 1, 1, 1), "dilation": (2, 2)}),
     ((1, 64, 70, 70), 3, {"pad": (1, 1, 1, 1)}),                                       # A > 1 MB: row bands
     ((2, 40, 90, 90), 5, {"pad": (2, 2, 2, 2), "stride": (2, 2), "dilation": (2, 2)}),  # bands, batch 2
+    ((1, 64, 7, 7), 5, {"pad": (2, 2, 2, 2)}),                                         # one band: channel parts
+    ((1, 40, 14, 14), 3, {"pad": (1, 1, 1, 1)}),                                       # parts with padded channels
 ]
+
+
+def test_small_images_split_their_channels_into_parallel_parts():
+    from dyadiq.codegen.x86.depthwise import channel_parts
+    assert channel_parts(bands=16, vectors=42) == 1
+    assert channel_parts(bands=1, vectors=42) == 14          # the fewest parts dividing 42 with >= 8 tasks
+    assert channel_parts(bands=2, vectors=4) == 4 and channel_parts(bands=1, vectors=3) == 3
 
 
 @needs_avx2

@@ -61,6 +61,15 @@ def band_rows(g: ConvGeom, cp: int, whole: int = 1 << 20, budget: int = 1 << 19)
     return div if 2 * div >= most else most
 
 
+def channel_parts(bands: int, vectors: int, tasks: int = 8) -> int:
+    """Parallel tasks per band of rows as channel chunks (each converts and convolves its own channels):
+    small images have one or two bands, which left all but one thread idle. The fewest parts (dividing the
+    channel vectors) that make at least ``tasks`` tasks, else one part per vector."""
+    if bands >= tasks:
+        return 1
+    return next((p for p in range(1, vectors + 1) if vectors % p == 0 and bands * p >= tasks), vectors)
+
+
 def build(g: ConvGeom, x_dtype: str, x_zp: int, ep: Epilogue, mode: str,
           skip_dtype: str = "int8", isa: str = "avx2"):
     """Scheduled PrimFunc ``(x[N,H,W,C], w[KH,KW,Cp], [pre,] mult, rb, shift, lo, hi[, skip], y[N,OH,OW,C])``."""
@@ -109,7 +118,9 @@ def build(g: ConvGeom, x_dtype: str, x_zp: int, ep: Epilogue, mode: str,
     n, h, w, c, kh, kw = sch.get_loops(acc)
     wo, wi = sch.split(w, [None, out_block(ow, isa)])
     co, ci = sch.split(c, [None, V])
-    sch.reorder(n, h, wo, co, kh, kw, wi, ci)
+    parts = channel_parts(g.n * (ohp // band), Cp // V)
+    cc, co = sch.split(co, [parts, None])
+    sch.reorder(n, cc, h, wo, co, kh, kw, wi, ci)
     if split_hi:
         sch.reverse_compute_at(sch.get_sblock("Hi"), co)
     y = sch.get_sblock("Y")
@@ -117,11 +128,12 @@ def build(g: ConvGeom, x_dtype: str, x_zp: int, ep: Epilogue, mode: str,
     if C % V == 0:
         sch.vectorize(sch.get_loops(y)[-1])
     hb, _ = sch.split(h, [None, band])
-    bands = sch.fuse(n, hb)
+    bands = sch.fuse(n, cc, hb)
     sch.parallel(bands)
     a = sch.get_sblock("A")
     sch.compute_at(a, bands)
-    _, av = sch.split(sch.get_loops(a)[-1], [None, next(v for v in (64, 32, V) if Cp % v == 0)])
+    chunk = Cp // parts
+    _, av = sch.split(sch.get_loops(a)[-1], [None, next(v for v in (64, 32, V) if chunk % v == 0)])
     sch.vectorize(av)
     sch.unroll(kw)
     sch.unroll(wi)
