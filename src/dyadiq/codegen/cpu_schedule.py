@@ -1,9 +1,9 @@
 # SPDX-License-Identifier: Apache-2.0
 """Schedules for the generic (not hand-written) CPU kernels: TVM leaves a fused elementwise PrimFunc as one
 scalar loop nest, so the input quantize of a 224 x 224 image (a division, a round, a clamp per value) ran
-at ~2 ns per value. ``Elementwise`` (a ``dlight`` rule) inlines an all-injective PrimFunc into its last
-block, fuses the loops and vectorizes them (16 lanes when the extent allows), parallel over chunks when
-it is large. Results are unchanged: the same IEEE operations per value, only in vector registers.
+at ~2 ns per value. ``Elementwise`` (a ``dlight`` rule) inlines an all-injective PrimFunc of at most
+``MAX_BLOCKS`` blocks into its last block, vectorizes the innermost axis (one zmm of the widest element type)
+and runs the fused outer loops in parallel chunks when it is large. Results are unchanged: the same IEEE operations per value, only in vector registers.
 ``schedule_generic(mod, target)`` applies it (and TVM's CPU reduction rule) to every PrimFunc that is
 not already scheduled (hand-written kernels, MetaSchedule results)."""
 from __future__ import annotations
@@ -61,8 +61,8 @@ def _rule():
                     rest, inner = sch.split(rest, [None, n16])
                     sch.vectorize(inner)
                 vec = n16
-            tasks = n // max(vec, 1)
-            per = max(1, CHUNK // max(vec, 1))
+            tasks = n // vec
+            per = max(1, CHUNK // vec)
             if n >= 2 * CHUNK:
                 chunks = next((c for c in range(per, 0, -1) if tasks % c == 0), 1)
                 if tasks // chunks >= 2:

@@ -73,8 +73,8 @@ MAX_ACC = 15      # zmm accumulators per tile: 15 x 64 bytes stays under TVM's 1
 
 
 def _tiles_512(g: ConvGeom) -> tuple[int, int]:
-    """(PB, OBV) for the zmm kernel: 32 registers, at most 24 accumulators (the rest hold the weight
-    vectors and the broadcast pixel). Per reduction step a micro-kernel issues ``PB * OBV`` ``vpdpbusd``
+    """(PB, OBV) for the zmm kernel: 32 registers, at most ``MAX_ACC`` accumulators (the rest hold the
+    weight vectors and the broadcast pixel). Per reduction step a micro-kernel issues ``PB * OBV`` ``vpdpbusd``
     (2 per cycle) and ``PB + OBV`` loads (2 per cycle); the tile minimizing the modelled cycles over the
     padded problem wins (padding of ``P`` and ``O`` counts as work)."""
     o16 = -(-g.o // 16)
@@ -127,7 +127,7 @@ def pack_weights(w4: np.ndarray, isa: str, obv: int) -> np.ndarray:
     ``V = vec(isa)``), zero padded in ``O`` and ``C``."""
     L, V = lanes(isa), vec(isa)
     o, kh, kw, c = w4.shape
-    ovp = -(-(-(-o // V)) // obv) * obv
+    ovp = padded_channels(o, isa, obv) // V
     cl = -(-c // L)
     p = np.zeros((ovp * V, kh, kw, cl * L), weight_dtype(w4))
     p[:o, :, :, :c] = w4
@@ -161,7 +161,7 @@ def build(g: ConvGeom, x_dtype: str, x_zp: int, isa: str, ep: Epilogue, mode: st
     oh, ow = g.out_hw
     P, O, C = g.n * oh * ow, g.o, g.c
     Pp, CL = -(-P // pb) * pb, -(-C // L)
-    OVp = -(-(-(-O // V)) // obv) * obv
+    OVp = padded_channels(O, isa, obv) // V
     assert not (nchw and g.pointwise)
     xshape = (P, C) if g.pointwise else (g.n, C, g.h, g.w) if nchw else (g.n, g.h, g.w, C)
     X = te.placeholder(xshape, x_dtype, name="x")
