@@ -153,14 +153,40 @@ DW_CASES = [
     ((2, 40, 90, 90), 5, {"pad": (2, 2, 2, 2), "stride": (2, 2), "dilation": (2, 2)}),  # bands, batch 2
     ((1, 64, 7, 7), 5, {"pad": (2, 2, 2, 2)}),                                         # one band: channel parts
     ((1, 40, 14, 14), 3, {"pad": (1, 1, 1, 1)}),                                       # parts with padded channels
+    ((1, 32, 13, 13), 7, {"pad": (3, 3, 3, 3)}),                        # "rows": two groups of four rows
+    ((1, 16, 8, 8), 1, {}),                                              # "rows": one row of four used
+    ((1, 24, 15, 16), 3, {"pad": (1, 0, 1, 2), "stride": (2, 1)}),      # row stride only, odd rows
 ]
 
 
-def test_small_images_split_their_channels_into_parallel_parts():
-    from dyadiq.codegen.x86.depthwise import channel_parts
-    assert channel_parts(bands=16, vectors=42) == 1
-    assert channel_parts(bands=1, vectors=42) == 14          # the fewest parts dividing 42 with >= 8 tasks
-    assert channel_parts(bands=2, vectors=4) == 4 and channel_parts(bands=1, vectors=3) == 3
+def test_depthwise_work_is_split_into_row_bands_first_and_channel_chunks_for_small_images():
+    from dyadiq.codegen.x86.depthwise import a_rows, plan, vec
+    from dyadiq.codegen.x86.gemm import ConvGeom
+    big = ConvGeom(1, 56, 56, 144, 144, 3, 3, (1, 1), (1, 1, 1, 1))
+    p = plan(big, "vnni512", "rows")
+    assert p.parts == 1 and p.ohp // p.band >= 8 and p.ohp >= 56          # enough row bands for 8 threads
+    small = ConvGeom(1, 7, 7, 1152, 1152, 5, 5, (1, 1), (2, 2, 2, 2))
+    p = plan(small, "vnni512", "rows")
+    assert p.parts > 1 and (1152 // vec("vnni512")) % p.parts == 0          # 7 rows: channel chunks too
+    huge = ConvGeom(1, 300, 300, 256, 256, 3, 3, (1, 1), (1, 1, 1, 1))
+    p = plan(huge, "vnni512", "lanes")
+    assert a_rows(huge, "lanes", p.band) * 302 * 256 // p.parts <= 1 << 19    # a band's A stays in L2
+
+
+def test_depthwise_rows_kernel_needs_vbmi_int8_weights_and_no_row_dilation():
+    from dyadiq.codegen.x86.depthwise import kernel
+    from dyadiq.codegen.x86.gemm import ConvGeom
+    g = ConvGeom(1, 14, 14, 32, 32, 3, 3, (2, 2), (1, 1, 1, 1))
+    w8, w9 = np.ones((32, 1, 3, 3), np.int64), np.full((32, 1, 3, 3), 200, np.int64)
+    assert kernel(g, "vnni512", w8, vbmi=True) == "rows"
+    assert kernel(g, "vnni512", w8, vbmi=False) == "lanes" and kernel(g, "avx2", w8, vbmi=True) == "lanes"
+    assert kernel(g, "vnni512", w9, vbmi=True) == "lanes"                    # weights beyond int8
+    dil = ConvGeom(1, 14, 14, 32, 32, 3, 3, (1, 1), (2, 2, 2, 2), (2, 2))
+    assert kernel(dil, "vnni512", w8, vbmi=True) == "lanes"
+    x = _i8((1, 16, 6, 6))
+    gr, _ = chain(x, _i8((16, 1, 3, 3)), groups=16, pad=(1, 1, 1, 1))
+    scripts = [to_relax(gr, isa="vnni512", vbmi=v).script() for v in (True, False)]
+    assert "perm" in scripts[0] and "vpermvar" not in scripts[1] and "perm:" not in scripts[1]
 
 
 @needs_avx2

@@ -83,14 +83,14 @@ def _i64(v: int):
 class _Emitter:
     """Walks the graph in order; ``env`` maps value names to Relax expressions."""
 
-    def __init__(self, g: Graph, pack: bool, isa: str | None = None):
+    def __init__(self, g: Graph, pack: bool, isa: str | None = None, vbmi: bool = False):
         tvm, relax = _tvm()
         self.g, self.pack, self.tvm, self.R, self.op = g, pack, tvm, relax, relax.op
         self.bb = relax.BlockBuilder()
         self.env: dict = {}
         self.nhwc: dict = {}              # value name -> the same rank-4 tensor in NHWC (fast kernels)
         self.flat: dict = {}              # value name -> (its NHWC tensor as [N*H*W, C], NHWC shape)
-        self.isa = isa
+        self.isa, self.vbmi = isa, vbmi
         self.const = const
 
     def emit(self, expr):
@@ -478,17 +478,18 @@ def _int_range(n: Node) -> tuple[int, int]:
     return int_range(int(n.attr("bits")), bool(n.attr("signed")))
 
 
-def to_relax(ig: Graph, *, pack_weights: bool = True, isa: str | None = None):
+def to_relax(ig: Graph, *, pack_weights: bool = True, isa: str | None = None, vbmi: bool = False):
     """Relax ``IRModule`` with one function ``main(*graph inputs)`` computing the integer graph ``ig``.
 
     ``isa`` (``"avx2"``, ``"vnni"`` or ``"vnni512"``, see ``codegen.x86``): lower conv/linear + requantize [+ qadd]
     chains to hand-scheduled x86 kernels on NHWC activations (weights pre-expanded at compile time; on
     AVX2 the channels feeding 8-bit layers are reordered where that makes them exact on ``vpmaddubsw``,
-    ``codegen.x86.pairing``); None: generic Relax ops only."""
+    ``codegen.x86.pairing``); None: generic Relax ops only. ``vbmi``: the target has AVX-512 VBMI (the
+    ``"vnni512"`` depthwise kernel then takes four kernel rows per instruction, ``x86.depthwise``)."""
     if isa == "avx2":
         from .x86.pairing import permute_channels
         ig = permute_channels(ig)
-    return _Emitter(ig, pack_weights, isa).run()
+    return _Emitter(ig, pack_weights, isa, vbmi).run()
 
 
 def module_constants(mod) -> list[np.ndarray]:

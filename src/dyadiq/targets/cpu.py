@@ -7,7 +7,7 @@ Artifact folder: ``model.so`` (``Executable.export_library``; entry ``main``, ru
 The CPU is never hard-coded: by default (or ``mcpu="native"``) the host's ``/proc/cpuinfo`` flags pick
 the highest x86-64 micro-architecture level it fully supports (``x86-64-v4`` > ``v3`` > ``v2`` >
 ``x86-64``; LLVM's host name can be wrong in VMs) plus the extensions the kernels use that the host has
-(AVX-512 VNNI, AVX-VNNI, AMX: ``HOST_EXTRAS``), so a VNNI host gets the VNNI kernels; ``mcpu=`` overrides it. The LLVM features of the chosen CPU, as cpuinfo
+(AVX-512 VNNI, AVX-VNNI, AVX-512 VBMI: ``HOST_EXTRAS``), so a VNNI host gets the VNNI kernels; ``mcpu=`` overrides it. The LLVM features of the chosen CPU, as cpuinfo
 flag names, are the artifact's ``required_cpu_features``; loading on a CPU without one of them is an
 ArtifactError (never SIGILL). Other architectures build for LLVM's generic CPU.
 
@@ -95,7 +95,7 @@ def host_mcpu() -> str | None:
 
 
 # extensions beyond the x86-64 levels that dyadiq's kernels use, added when the host has them
-HOST_EXTRAS = ("avx512vnni", "avxvnni")      # (no x86-64 level includes them)
+HOST_EXTRAS = ("avx512vnni", "avxvnni", "avx512vbmi")      # (no x86-64 level includes them)
 
 
 def host_mattr(mcpu: str | None) -> list[str]:
@@ -311,11 +311,11 @@ def compile_cpu(ig: Graph, *, mcpu: str | None = None, tune: int = 0, cache_dir=
     if kernels not in ("auto", "generic"):
         raise InputError(f"kernels must be 'auto' or 'generic', got {kernels!r}")
     target = make_target(mcpu, num_cores=os.cpu_count() if tune else None)
-    isa = None
+    isa, vbmi = None, False
     if kernels == "auto":
-        from ..codegen.x86.lower import select_isa
-        isa = select_isa(target)
-    mod = to_relax(ig, isa=isa)
+        from ..codegen.x86.lower import has_vbmi, select_isa
+        isa, vbmi = select_isa(target), has_vbmi(target)
+    mod = to_relax(ig, isa=isa, vbmi=vbmi)
     tuning = None
     if tune:
         tuning = tune_module(mod, target, tune, cache_dir)

@@ -24,6 +24,11 @@
   LLVM's machine combiner splits the non-saturating ``vpdpwssd`` of a long accumulator chain back into
   ``vpmaddwd`` + ``vpaddd`` (twice the vector instructions); it equals the exact sum whenever no partial sum
   leaves int32, which the caller proves (``255 * sum |w| < 2^31`` bounds every partial sum).
+- ``dq_vnni_rows_N`` (depthwise, VNNI + VBMI): ``C[i] += sum_{r<4} A[r, 0, i] * B[i, r]`` for ``i < N``: four
+  rows of ``N`` uint8 channels (``A``: one column of a ``[rows, columns, channels]`` region) interleaved into the lanes by one ``vpermb`` whose index is
+  an operand ``P`` (``interleave_index``; LLVM rewrites a constant-index ``vpermb`` into eleven unpack/insert
+  instructions), then one ``vpdpbusd`` with the int8 ``B`` ([N, 4]: four kernel rows of each channel),
+  non-saturating, exact when the sum fits int32.
 - ``dq_hi32_mul_N`` (epilogue, any AVX2/AVX-512 host): ``R[i] = i32((i64(A[i]) * i64(M[i]) + RB[i]) >> 32)``
   for ``i < N`` (8 or 16) with int32 ``A`` and ``M``, int64 ``RB``: the even lanes of ``A`` and ``M`` (seen as
   int64 pairs, sign-extended in place) and the odd lanes (the pairs' high halves) each take one ``vpmuldq``,
@@ -41,6 +46,7 @@ VNNI512 = "dq_vnni_16x4"
 LANEWISE = {"avx2": "dq_pmaddwd_lanes_u8_8", "vnni": "dq_vpdpwssds_lanes_u8_8", "vnni512": "dq_vpdpwssds_lanes_u8_16"}
 PMADDUBSW = "dq_pmaddubsw_8x4"
 HI32 = {8: "dq_hi32_mul_8", 16: "dq_hi32_mul_16"}
+ROWS_DOT = {8: "dq_vnni_rows_8", 16: "dq_vnni_rows_16"}
 _done: set[str] = set()
 
 
@@ -53,7 +59,8 @@ def register(name: str) -> str:
                    VNNI512: lambda: _vnni(16), PMADDUBSW: _pmaddubsw,
                    LANEWISE["avx2"]: lambda: _lanewise(8, False), LANEWISE["vnni"]: lambda: _lanewise(8, True),
                    LANEWISE["vnni512"]: lambda: _lanewise(16, True),
-                   HI32[8]: lambda: _hi32(8), HI32[16]: lambda: _hi32(16)}[name]()
+                   HI32[8]: lambda: _hi32(8), HI32[16]: lambda: _hi32(16),
+                   ROWS_DOT[8]: lambda: _rows_dot(8), ROWS_DOT[16]: lambda: _rows_dot(16)}[name]()
     TensorIntrin.register(name, desc, impl, override=True)
     _done.add(name)
     return name
@@ -174,6 +181,63 @@ def _lanewise(n: int, vnni: bool):
                 C[T.ramp(T.int32(0), 1, n)] = C.vload([0], dtype=f"int32x{n}") + T.call_llvm_pure_intrin(
                     T.llvm_lookup_intrinsic_id(llvm), a, b, dtype=f"int32x{n}")
     return desc, impl
+
+
+def _rows_dot(n: int):
+    """``C[i] += sum_r A[r, 0, i] * B[i, r] (+ (P[i, r] & 0))``: ``A`` is four rows of ``n`` uint8 channels
+    (one column of an NHWC region, any strides: four loads, three inserts), interleaved into the lanes by one
+    ``vpermb`` with the index ``P``
+    (``interleave_index``; in memory, so LLVM keeps the ``vpermb``: it rewrites a constant-index one into
+    eleven unpack/insert instructions), then one ``vpdpbusd`` (``n`` = 8: ymm, 16: zmm)."""
+    from tvm.script import tirx as T
+
+    @T.prim_func(s_tir=True)
+    def desc(a: T.handle, p: T.handle, b: T.handle, c: T.handle) -> None:
+        s0, s1 = T.int32(), T.int32()
+        A = T.match_buffer(a, (4, 1, n), "uint8", strides=[s0, s1, 1], offset_factor=1)
+        P = T.match_buffer(p, (n, 4), "uint8", offset_factor=1)
+        B = T.match_buffer(b, (n, 4), "int8", offset_factor=1)
+        C = T.match_buffer(c, (n,), "int32", offset_factor=1)
+        with T.sblock("root"):
+            T.reads(C[0:n], A[0:4, 0:1, 0:n], B[0:n, 0:4], P[0:n, 0:4])
+            T.writes(C[0:n])
+            for i in T.serial(0, n):
+                for r in T.serial(0, 4):
+                    with T.sblock("update"):
+                        vi, vr = T.axis.remap("SR", [i, r])
+                        C[vi] = C[vi] + (T.cast(A[vr, 0, vi], "int32") * T.cast(B[vi, vr], "int32")
+                                         + T.cast(T.bitwise_and(P[vi, vr], T.uint8(0)), "int32"))
+
+    w = 4 * n
+    dot = f"llvm.x86.avx512.vpdpbusd.{32 * n}"
+    perm = "llvm.x86.avx512.permvar.qi.512" if n == 16 else "llvm.x86.avx512.permvar.qi.256"
+
+    @T.prim_func(s_tir=True)
+    def impl(a: T.handle, p: T.handle, b: T.handle, c: T.handle) -> None:
+        s0, s1 = T.int32(), T.int32()
+        A = T.match_buffer(a, (4, 1, n), "uint8", strides=[s0, s1, 1], offset_factor=1)
+        P = T.match_buffer(p, (n, 4), "uint8", offset_factor=1)
+        B = T.match_buffer(b, (n, 4), "int8", offset_factor=1)
+        C = T.match_buffer(c, (n,), "int32", offset_factor=1)
+        with T.sblock("root"):
+            T.reads(C[0:n], A[0:4, 0:1, 0:n], B[0:n, 0:4], P[0:n, 0:4])
+            T.writes(C[0:n])
+            C[T.ramp(T.int32(0), 1, n)] = T.call_llvm_pure_intrin(
+                T.llvm_lookup_intrinsic_id(dot), C.vload([0], dtype=f"int32x{n}"),
+                T.call_llvm_pure_intrin(T.llvm_lookup_intrinsic_id(perm), T.reinterpret(T.Shuffle(
+                    [A.vload([0, 0, 0], dtype=f"uint8x{n}"), A.vload([1, 0, 0], dtype=f"uint8x{n}"),
+                     A.vload([2, 0, 0], dtype=f"uint8x{n}"), A.vload([3, 0, 0], dtype=f"uint8x{n}")],
+                    list(range(w))), dtype=f"int8x{w}"),
+                                        T.reinterpret(P.vload([0, 0], dtype=f"uint8x{w}"), dtype=f"int8x{w}"),
+                                        dtype=f"int8x{w}"),
+                B.vload([0, 0], dtype=f"int8x{w}"), dtype=f"int32x{n}")
+    return desc, impl
+
+
+def interleave_index(n: int):
+    """The ``P`` operand of ``dq_vnni_rows_N``: ``[n, 4]`` uint8 with ``P[c, r] = r * n + c``."""
+    import numpy as np
+    return (np.arange(4)[None, :] * n + np.arange(n)[:, None]).astype(np.uint8)
 
 
 def _hi32(n: int):

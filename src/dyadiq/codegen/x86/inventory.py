@@ -61,11 +61,11 @@ def built_kernels(ig, target, isa: str | None = None) -> dict:
     from tvm import relax
 
     from ..tvm import to_relax
-    from .lower import groups, select_isa
+    from .lower import groups, has_vbmi, select_isa
     isa = select_isa(target) if isa is None else isa
     if isa is None:
         return {}
-    mod = to_relax(ig, isa=isa)
+    mod = to_relax(ig, isa=isa, vbmi=has_vbmi(target))
     names = [gv.name_hint for gv in mod.functions]
     chains = groups(ig)
     calls: list = []

@@ -21,7 +21,7 @@ import numpy as np
 
 from ...ir.graph import Graph, Node
 from ...ir.ops.window import hw_attrs
-from . import depthwise, gemm, pairing
+from . import depthwise, gemm, intrin, pairing
 from .epilogue import TVM_INT, make_epilogue
 
 
@@ -49,6 +49,12 @@ def select_isa(target) -> str | None:
     if "avx512vnni" in feats and "avx512vl" in feats or "avxvnni" in feats:
         return "vnni"
     return "avx2"
+
+
+def has_vbmi(target) -> bool:
+    """The LLVM ``target`` has AVX-512 VBMI (byte permutes: the depthwise ``"rows"`` kernel)."""
+    from tvm.target import codegen
+    return "mcpu" in target.attrs and "avx512vbmi" in set(codegen.llvm_get_cpu_features(target))
 
 
 def groups(g: Graph) -> dict[str, Chain]:
@@ -141,8 +147,10 @@ def lower(em, ch: Chain, isa: str) -> bool:
     oh, ow = geom.out_hw
     P = geom.n * oh * ow
     if kind == "depthwise":
-        fn = depthwise.build(geom, TVM_INT[xt.dtype], zp, ep, mode, skip_dt, isa)
-        wp = depthwise.pack_weights(w, isa)
+        dkind = depthwise.kernel(geom, isa, w, getattr(em, "vbmi", False))
+        fn = depthwise.build(geom, TVM_INT[xt.dtype], zp, ep, mode, skip_dt, isa, dkind)
+        wp = depthwise.pack_weights(w, isa, dkind)
+        extra = [intrin.interleave_index(depthwise.vec(isa))] if dkind == "rows" else []
         x = em.value_nhwc(n.inputs[0])
         out_shape = (geom.n, oh, ow, geom.o)
     else:
@@ -155,6 +163,7 @@ def lower(em, ch: Chain, isa: str) -> bool:
         nchw = (kind == "gemm" and not geom.pointwise and geom.c < 8 and n.inputs[0] not in em.nhwc
                 and n.inputs[0] not in em.flat)
         wp = gemm.pack_weights(w4, kisa, tile[1])
+        extra = []
         fn = gemm.build(geom, TVM_INT[xt.dtype], zp, kisa, ep, mode, tile, skip_dt, nchw, w_dtype=str(wp.dtype))
         if kind == "linear":
             x = em.value(n.inputs[0])
@@ -163,7 +172,7 @@ def lower(em, ch: Chain, isa: str) -> bool:
         else:
             x = em.value(n.inputs[0]) if nchw else em.value_nhwc(n.inputs[0])
         out_shape = (P, geom.o)
-    args = [x, em.const(wp), *[em.const(a) for a in consts]]
+    args = [x, em.const(wp), *[em.const(a) for a in extra + list(consts)]]
     if ep.residual is not None:
         skip = {"linear": em.value, "gemm": em.value_flat, "depthwise": em.value_nhwc}[kind](ep.residual.name)
         args.append(skip)
