@@ -209,12 +209,16 @@ def main_instruction(counts: Counter) -> tuple[str, int] | None:
     return best
 
 
-def model_kernel(lib, mcpu: str, exe: str = LLVM_MCA, lanewise: bool = False) -> dict:
-    """The hot block of one built kernel and llvm-mca's model of it (``lanewise``: see ``macs``)."""
+def model_kernel(lib, mcpu: str, exe: str = LLVM_MCA, lanewise: bool = False, rows_used: float = 1.0) -> dict:
+    """The hot block of one built kernel and llvm-mca's model of it (``lanewise``: see ``macs``;
+    ``rows_used``: the share of the four kernel rows per ``vpdpbusd`` lane a depthwise ``"rows"`` kernel
+    uses, ``KH / (4 * ceil(KH / 4))``: its padded rows multiply zero weights)."""
     label, instrs = hot_block(lib.inspect_source("asm"))
     counts = mac_instructions(instrs)
     r = llvm_mca(instrs, mcpu, exe)
     m = macs(counts, lanewise)
+    if lanewise and main_instruction(counts) and main_instruction(counts)[0] == "vpdpbusd":
+        m = int(m * rows_used)
     return {"block": label, "instructions": len(instrs), "mac_instructions": counts, "mac_per_iter": m,
             "main": main_instruction(counts), "lanewise": lanewise, **r}
 
@@ -257,7 +261,10 @@ def main(argv=None) -> None:
         kernels = dict(list(kernels.items())[:args.limit])
     rows, models = [], {}
     for name, (label, ch, lib, _shapes) in kernels.items():
-        models[name] = (label, ch, model_kernel(lib, args.mcpu, args.llvm_mca, label.startswith("depthwise")))
+        kh = int(ig.type_of(ch.conv.inputs[1]).shape[2]) if ch is not None and ch.conv.op == "qconv2d" else 1
+        rows_used = kh / (4 * -(-kh // 4))
+        models[name] = (label, ch, model_kernel(lib, args.mcpu, args.llvm_mca, label.startswith("depthwise"),
+                                                rows_used))
     pk = peaks(sorted({m["main"] for _, _, m in models.values() if m["main"]}), args.mcpu, args.llvm_mca)
     for name, (label, ch, m) in models.items():
         shape, mmac = layer_shape(ig, ch)
@@ -296,7 +303,9 @@ def main(argv=None) -> None:
                             "vpmaddwd 32/16/8, vpmaddubsw 64/32/16 (with one vpmaddwd per vpmaddubsw as its "
                             "widening step, no MACs), vpmulld 16/8/4; depthwise kernels use vpdpwssd/vpmaddwd "
                             "lanewise (one int32 activation per lane times a zero-extended int16 weight: 16/8 "
-                            "useful MACs per zmm/ymm), so their MACs and peaks are halved",
+                            "useful MACs per zmm/ymm), so their MACs and peaks are halved; the depthwise "
+                            "\"rows\" kernel's vpdpbusd counts KH / (4 ceil(KH / 4)) of its 64 MACs (rows past "
+                            "KH multiply zero weights)",
             "peaks (MAC/cycle = MACs / Block RThroughput of 16 (ymm/xmm: 12) independent instances; vpmaddubsw: "
             "5 vpmaddubsw+vpmaddwd+vpaddd sequences)": "; ".join(f"{mn} {'xyz'[b // 256]}mm {v:.1f}" for (mn, b), v in sorted(pk.items())),
             "per kernel class (layers, MMAC, hot-loop kcycles, MAC/cycle)": "; ".join(
