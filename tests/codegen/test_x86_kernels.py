@@ -163,10 +163,12 @@ def test_depthwise_work_is_split_into_row_bands_first_and_channel_chunks_for_sma
     from dyadiq.codegen.x86.depthwise import a_rows, plan, vec
     from dyadiq.codegen.x86.gemm import ConvGeom
     big = ConvGeom(1, 56, 56, 144, 144, 3, 3, (1, 1), (1, 1, 1, 1))
-    p = plan(big, "vnni512", "rows")
+    p = plan(big, "vnni512", "rows", counts=(1, 8))
     assert p.parts == 1 and p.ohp // p.band >= 8 and p.ohp >= 56          # enough row bands for 8 threads
+    p = plan(big, "vnni512", "rows", counts=(1, 2))
+    assert p.parts == 1 and (p.ohp // p.band) % 2 == 0                     # 2 threads: whole pairs, big bands
     small = ConvGeom(1, 7, 7, 1152, 1152, 5, 5, (1, 1), (2, 2, 2, 2))
-    p = plan(small, "vnni512", "rows")
+    p = plan(small, "vnni512", "rows", counts=(1, 8))
     assert p.parts > 1 and (1152 // vec("vnni512")) % p.parts == 0          # 7 rows: channel chunks too
     huge = ConvGeom(1, 300, 300, 256, 256, 3, 3, (1, 1), (1, 1, 1, 1))
     p = plan(huge, "vnni512", "lanes")

@@ -448,7 +448,8 @@ class _Emitter:
         except CodegenError:
             raise
         except Exception as e:  # TVM schedule errors: name the node
-            raise CodegenError(f"fast x86 kernel failed: {str(e).strip().splitlines()[-1]}", node=chain.conv) from e
+            why = (str(e).strip().splitlines() or [type(e).__name__])[-1]
+            raise CodegenError(f"fast x86 kernel failed: {why}", node=chain.conv) from e
 
 
 EMITTERS = ("quantize", "dequantize", "qconv2d", "qlinear", "qmatmul", "requantize", "qadd", "qmul", "qsum",

@@ -106,16 +106,25 @@ def tap_cost(g: ConvGeom, kind: str) -> float:
 
 # modelled cost units (about one vector instruction): per converted A vector, per output vector's epilogue,
 # per task (launch and workspace)
-A_VEC, EPI, TASK = 0.5, 8.0, 1500.0
+A_VEC, EPI, TASK = 2.0, 8.0, 6000.0
 SPLIT_CHANNELS = 1.15     # channel chunks share cache lines of the output between threads: measured slower
-THREADS = (1, 2, 4, 8)    # thread counts a plan is judged for (unknown at compile time)
+MAX_THREADS = 8            # thread counts a plan is judged for: 1 and the compiling host's cores, at most this
 
 
-def plan(g: ConvGeom, isa: str, kind: str, budget: int = 1 << 19) -> Plan:
-    """The band / channel-chunk split with the least modelled time summed over ``THREADS`` (each relative
-    to that count's ideal): every task converts its own ``A`` rows, so smaller bands mean more tasks to
-    share and more halo rows converted twice; a band's ``A`` must fit ``budget`` bytes (L2) unless one row
-    already does not."""
+def threads() -> tuple[int, ...]:
+    """The run-time thread counts a plan is judged for (unknown at compile time): one, and the compiling
+    host's cores (TVM's default thread count) up to ``MAX_THREADS``."""
+    import os
+    return tuple(sorted({1, max(1, min(os.cpu_count() or 1, MAX_THREADS))}))
+
+
+def plan(g: ConvGeom, isa: str, kind: str, budget: int = 1 << 19, counts: tuple[int, ...] | None = None) -> Plan:
+    """The band / channel-chunk split with the least modelled time summed over the thread ``counts``
+    (default ``threads()``), each relative to that count's ideal: every task converts its own ``A`` rows,
+    so smaller bands mean more tasks to share and more halo rows converted twice (measured on a VNNI Xeon:
+    a 14x14x672 5x5 layer took 51 / 27 us at 1 / 2 threads in 2 bands, 63 / 37 in 7); a band's ``A`` must
+    fit ``budget`` bytes (L2) unless one row already does not."""
+    counts = threads() if counts is None else counts
     oh, ow = g.out_hw
     (sw, dw) = g.stride[1], g.dilation[1]
     wp = (ow - 1) * sw + (g.kw - 1) * dw + 1
@@ -136,7 +145,7 @@ def plan(g: ConvGeom, isa: str, kind: str, budget: int = 1 << 19) -> Plan:
             task = chunk * (band * ow * (taps + EPI) + wp * rows_in * A_VEC) + TASK
             tasks = g.n * nb * parts
             cost = sum(n * -(-tasks // n) * task * (SPLIT_CHANNELS if parts > 1 and n > 1 else 1) / ideal
-                       for n in THREADS)
+                       for n in counts)
             if best is None or cost < best[0] - 1e-9:
                 best = (cost, Plan(kind, band, parts, nb * band, rows_in))
     return best[1]
