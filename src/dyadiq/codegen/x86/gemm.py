@@ -189,7 +189,25 @@ def build(g: ConvGeom, x_dtype: str, x_zp: int, isa: str, ep: Epilogue, mode: st
             v = X[n_, c, ih, iw] if nchw else X[n_, ih, iw, c]
         v = (v.astype("int32") + tirx.const(off, "int32")).astype(adt)
         return tirx.if_then_else(tirx.all(*conds), v, tirx.const(fill, adt)) if conds else v
-    A = te.compute((Pp, g.kh, g.kw, CL, L), a_val, name="A")
+    # NCHW input (a stem): convert it once into a padded pixel-major image X4 (each pixel's channels as one
+    # group of L bytes) and let the micro-kernel read X4 directly, instead of gathering single bytes from
+    # C planes for every pixel and tap (about half of EfficientNet's stem went into that im2col)
+    packed = nchw and Pp == P and L == 4
+    if packed:
+        hp = (oh - 1) * g.stride[0] + (g.kh - 1) * g.dilation[0] + 1
+        wp = (ow - 1) * g.stride[1] + (g.kw - 1) * g.dilation[1] + 1
+
+        def x4_val(n_, i, j, c):
+            ih, iw = i - g.pad[0], j - g.pad[1]
+            conds = [ih >= 0, ih < g.h, iw >= 0, iw < g.w] + ([c < C] if CL * L != C else [])
+            v = (X[n_, tirx.min(c, C - 1), ih, iw].astype("int32") + tirx.const(off, "int32")).astype(adt)
+            return tirx.if_then_else(tirx.all(*conds), v, tirx.const(fill, adt))
+        X4 = te.compute((g.n, hp, wp, CL * L), x4_val, name="X4")
+        A = te.compute((Pp, g.kh, g.kw, CL, L), lambda p, kh, kw, cl, j: X4[
+            p // (oh * ow), p % (oh * ow) // ow * g.stride[0] + kh * g.dilation[0],
+            p % ow * g.stride[1] + kw * g.dilation[1], cl * L + j], name="A")
+    else:
+        A = te.compute((Pp, g.kh, g.kw, CL, L), a_val, name="A")
     rh = te.reduce_axis((0, g.kh), "rh")
     rw = te.reduce_axis((0, g.kw), "rw")
     rc = te.reduce_axis((0, CL), "rc")
@@ -212,6 +230,8 @@ def build(g: ConvGeom, x_dtype: str, x_zp: int, isa: str, ep: Epilogue, mode: st
     else:
         Y = te.compute((P, O), lambda p, o: f(Hi[p, o // V, o % V], o, None), name="Y")
     sch = Schedule(te.create_prim_func([*ins, Y]))
+    if packed:
+        sch.compute_inline(sch.get_sblock("A"))
     acc = sch.get_sblock("Acc")
     p, o, i, kh, kw, k, j = sch.get_loops(acc)
     po, pi = sch.split(p, [None, pb])
@@ -241,17 +261,21 @@ def build(g: ConvGeom, x_dtype: str, x_zp: int, isa: str, ep: Epilogue, mode: st
     sch.tensorize(i, intrin.register({"avx2": avx2, "vnni": intrin.VNNI, "vnni512": intrin.VNNI512,
                                       "avx2u8": intrin.PMADDUBSW}[isa]))
     sch.vectorize(sch.get_loops(init)[-1])
-    a = sch.get_sblock("A")
-    al = sch.get_loops(a)
-    if not g.pointwise and Pp == P:      # pixel loop as (row, column): no division per element
-        rows, _ = sch.split(al[0], [None, ow])
-        sch.parallel(rows)
+    if packed:
+        xl = sch.get_loops(sch.get_sblock("X4"))
+        sch.parallel(sch.fuse(xl[0], xl[1]))
+        sch.unroll(xl[3])
     else:
-        sch.parallel(al[0])
-    inner = sch.fuse(al[3], al[4])
-    if CL * L % 16 == 0 and g.pointwise:
-        _, av = sch.split(inner, [None, 16])
-        sch.vectorize(av)
+        al = sch.get_loops(sch.get_sblock("A"))
+        if not g.pointwise and Pp == P:      # pixel loop as (row, column): no division per element
+            rows, _ = sch.split(al[0], [None, ow])
+            sch.parallel(rows)
+        else:
+            sch.parallel(al[0])
+        inner = sch.fuse(al[3], al[4])
+        if CL * L % 16 == 0 and g.pointwise:
+            _, av = sch.split(inner, [None, 16])
+            sch.vectorize(av)
     if split_hi:
         sch.tensorize(sch.get_loops(sch.get_sblock("Hi"))[-1], intrin.register(intrin.HI32[V]))
     return sch.mod["main"].with_attr("tirx.is_scheduled", True).with_attr("op_pattern", 8)
