@@ -24,7 +24,7 @@
   LLVM's machine combiner splits the non-saturating ``vpdpwssd`` of a long accumulator chain back into
   ``vpmaddwd`` + ``vpaddd`` (twice the vector instructions); it equals the exact sum whenever no partial sum
   leaves int32, which the caller proves (``255 * sum |w| < 2^31`` bounds every partial sum).
-- ``dq_vnni_rows_N`` (depthwise, VNNI + VBMI): ``C[i] += sum_{r<4} A[r, 0, i] * B[i, r]`` for ``i < N``: four
+- ``dq_vnni_rows_16`` (depthwise, AVX-512 VNNI + VBMI): ``C[i] += sum_{r<4} A[r, 0, i] * B[i, r]`` for ``i < 16``: four
   rows of ``N`` uint8 channels (``A``: one column of a ``[rows, columns, channels]`` region) interleaved into the lanes by one ``vpermb`` whose index is
   an operand ``P`` (``interleave_index``; LLVM rewrites a constant-index ``vpermb`` into eleven unpack/insert
   instructions), then one ``vpdpbusd`` with the int8 ``B`` ([N, 4]: four kernel rows of each channel),
@@ -46,7 +46,7 @@ VNNI512 = "dq_vnni_16x4"
 LANEWISE = {"avx2": "dq_pmaddwd_lanes_u8_8", "vnni": "dq_vpdpwssds_lanes_u8_8", "vnni512": "dq_vpdpwssds_lanes_u8_16"}
 PMADDUBSW = "dq_pmaddubsw_8x4"
 HI32 = {8: "dq_hi32_mul_8", 16: "dq_hi32_mul_16"}
-ROWS_DOT = {8: "dq_vnni_rows_8", 16: "dq_vnni_rows_16"}
+ROWS_DOT = {16: "dq_vnni_rows_16"}
 _done: set[str] = set()
 
 
@@ -60,7 +60,7 @@ def register(name: str) -> str:
                    LANEWISE["avx2"]: lambda: _lanewise(8, False), LANEWISE["vnni"]: lambda: _lanewise(8, True),
                    LANEWISE["vnni512"]: lambda: _lanewise(16, True),
                    HI32[8]: lambda: _hi32(8), HI32[16]: lambda: _hi32(16),
-                   ROWS_DOT[8]: lambda: _rows_dot(8), ROWS_DOT[16]: lambda: _rows_dot(16)}[name]()
+                   ROWS_DOT[16]: lambda: _rows_dot(16)}[name]()
     TensorIntrin.register(name, desc, impl, override=True)
     _done.add(name)
     return name
@@ -185,10 +185,10 @@ def _lanewise(n: int, vnni: bool):
 
 def _rows_dot(n: int):
     """``C[i] += sum_r A[r, 0, i] * B[i, r] (+ (P[i, r] & 0))``: ``A`` is four rows of ``n`` uint8 channels
-    (one column of an NHWC region, any strides: four loads, three inserts), interleaved into the lanes by one
-    ``vpermb`` with the index ``P``
-    (``interleave_index``; in memory, so LLVM keeps the ``vpermb``: it rewrites a constant-index one into
-    eleven unpack/insert instructions), then one ``vpdpbusd`` (``n`` = 8: ymm, 16: zmm)."""
+    (one column of an NHWC region, any strides: four loads, three inserts), interleaved into the lanes by
+    one ``vpermb`` with the index ``P`` (``interleave_index``; read from memory, so LLVM keeps the
+    ``vpermb``: it rewrites a constant-index one into eleven unpack/insert instructions), then one zmm
+    ``vpdpbusd`` (``n`` = 16)."""
     from tvm.script import tirx as T
 
     @T.prim_func(s_tir=True)
@@ -210,7 +210,7 @@ def _rows_dot(n: int):
 
     w = 4 * n
     dot = f"llvm.x86.avx512.vpdpbusd.{32 * n}"
-    perm = "llvm.x86.avx512.permvar.qi.512" if n == 16 else "llvm.x86.avx512.permvar.qi.256"
+    perm = f"llvm.x86.avx512.permvar.qi.{8 * w}"
 
     @T.prim_func(s_tir=True)
     def impl(a: T.handle, p: T.handle, b: T.handle, c: T.handle) -> None:
@@ -224,18 +224,17 @@ def _rows_dot(n: int):
             T.writes(C[0:n])
             C[T.ramp(T.int32(0), 1, n)] = T.call_llvm_pure_intrin(
                 T.llvm_lookup_intrinsic_id(dot), C.vload([0], dtype=f"int32x{n}"),
-                T.call_llvm_pure_intrin(T.llvm_lookup_intrinsic_id(perm), T.reinterpret(T.Shuffle(
-                    [A.vload([0, 0, 0], dtype=f"uint8x{n}"), A.vload([1, 0, 0], dtype=f"uint8x{n}"),
-                     A.vload([2, 0, 0], dtype=f"uint8x{n}"), A.vload([3, 0, 0], dtype=f"uint8x{n}")],
-                    list(range(w))), dtype=f"int8x{w}"),
-                                        T.reinterpret(P.vload([0, 0], dtype=f"uint8x{w}"), dtype=f"int8x{w}"),
-                                        dtype=f"int8x{w}"),
+                T.call_llvm_pure_intrin(
+                    T.llvm_lookup_intrinsic_id(perm),
+                    T.reinterpret(T.Shuffle([A.vload([r, 0, 0], dtype=f"uint8x{n}") for r in range(4)],
+                                            list(range(w))), dtype=f"int8x{w}"),
+                    T.reinterpret(P.vload([0, 0], dtype=f"uint8x{w}"), dtype=f"int8x{w}"), dtype=f"int8x{w}"),
                 B.vload([0, 0], dtype=f"int8x{w}"), dtype=f"int32x{n}")
     return desc, impl
 
 
 def interleave_index(n: int):
-    """The ``P`` operand of ``dq_vnni_rows_N``: ``[n, 4]`` uint8 with ``P[c, r] = r * n + c``."""
+    """The ``P`` operand of ``dq_vnni_rows_16``: ``[n, 4]`` uint8 with ``P[c, r] = r * n + c``."""
     import numpy as np
     return (np.arange(4)[None, :] * n + np.arange(n)[:, None]).astype(np.uint8)
 
