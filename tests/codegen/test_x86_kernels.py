@@ -156,6 +156,7 @@ DW_CASES = [
     ((1, 32, 13, 13), 7, {"pad": (3, 3, 3, 3)}),                        # "rows": two groups of four rows
     ((1, 16, 8, 8), 1, {}),                                              # "rows": one row of four used
     ((1, 24, 15, 16), 3, {"pad": (1, 0, 1, 2), "stride": (2, 1)}),      # row stride only, odd rows
+    ((2, 24, 10, 10), 5, {"pad": (2, 2, 2, 2), "stride": (2, 2)}),      # "rows": batch 2, stride 2
 ]
 
 
