@@ -216,11 +216,11 @@ def model_kernel(lib, mcpu: str, exe: str = LLVM_MCA, lanewise: bool = False, ro
     label, instrs = hot_block(lib.inspect_source("asm"))
     counts = mac_instructions(instrs)
     r = llvm_mca(instrs, mcpu, exe)
-    m = macs(counts, lanewise)
-    if lanewise and main_instruction(counts) and main_instruction(counts)[0] == "vpdpbusd":
+    m, main = macs(counts, lanewise), main_instruction(counts)
+    if lanewise and main and main[0] == "vpdpbusd":
         m = int(m * rows_used)
     return {"block": label, "instructions": len(instrs), "mac_instructions": counts, "mac_per_iter": m,
-            "main": main_instruction(counts), "lanewise": lanewise, **r}
+            "main": main, "lanewise": lanewise, **r}
 
 
 def describe(counts: Counter) -> str:

@@ -36,7 +36,7 @@ import numpy as np
 
 from . import intrin
 from .epilogue import Epilogue, te_epilogue
-from .gemm import ConvGeom, vnni_offset
+from .gemm import ConvGeom, vnni_offset, weight_dtype
 
 ROWS = 4          # kernel rows per int32 lane in the "rows" kernel
 
@@ -49,8 +49,7 @@ def vec(isa: str) -> int:
 def kernel(g: ConvGeom, isa: str, w: np.ndarray, vbmi: bool = False) -> str:
     """``"rows"`` where the four-rows-per-lane kernel applies (see the module docstring; ``vbmi``: the target
     has AVX-512 VBMI, whose ``vpermb`` interleaves the rows), else ``"lanes"``."""
-    int8 = w.size == 0 or (int(w.min()) >= -128 and int(w.max()) <= 127)
-    ok = isa == "vnni512" and vbmi and int8 and g.dilation[0] == 1
+    ok = isa == "vnni512" and vbmi and weight_dtype(w) == "int8" and g.dilation[0] == 1
     return "rows" if ok else "lanes"
 
 
@@ -78,12 +77,11 @@ def out_block(ow: int, isa: str = "avx2") -> int:
 @dataclass(frozen=True)
 class Plan:
     """How one depthwise layer is computed: ``band`` output rows per task (``ohp`` rows: whole bands),
-    ``parts`` channel chunks per band; ``a_rows``: rows of ``A`` a band reads."""
+    ``parts`` channel chunks per band."""
     kind: str
     band: int
     parts: int
     ohp: int
-    a_rows: int
 
 
 def a_rows(g: ConvGeom, kind: str, band: int) -> int:
@@ -126,8 +124,7 @@ def plan(g: ConvGeom, isa: str, kind: str, budget: int = 1 << 19, counts: tuple[
     fit ``budget`` bytes (L2) unless one row already does not."""
     counts = threads() if counts is None else counts
     oh, ow = g.out_hw
-    (sw, dw) = g.stride[1], g.dilation[1]
-    wp = (ow - 1) * sw + (g.kw - 1) * dw + 1
+    wp = g.window_hw[1]
     V = vec(isa)
     vectors = -(-g.c // V)
     taps = tap_cost(g, kind)
@@ -147,7 +144,7 @@ def plan(g: ConvGeom, isa: str, kind: str, budget: int = 1 << 19, counts: tuple[
             cost = sum(n * -(-tasks // n) * task * (SPLIT_CHANNELS if parts > 1 and n > 1 else 1) / ideal
                        for n in counts)
             if best is None or cost < best[0] - 1e-9:
-                best = (cost, Plan(kind, band, parts, nb * band, rows_in))
+                best = (cost, Plan(kind, band, parts, nb * band))
     return best[1]
 
 
@@ -164,11 +161,7 @@ def build(g: ConvGeom, x_dtype: str, x_zp: int, ep: Epilogue, mode: str,
     pln = plan(g, isa, kind)
     rows = kind == "rows"
     groups = -(-g.kh // ROWS)
-    if rows:                    # rows read by the last output row's last group of four
-        hp = (pln.ohp - 1) * sh + groups * ROWS
-    else:
-        hp = (pln.ohp - 1) * sh + (g.kh - 1) * dh + 1
-    wp = (ow - 1) * sw + (g.kw - 1) * dw + 1
+    hp, wp = a_rows(g, kind, pln.ohp), g.window_hw[1]      # A: every band's rows, all padded columns
     X = te.placeholder((g.n, g.h, g.w, C), x_dtype, name="x")
     off = vnni_offset(x_dtype)
 

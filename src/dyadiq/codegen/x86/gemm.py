@@ -47,6 +47,12 @@ class ConvGeom:
                 (self.w + lft + r - dw * (self.kw - 1) - 1) // sw + 1)
 
     @property
+    def window_hw(self) -> tuple[int, int]:
+        """Rows and columns of the padded input that the outputs read."""
+        (oh, ow), (sh, sw), (dh, dw) = self.out_hw, self.stride, self.dilation
+        return (oh - 1) * sh + (self.kh - 1) * dh + 1, (ow - 1) * sw + (self.kw - 1) * dw + 1
+
+    @property
     def pointwise(self) -> bool:
         """1x1, stride 1, no padding: ``A`` is ``x`` itself seen as ``[P, C]``."""
         return (self.kh, self.kw, self.stride, self.pad) == (1, 1, (1, 1), (0, 0, 0, 0))
@@ -175,6 +181,11 @@ def build(g: ConvGeom, x_dtype: str, x_zp: int, isa: str, ep: Epilogue, mode: st
         adt, off = "uint8", vnni_offset(x_dtype)
         fill = x_zp + off
 
+    def convert(v, conds):
+        """``v + off`` as ``adt``, ``fill`` (the real zero) where a condition fails."""
+        v = (v.astype("int32") + tirx.const(off, "int32")).astype(adt)
+        return tirx.if_then_else(tirx.all(*conds), v, tirx.const(fill, adt)) if conds else v
+
     def a_val(p, kh, kw, cl, j):
         c = cl * L + j
         conds = [c < C] if CL * L != C else []
@@ -187,22 +198,17 @@ def build(g: ConvGeom, x_dtype: str, x_zp: int, isa: str, ep: Epilogue, mode: st
             iw = (r % ow) * g.stride[1] - g.pad[1] + kw * g.dilation[1]
             conds += [ih >= 0, ih < g.h, iw >= 0, iw < g.w]
             v = X[n_, c, ih, iw] if nchw else X[n_, ih, iw, c]
-        v = (v.astype("int32") + tirx.const(off, "int32")).astype(adt)
-        return tirx.if_then_else(tirx.all(*conds), v, tirx.const(fill, adt)) if conds else v
+        return convert(v, conds)
     # NCHW input (a stem): convert it once into a padded pixel-major image X4 (each pixel's channels as one
     # group of L bytes) and let the micro-kernel read X4 directly, instead of gathering single bytes from
     # C planes for every pixel and tap (about half of EfficientNet's stem went into that im2col)
     packed = nchw and Pp == P and L == 4
     if packed:
-        hp = (oh - 1) * g.stride[0] + (g.kh - 1) * g.dilation[0] + 1
-        wp = (ow - 1) * g.stride[1] + (g.kw - 1) * g.dilation[1] + 1
-
         def x4_val(n_, i, j, c):
             ih, iw = i - g.pad[0], j - g.pad[1]
             conds = [ih >= 0, ih < g.h, iw >= 0, iw < g.w] + ([c < C] if CL * L != C else [])
-            v = (X[n_, tirx.min(c, C - 1), ih, iw].astype("int32") + tirx.const(off, "int32")).astype(adt)
-            return tirx.if_then_else(tirx.all(*conds), v, tirx.const(fill, adt))
-        X4 = te.compute((g.n, hp, wp, CL * L), x4_val, name="X4")
+            return convert(X[n_, tirx.min(c, C - 1), ih, iw], conds)
+        X4 = te.compute((g.n, *g.window_hw, CL * L), x4_val, name="X4")
         A = te.compute((Pp, g.kh, g.kw, CL, L), lambda p, kh, kw, cl, j: X4[
             p // (oh * ow), p % (oh * ow) // ow * g.stride[0] + kh * g.dilation[0],
             p % ow * g.stride[1] + kw * g.dilation[1], cl * L + j], name="A")

@@ -24,11 +24,12 @@
   LLVM's machine combiner splits the non-saturating ``vpdpwssd`` of a long accumulator chain back into
   ``vpmaddwd`` + ``vpaddd`` (twice the vector instructions); it equals the exact sum whenever no partial sum
   leaves int32, which the caller proves (``255 * sum |w| < 2^31`` bounds every partial sum).
-- ``dq_vnni_rows_16`` (depthwise, AVX-512 VNNI + VBMI): ``C[i] += sum_{r<4} A[r, 0, i] * B[i, r]`` for ``i < 16``: four
-  rows of ``N`` uint8 channels (``A``: one column of a ``[rows, columns, channels]`` region) interleaved into the lanes by one ``vpermb`` whose index is
-  an operand ``P`` (``interleave_index``; LLVM rewrites a constant-index ``vpermb`` into eleven unpack/insert
-  instructions), then one ``vpdpbusd`` with the int8 ``B`` ([N, 4]: four kernel rows of each channel),
-  non-saturating, exact when the sum fits int32.
+- ``dq_vnni_rows_16`` (depthwise, AVX-512 VNNI + VBMI): ``C[i] += sum_{r<4} A[r, 0, i] * B[i, r]`` for
+  ``i < 16``: four rows of 16 uint8 channels (``A``: one column of a ``[rows, columns, channels]`` region)
+  interleaved into the lanes by one ``vpermb`` whose index is an operand ``P`` (``interleave_index``; LLVM
+  rewrites a constant-index ``vpermb`` into eleven unpack/insert instructions), then one zmm ``vpdpbusd``
+  with the int8 ``B`` ([16, 4]: four kernel rows of each channel), non-saturating, exact when the sum fits
+  int32.
 - ``dq_hi32_mul_N`` (epilogue, any AVX2/AVX-512 host): ``R[i] = i32((i64(A[i]) * i64(M[i]) + RB[i]) >> 32)``
   for ``i < N`` (8 or 16) with int32 ``A`` and ``M``, int64 ``RB``: the even lanes of ``A`` and ``M`` (seen as
   int64 pairs, sign-extended in place) and the odd lanes (the pairs' high halves) each take one ``vpmuldq``,

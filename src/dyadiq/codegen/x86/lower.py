@@ -147,7 +147,7 @@ def lower(em, ch: Chain, isa: str) -> bool:
     oh, ow = geom.out_hw
     P = geom.n * oh * ow
     if kind == "depthwise":
-        dkind = depthwise.kernel(geom, isa, w, getattr(em, "vbmi", False))
+        dkind = depthwise.kernel(geom, isa, w, em.vbmi)
         fn = depthwise.build(geom, TVM_INT[xt.dtype], zp, ep, mode, skip_dt, isa, dkind)
         wp = depthwise.pack_weights(w, isa, dkind)
         extra = [intrin.interleave_index(depthwise.vec(isa))] if dkind == "rows" else []
