@@ -25,7 +25,13 @@ onnxruntime's int8 kernels against exact integers on a saturating probe (``ort_e
 its u8 x s8 path uses ``vpmaddubsw`` and clips int16 pair sums). Column ``kernels``: the instruction set of
 dyadiq's kernels (``select_isa`` of the target: the artifact manifest's ``kernels``) and its ``mcpu``.
 
+``--emulate-avx2`` (x86 Linux with CPUID faulting): every process runs under ``bench/avx2_host.c``, which
+hides AVX-512, VNNI and AMX from CPUID, and dyadiq compiles for ``x86-64-v3``: both runtimes take the code
+paths an AVX2-only CPU gets (onnxruntime's saturating ``vpmaddubsw`` u8 x s8 kernels among them) on this
+host's cores. Results go to ``cpu_latency_avx2[_layers].{json,md}``.
+
     python bench/cpu_latency.py [--rounds 5] [--calls 20] [--mcpu NAME] [--generic] [--tune 0] [--quick]
+                                [--emulate-avx2]
 """
 from __future__ import annotations
 
@@ -52,6 +58,9 @@ ORT_U8, ORT_S8, ORT_FP32, TORCH = ("onnxruntime int8 QDQ per-channel (u8 act, s8
                                    "onnxruntime int8 QDQ per-channel (s8 act, s8 weights)",
                                    "onnxruntime fp32", "torch fp32")
 THREADS = (1, 2)
+EMULATED = ("AVX2-only: every process ran under bench/avx2_host.c (CPUID reports no AVX-512, VNNI or AMX; "
+            "onnxruntime and numpy take their AVX2 kernels, dyadiq compiles for x86-64-v3) on this host's cores; "
+            "the features line is the host's")
 
 
 def interleaved_ms(fns: dict, runs: int, per_round: int = 5, warmup: int = 3) -> dict[str, float]:
@@ -353,9 +362,24 @@ def layer_worker(args) -> None:
 
 
 # ---- driver ----------------------------------------------------------------------------------------------
+PRELOAD: dict[str, str] = {}     # extra environment of every worker (``--emulate-avx2``: LD_PRELOAD)
+
+
+def avx2_shim(d: Path) -> Path:
+    """Build ``avx2_host.c`` into ``d`` (the LD_PRELOAD library that hides AVX-512 / VNNI / AMX from CPUID)."""
+    from dyadiq.targets.cpu import host_cpu_flags
+    if "cpuid_fault" not in (host_cpu_flags() or set()):
+        raise SystemExit("--emulate-avx2: this CPU or kernel has no CPUID faulting (no cpuid_fault flag in "
+                         "/proc/cpuinfo), so CPUID cannot be masked here")
+    so = d / "avx2_host.so"
+    subprocess.run(["gcc", "-O2", "-shared", "-fPIC", "-o", str(so), str(Path(__file__).parent / "avx2_host.c"),
+                    "-ldl"], check=True)
+    return so
+
+
 def run_worker(py_args: list[str], threads: int, result: Path) -> dict:
     """Run this script with ``py_args`` in a fresh process with ``threads`` threads; its ``result`` JSON."""
-    env = dict(os.environ, TVM_NUM_THREADS=str(threads), OMP_NUM_THREADS=str(threads))
+    env = dict(os.environ, TVM_NUM_THREADS=str(threads), OMP_NUM_THREADS=str(threads), **PRELOAD)
     result.unlink(missing_ok=True)
     subprocess.run([sys.executable, __file__, *py_args, "--threads", str(threads), "--result", str(result)],
                    env=env, check=True)
@@ -382,6 +406,8 @@ def main(argv=None) -> None:
                     "<tmp>/dyadiq-cpu-latency-quick unless --out is given (never over the real results)")
     ap.add_argument("--models-dir", type=Path, help="keep (and reuse) the prepared models here")
     ap.add_argument("--out", type=Path, default=None, help="results folder (default bench/results)")
+    ap.add_argument("--emulate-avx2", action="store_true", help="hide AVX-512/VNNI/AMX from every process's CPUID "
+                    "(bench/avx2_host.c) and compile dyadiq for x86-64-v3: AVX2-only code paths on this host")
     # internal
     ap.add_argument("--prepare", action="store_true", help=argparse.SUPPRESS)
     ap.add_argument("--worker", help=argparse.SUPPRESS)
@@ -398,6 +424,8 @@ def main(argv=None) -> None:
         return prepare(args)
     if args.worker:
         return worker(args)
+    if args.emulate_avx2:
+        args.mcpu = args.mcpu or "x86-64-v3"
     if args.models_dir is not None:
         args.models_dir.mkdir(parents=True, exist_ok=True)
         run(args, args.models_dir, argv)
@@ -408,6 +436,10 @@ def main(argv=None) -> None:
 
 def run(args, d: Path, argv) -> None:
     load = {"start": _la()}
+    suffix = ""
+    if args.emulate_avx2:
+        PRELOAD["LD_PRELOAD"] = str(avx2_shim(d))
+        suffix = "_avx2"
     cmd = ["--models", str(d)]
     run_worker(["--prepare", *cmd, "--tune", str(args.tune), "--layer-limit", str(args.layer_limit)]
                + (["--mcpu", args.mcpu] if args.mcpu else []) + (["--generic"] if args.generic else [])
@@ -451,14 +483,16 @@ def run(args, d: Path, argv) -> None:
                     "intra_op_num_threads / torch.set_num_threads set to the thread count)",
             "load average (1/5/15 min)": " | ".join(f"{k}: {v}" for k, v in load.items()),
             "command": "python bench/cpu_latency.py " + " ".join(argv if argv is not None else sys.argv[1:])}
-    print(write_results("cpu_latency", rows, ["config", "threads", "ms", "process medians", "calls", "exact",
+    if suffix:
+        meta["emulated"] = EMULATED
+    print(write_results("cpu_latency" + suffix, rows, ["config", "threads", "ms", "process medians", "calls", "exact",
                                               "kernels"], meta, args.out))
     if args.layers and prep["layers"]:
-        layers_table(args, d, prep, cpu, argv)
+        layers_table(args, d, prep, cpu, argv, suffix)
     print(f"results in {args.out}")
 
 
-def layers_table(args, d: Path, prep: dict, cpu: dict, argv) -> None:
+def layers_table(args, d: Path, prep: dict, cpu: dict, argv, suffix: str = "") -> None:
     la = [_la()]
     workers = ["layers-w8"] + (["layers-w7"] if any("w7" in e for e in prep["layers"]) else []) + ["layers-ort"]
     samples: dict = {w: {} for w in workers}
@@ -499,7 +533,9 @@ def layers_table(args, d: Path, prep: dict, cpu: dict, argv) -> None:
                 f"{k}: {n}, {a:.3f}, {b:.3f}, {a / b:.2f}" for k, (n, a, b) in sorted(by_kind.items())),
             "load average (1/5/15 min) before, after": " | ".join(la),
             "command": "python bench/cpu_latency.py " + " ".join(argv if argv is not None else sys.argv[1:])}
-    print(write_results("cpu_latency_layers", rows,
+    if suffix:
+        meta["emulated"] = EMULATED
+    print(write_results(f"cpu_latency{suffix}_layers", rows,
                         ["layer", "kernel", "shape", "MMAC", "dyadiq_ms", "ort_qlinearconv_ms", "dyadiq/ort",
                          "w7_kernel", "w7_ms", "w7/ort"], meta, args.out))
 
