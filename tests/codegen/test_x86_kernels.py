@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 
 from dyadiq.codegen.tvm import to_relax
+from dyadiq.codegen.x86.gemm import packed_weight_dtype
 from dyadiq.codegen.x86.lower import select_isa
 from dyadiq.interp import run
 from dyadiq.ir.builder import GraphBuilder
@@ -213,6 +214,14 @@ def test_residual_add_is_fused_and_exact(kind):
     main = to_relax(g, isa="avx2")["main"].script()
     assert main.count("R.call_tir") == 1 and "right_shift" not in main        # one kernel, nothing generic
     assert_fast_and_exact(g, inputs, kind)
+
+
+def test_vpmaddwd_weights_are_int16_where_pixels_reuse_them_and_int8_where_a_layer_streams_them():
+    w = _i8((16, 1, 1, 8))
+    assert packed_weight_dtype(w, "avx2", 49) == "int16"          # the instruction's operand: no extension
+    assert packed_weight_dtype(w, "avx2", 1) == "int8"            # a classifier: memory-bound, half the bytes
+    assert packed_weight_dtype(w, "avx2u8", 49) == "int8"         # u8 x s8 kernels take int8 only
+    assert packed_weight_dtype(w.astype(np.int16) * 3, "avx2", 1) == "int16"     # wider than int8
 
 
 @needs_avx2

@@ -127,17 +127,30 @@ def weight_dtype(w: np.ndarray) -> str:
     return "int8" if w.size == 0 or (int(w.min()) >= -128 and int(w.max()) <= 127) else "int16"
 
 
-def pack_weights(w4: np.ndarray, isa: str, obv: int) -> np.ndarray:
-    """``[O, KH, KW, C]`` integer weights -> ``[Ovp, KH * KW * ceil(C/L), V, L]`` (``V = vec(isa)``), zero
-    padded in ``O`` and ``C``: int8 for the u8 kernels (``weight_dtype``), int16 for AVX2 ``vpmaddwd``, whose
-    operand they are. Storing those as int8 and sign-extending them in the register (``vpmovsxbw``) halves
-    their memory but puts a shuffle-port instruction into every reduction step; on a Xeon (AVX2 code) the
-    int16 weights made these kernels 7.5% faster, and llvm-mca models them faster on Zen 3 and Skylake too."""
+WIDE_WEIGHTS_MIN_PIXELS = 8
+
+
+def packed_weight_dtype(w4: np.ndarray, isa: str, pixels: int) -> str:
+    """Storage of packed weights: int8 for the u8 kernels (``weight_dtype``); for AVX2 ``vpmaddwd`` int16,
+    its operand, when each weight vector serves at least ``WIDE_WEIGHTS_MIN_PIXELS`` pixels, else
+    ``weight_dtype``. Int8 storage halves the weights' memory traffic but sign-extends every weight vector
+    in the register (``vpmovsxbw``, a shuffle-port instruction on Intel that competes with ``vpaddd``): on a
+    Xeon running AVX2 code, int16 weights made EfficientNet-Lite0's 20 vpmaddwd GEMMs 7.5% faster alone
+    (llvm-mca models them faster on Zen 3 and Skylake too) and its classifier (one pixel, 1.3M weights,
+    memory-bound) 2.7x slower."""
+    if lanes(isa) == 2 and pixels >= WIDE_WEIGHTS_MIN_PIXELS:
+        return "int16"
+    return weight_dtype(w4)
+
+
+def pack_weights(w4: np.ndarray, isa: str, obv: int, dtype: str | None = None) -> np.ndarray:
+    """``[O, KH, KW, C]`` integer weights -> ``[Ovp, KH * KW * ceil(C/L), V, L]`` (``V = vec(isa)``) as
+    ``dtype`` (default ``weight_dtype``), zero padded in ``O`` and ``C``."""
     L, V = lanes(isa), vec(isa)
     o, kh, kw, c = w4.shape
     ovp = padded_channels(o, isa, obv) // V
     cl = -(-c // L)
-    p = np.zeros((ovp * V, kh, kw, cl * L), "int16" if L == 2 else weight_dtype(w4))
+    p = np.zeros((ovp * V, kh, kw, cl * L), dtype or weight_dtype(w4))
     p[:o, :, :, :c] = w4
     return np.ascontiguousarray(p.reshape(ovp, V, kh * kw * cl, L).transpose(0, 2, 1, 3))
 
@@ -159,8 +172,8 @@ def build(g: ConvGeom, x_dtype: str, x_zp: int, isa: str, ep: Epilogue, mode: st
           w_dtype: str = "int8"):
     """Scheduled PrimFunc ``(x, w, [pre,] mult, rb, shift, lo, hi[, skip], y)``; ``x`` is ``[P, C]`` when
     ``g.pointwise`` else ``[N, H, W, C]`` (``[N, C, H, W]`` with ``nchw``, for few input channels);
-    ``y`` (and ``skip``) are ``[P, O]``; ``w_dtype`` is the packed weights' (``pack_weights``: int16 for
-    ``L = 2``, int8 for the u8 kernels). ``o_outer`` walks output-channel blocks outside pixel blocks, so a layer with more weights
+    ``y`` (and ``skip``) are ``[P, O]``; ``w_dtype`` is the packed weights' (``packed_weight_dtype``; int8 for
+    the u8 kernels). ``o_outer`` walks output-channel blocks outside pixel blocks, so a layer with more weights
     than activations streams its weights once; default: when ``O > P`` on AVX2, never with VNNI, where
     pixel blocks outside ran 1.2-1.4x faster at 2 threads (each thread then reads the rows of ``A`` it
     converted itself; with channel blocks outside both threads read all of ``A``) and 3-5% slower at 1."""
@@ -175,7 +188,7 @@ def build(g: ConvGeom, x_dtype: str, x_zp: int, isa: str, ep: Epilogue, mode: st
     assert not (nchw and g.pointwise)
     xshape = (P, C) if g.pointwise else (g.n, C, g.h, g.w) if nchw else (g.n, g.h, g.w, C)
     X = te.placeholder(xshape, x_dtype, name="x")
-    assert w_dtype == ("int16" if L == 2 else "int8")
+    assert L == 2 or w_dtype == "int8"
     Wp = te.placeholder((OVp, g.kh * g.kw * CL, V, L), w_dtype, name="w")
     if L == 2:
         adt, off, fill = "int16", -x_zp, 0
@@ -265,7 +278,8 @@ def build(g: ConvGeom, x_dtype: str, x_zp: int, isa: str, ep: Epilogue, mode: st
     sch.unroll(pi)
     sch.unroll(oi)
     init = sch.decompose_reduction(acc, kh)
-    sch.tensorize(i, intrin.register({"avx2": intrin.PMADDWD, "vnni": intrin.VNNI, "vnni512": intrin.VNNI512,
+    avx2 = intrin.PMADDWD_W8 if w_dtype == "int8" else intrin.PMADDWD
+    sch.tensorize(i, intrin.register({"avx2": avx2, "vnni": intrin.VNNI, "vnni512": intrin.VNNI512,
                                       "avx2u8": intrin.PMADDUBSW}[isa]))
     sch.vectorize(sch.get_loops(init)[-1])
     if packed:

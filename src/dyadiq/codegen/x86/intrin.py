@@ -5,6 +5,8 @@
   ``A`` (one pair, broadcast as an int32) and ``B`` ([8, 2] int16): one ``vpmaddwd`` + ``vpaddd``.
   Exact: each pair sum is at most ``2 * 2^15 * 2^15 = 2^31`` only when all four operands are -2^15;
   dyadiq's operands are ``x - x_zp`` in [-255, 255] and weights in [-128, 127].
+- ``dq_pmaddwd_8x2_w8``: the same with int8 ``B`` (half the memory traffic, for layers that read each weight
+  for few pixels), sign-extended in the register (``vpmovsxbw``) before the ``vpmaddwd``: the same products.
 - ``dq_vnni_8x4`` (AVX-512 VNNI + VL, or AVX-VNNI): ``C[i] += sum_{k<4} i32(A[k]) * i32(B[i, k])`` with
   uint8 ``A`` and int8 ``B`` ([8, 4]): one 256-bit ``vpdpbusd`` (no saturation: the non-``s`` form).
 - ``dq_vnni_16x4`` (AVX-512 VNNI): the same on 16 lanes (``B`` [16, 4]), one 512-bit ``vpdpbusd``.
@@ -39,6 +41,7 @@ The accumulator ``C`` is a small buffer allocated per micro-kernel (stack, regis
 from __future__ import annotations
 
 PMADDWD = "dq_pmaddwd_8x2"
+PMADDWD_W8 = "dq_pmaddwd_8x2_w8"
 VNNI = "dq_vnni_8x4"
 VNNI512 = "dq_vnni_16x4"
 LANEWISE = {"avx2": "dq_pmaddwd_lanes_u8_8", "vnni": "dq_vpdpwssds_lanes_u8_8", "vnni512": "dq_vpdpwssds_lanes_u8_16"}
@@ -53,7 +56,7 @@ def register(name: str) -> str:
     if name in _done:
         return name
     from tvm.s_tir import TensorIntrin
-    desc, impl = {PMADDWD: _pmaddwd, VNNI: _vnni,
+    desc, impl = {PMADDWD: _pmaddwd, PMADDWD_W8: lambda: _pmaddwd("int8"), VNNI: _vnni,
                    VNNI512: lambda: _vnni(16), PMADDUBSW: _pmaddubsw,
                    LANEWISE["avx2"]: lambda: _lanewise(8, False), LANEWISE["vnni"]: lambda: _lanewise(8, True),
                    LANEWISE["vnni512"]: lambda: _lanewise(16, True),
@@ -82,14 +85,15 @@ def _dot_desc(a_dtype: str, b_dtype: str, k: int, n: int = 8):
     return desc
 
 
-def _pmaddwd():
-    """``vpmaddwd`` on an int16 pair of ``A`` and int16 ``B`` rows."""
+def _pmaddwd(b_dtype: str = "int16"):
+    """``vpmaddwd`` on an int16 pair of ``A`` and ``B`` rows stored as ``b_dtype`` (int8 rows are
+    sign-extended to int16 in the register: ``vpmovsxbw``)."""
     from tvm.script import tirx as T
 
-    desc = _dot_desc("int16", "int16", 2)
+    desc = _dot_desc("int16", b_dtype, 2)
 
     @T.prim_func(s_tir=True)
-    def impl(A: T.Buffer((2,), "int16", offset_factor=1), B: T.Buffer((8, 2), "int16", offset_factor=1),
+    def impl(A: T.Buffer((2,), "int16", offset_factor=1), B: T.Buffer((8, 2), b_dtype, offset_factor=1),
              C: T.Buffer((8,), "int32", offset_factor=1)) -> None:
         with T.sblock("root"):
             T.reads(C[0:8], A[0:2], B[0:8, 0:2])
@@ -98,7 +102,7 @@ def _pmaddwd():
                 T.llvm_lookup_intrinsic_id("llvm.x86.avx2.pmadd.wd"),
                 T.reinterpret(T.broadcast(T.reinterpret(A.vload([0], "int16x2"), dtype="int32"), 8),
                               dtype="int16x16"),
-                B.vload([0, 0], dtype="int16x16"), dtype="int32x8")
+                T.cast(B.vload([0, 0], dtype=f"{b_dtype}x16"), "int16x16"), dtype="int32x8")
     return desc, impl
 
 

@@ -162,7 +162,7 @@ def lower(em, ch: Chain, isa: str) -> bool:
         # few input channels (a stem): read NCHW directly rather than transposing the input first
         nchw = (kind == "gemm" and not geom.pointwise and geom.c < 8 and n.inputs[0] not in em.nhwc
                 and n.inputs[0] not in em.flat)
-        wp = gemm.pack_weights(w4, kisa, tile[1])
+        wp = gemm.pack_weights(w4, kisa, tile[1], gemm.packed_weight_dtype(w4, kisa, P))
         extra = []
         fn = gemm.build(geom, TVM_INT[xt.dtype], zp, kisa, ep, mode, tile, skip_dt, nchw, w_dtype=str(wp.dtype))
         if kind == "linear":
