@@ -208,6 +208,7 @@ def prepare_layers(ig8, ig7, target, d: Path, limit: int = 0) -> list[dict]:
         (d / f"{i}.onnx").write_bytes(qlinearconv_model(list(x_shape), w, np.zeros(w.shape[0], np.int32), attrs))
         entry.update(onnx=f"{i}.onnx", x_shape=list(x_shape))
         entry["shape"], entry["MMAC"] = layer_shape(ig8, ch)
+        entry["K"] = int(x_shape[1] // attrs["groups"] * w.shape[2] * w.shape[3])
         layers.append(entry)
     return layers
 
@@ -359,6 +360,21 @@ def layer_worker(args) -> None:
             f(*targs)                                                          # warm-up
             out[e["layer"]] = [r * 1e3 for r in f(*targs).results]              # s per call -> ms
     args.result.write_text(json.dumps({"layers": out}))
+
+
+def what_is_left(kernel: str, k: int | None, ratio: float, w7_ratio: float | None) -> str:
+    """Why a layer is slower than its QLinearConv (empty when it is not), by kernel class."""
+    if ratio <= 1.0:
+        return ""
+    kind, isa = kernel.split()[:2]
+    if isa == "avx2" and kind in ("gemm", "linear"):
+        why = ("exact int16 vpmaddwd (8-bit weights whose channel pairs can saturate vpmaddubsw): 2 vector "
+               "instructions per 16 MACs vs onnxruntime's saturating vpmaddubsw+vpmaddwd+vpaddd per 32")
+        return why + (f"; the same layer's u8 kernel (W7): {w7_ratio:.2f}x" if w7_ratio else "")
+    if isa in ("vnni512", "vnni") and k is not None and k <= 48:
+        return (f"requantize-bound: K = {k} gives {-(-k // 4)} vpdpbusd per vector of outputs against ~8 "
+                "epilogue instructions")
+    return "not analysed"
 
 
 # ---- driver ----------------------------------------------------------------------------------------------
@@ -513,6 +529,7 @@ def layers_table(args, d: Path, prep: dict, cpu: dict, argv, suffix: str = "") -
         if k in med.get("layers-w7", {}):
             row.update(w7_kernel=e["w7_kernel"], w7_ms=med["layers-w7"][k], w7_ort=med["layers-w7"][k] / ort)
             row["w7/ort"] = row.pop("w7_ort")
+        row["what is left"] = what_is_left(e["kernel"], e.get("K"), row["dyadiq/ort"], row.get("w7/ort"))
         rows.append(row)
     rows.sort(key=lambda r: -r["dyadiq/ort"])
     by_kind: dict = {}
@@ -537,7 +554,7 @@ def layers_table(args, d: Path, prep: dict, cpu: dict, argv, suffix: str = "") -
         meta["emulated"] = EMULATED
     print(write_results(f"cpu_latency{suffix}_layers", rows,
                         ["layer", "kernel", "shape", "MMAC", "dyadiq_ms", "ort_qlinearconv_ms", "dyadiq/ort",
-                         "w7_kernel", "w7_ms", "w7/ort"], meta, args.out))
+                         "w7_kernel", "w7_ms", "w7/ort", "what is left"], meta, args.out))
 
 
 if __name__ == "__main__":
