@@ -486,10 +486,15 @@ def to_relax(ig: Graph, *, pack_weights: bool = True, isa: str | None = None, vb
     chains to hand-scheduled x86 kernels on NHWC activations (weights pre-expanded at compile time; on
     AVX2 the channels feeding 8-bit layers are reordered where that makes them exact on ``vpmaddubsw``,
     ``codegen.x86.pairing``); None: generic Relax ops only. ``vbmi``: the target has AVX-512 VBMI (the
-    ``"vnni512"`` depthwise kernel then takes four kernel rows per instruction, ``x86.depthwise``)."""
+    ``"vnni512"`` depthwise kernel then takes four kernel rows per instruction, ``x86.depthwise``). With
+    ``isa``, int8 activations between kernels are stored as uint8 ``x + 128`` (``x86.unsigned``: the u8 x s8
+    GEMMs read them without a copy)."""
     if isa == "avx2":
         from .x86.pairing import permute_channels
         ig = permute_channels(ig)
+    if isa:
+        from .x86.unsigned import unsigned_activations
+        ig = unsigned_activations(ig)
     return _Emitter(ig, pack_weights, isa, vbmi).run()
 
 

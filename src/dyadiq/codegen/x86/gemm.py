@@ -201,12 +201,17 @@ def build(g: ConvGeom, x_dtype: str, x_zp: int, isa: str, ep: Epilogue, mode: st
         v = (v.astype("int32") + tirx.const(off, "int32")).astype(adt)
         return tirx.if_then_else(tirx.all(*conds), v, tirx.const(fill, adt)) if conds else v
 
+    # uint8 [P, C] input with whole groups of L channels is A already: the micro-kernel reads x itself
+    direct = g.pointwise and L == 4 and off == 0 and x_dtype == "uint8" and CL * L == C
+
     def a_val(p, kh, kw, cl, j):
         c = cl * L + j
         conds = [c < C] if CL * L != C else []
         pc = tirx.min(p, P - 1) if Pp != P else p           # rows >= P: any valid pixel (never written)
         if g.pointwise:
             v = X[pc, c]
+            if direct:
+                return v
         else:
             n_, r = pc // (oh * ow), pc % (oh * ow)
             ih = (r // ow) * g.stride[0] - g.pad[0] + kh * g.dilation[0]
@@ -251,7 +256,7 @@ def build(g: ConvGeom, x_dtype: str, x_zp: int, isa: str, ep: Epilogue, mode: st
     else:
         Y = te.compute((P, O), lambda p, o: f(Hi[p, o // V, o % V], o, None), name="Y")
     sch = Schedule(te.create_prim_func([*ins, Y]))
-    if packed:
+    if packed or direct:
         sch.compute_inline(sch.get_sblock("A"))
     acc = sch.get_sblock("Acc")
     p, o, i, kh, kw, k, j = sch.get_loops(acc)
@@ -286,7 +291,7 @@ def build(g: ConvGeom, x_dtype: str, x_zp: int, isa: str, ep: Epilogue, mode: st
         xl = sch.get_loops(sch.get_sblock("X4"))
         sch.parallel(sch.fuse(xl[0], xl[1]))
         sch.unroll(xl[3])
-    else:
+    elif not direct:
         al = sch.get_loops(sch.get_sblock("A"))
         if not g.pointwise and Pp == P:      # pixel loop as (row, column): no division per element
             rows, _ = sch.split(al[0], [None, ow])
