@@ -6,4 +6,7 @@
 - ``gemm``: groups-1 convolution (any kernel/stride/padding, im2col in-kernel) and linear, NHWC.
 - ``depthwise``: depthwise convolution, NHWC, vectorized over channels.
 - ``lower``: ISA selection from the LLVM target, chain detection, emission as Relax ``call_tir``.
+- ``pairing``: input-channel orders that make 8-bit weights exact on AVX2 ``vpmaddubsw``.
+- ``unsigned``: int8 activations between kernels stored as uint8 ``x + 128`` (the u8 x s8 GEMMs read them
+  directly).
 """
