@@ -106,3 +106,17 @@ def test_compiled_block_equals_the_interpreter_on_the_original_graph():
     g = conv_block("add")
     x = RNG.integers(-128, 128, size=(1, 8, 6, 6)).astype(np.int8)
     np.testing.assert_array_equal(compile_cpu(g).run([x]), run(g, [x]))
+
+
+@pytest.mark.skipif("avx2" not in FLAGS, reason="the fast kernels need an AVX2 host to run")
+def test_a_flipped_value_read_by_a_generic_grouped_conv_stays_exact():
+    b = GraphBuilder()
+    x = b.input("x", (1, 8, 6, 6), "i8")
+    a = _rq(b, b.op("qconv2d", [x, b.const("w1", RNG.integers(-128, 128, size=(8, 8, 1, 1)).astype(np.int8))],
+                    x_zp=5), 8, "1")
+    w2 = b.const("w2", RNG.integers(-128, 128, size=(8, 4, 3, 3)).astype(np.int8))       # groups 2: generic
+    y = _rq(b, b.op("qconv2d", [a, w2], x_zp=-7, groups=2, pad=(1, 1, 1, 1)), 8, "2")
+    g = b.build([y])
+    assert unsigned_activations(g).type_of(a).dtype == "u8"
+    x_in = RNG.integers(-128, 128, size=(1, 8, 6, 6)).astype(np.int8)
+    np.testing.assert_array_equal(compile_cpu(g, mcpu="x86-64-v3").run([x_in]), run(g, [x_in]))
