@@ -177,10 +177,15 @@ def conv_spec(ig, ch) -> tuple[tuple, np.ndarray, dict, tuple]:
     return tuple(xt.shape), w, attrs, tuple(ig.type_of(n.name).shape[2:])
 
 
+def reduction_length(x_shape, w: np.ndarray, attrs: dict) -> int:
+    """Products summed per output of a conv (``conv_spec``): ``C / groups * KH * KW``."""
+    return int(x_shape[1] // attrs["groups"] * w.shape[2] * w.shape[3])
+
+
 def layer_shape(ig, ch) -> tuple[str, float]:
     """``"CxHxW -> OxHxW kKHxKW sS gG"`` and the MMACs of a chain's conv/linear."""
     x_shape, w, attrs, out_hw = conv_spec(ig, ch)
-    k = x_shape[1] // attrs["groups"] * w.shape[2] * w.shape[3]
+    k = reduction_length(x_shape, w, attrs)
     macs = x_shape[0] * out_hw[0] * out_hw[1] * w.shape[0] * k
     return (f"{x_shape[1]}x{x_shape[2]}x{x_shape[3]} -> {w.shape[0]}x{out_hw[0]}x{out_hw[1]}"
             f" k{w.shape[2]}x{w.shape[3]} s{attrs['stride'][0]} g{attrs['groups']}", round(macs / 1e6, 2))
@@ -208,7 +213,7 @@ def prepare_layers(ig8, ig7, target, d: Path, limit: int = 0) -> list[dict]:
         (d / f"{i}.onnx").write_bytes(qlinearconv_model(list(x_shape), w, np.zeros(w.shape[0], np.int32), attrs))
         entry.update(onnx=f"{i}.onnx", x_shape=list(x_shape))
         entry["shape"], entry["MMAC"] = layer_shape(ig8, ch)
-        entry["K"] = int(x_shape[1] // attrs["groups"] * w.shape[2] * w.shape[3])
+        entry["K"] = reduction_length(x_shape, w, attrs)
         layers.append(entry)
     return layers
 
@@ -378,9 +383,6 @@ def what_is_left(kernel: str, k: int | None, ratio: float, w7_ratio: float | Non
 
 
 # ---- driver ----------------------------------------------------------------------------------------------
-PRELOAD: dict[str, str] = {}     # extra environment of every worker (``--emulate-avx2``: LD_PRELOAD)
-
-
 def avx2_shim(d: Path) -> Path:
     """Build ``avx2_host.c`` into ``d`` (the LD_PRELOAD library that hides AVX-512 / VNNI / AMX from CPUID)."""
     from dyadiq.targets.cpu import host_cpu_flags
@@ -395,7 +397,7 @@ def avx2_shim(d: Path) -> Path:
 
 def run_worker(py_args: list[str], threads: int, result: Path) -> dict:
     """Run this script with ``py_args`` in a fresh process with ``threads`` threads; its ``result`` JSON."""
-    env = dict(os.environ, TVM_NUM_THREADS=str(threads), OMP_NUM_THREADS=str(threads), **PRELOAD)
+    env = dict(os.environ, TVM_NUM_THREADS=str(threads), OMP_NUM_THREADS=str(threads))
     result.unlink(missing_ok=True)
     subprocess.run([sys.executable, __file__, *py_args, "--threads", str(threads), "--result", str(result)],
                    env=env, check=True)
@@ -454,7 +456,7 @@ def run(args, d: Path, argv) -> None:
     load = {"start": _la()}
     suffix = ""
     if args.emulate_avx2:
-        PRELOAD["LD_PRELOAD"] = str(avx2_shim(d))
+        os.environ["LD_PRELOAD"] = str(avx2_shim(d))     # every worker started from here on
         suffix = "_avx2"
     cmd = ["--models", str(d)]
     run_worker(["--prepare", *cmd, "--tune", str(args.tune), "--layer-limit", str(args.layer_limit)]

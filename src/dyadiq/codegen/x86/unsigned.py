@@ -25,7 +25,7 @@ def _reads_through_zero_point(n: Node, v: str) -> bool:
     return keys is not None and all(i < len(keys) for i, x in enumerate(n.inputs) if x == v)
 
 
-def _flippable(g: Graph, n: Node, cons: dict, outs: set) -> bool:
+def _flippable(n: Node, cons: dict, outs: set) -> bool:
     v = n.name
     if n.op not in ("requantize", "qadd") or n.attr("dtype") != "i8" or v in outs or not cons.get(v):
         return False
@@ -37,7 +37,7 @@ def _flippable(g: Graph, n: Node, cons: dict, outs: set) -> bool:
 def unsigned_activations(g: Graph) -> Graph:
     """``g`` with the int8 activations described in the module docstring stored as uint8 ``x + 128``."""
     cons, outs = g.consumers(), set(g.outputs)
-    flip = {n.name for n in g.nodes if _flippable(g, n, cons, outs)}
+    flip = {n.name for n in g.nodes if _flippable(n, cons, outs)}
     if not flip:
         return g
     values, nodes = dict(g.values), []
