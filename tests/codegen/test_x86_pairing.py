@@ -40,6 +40,34 @@ def test_an_odd_channel_count_pairs_the_last_channel_with_padding():
     assert order is not None and sorted(order) == [0, 1, 2]
 
 
+def test_channels_a_greedy_pass_leaves_alone_are_paired_along_augmenting_paths():
+    # most-constrained-first greedy pairs these so that two channels are left with no partner; a perfect
+    # pairing exists (found by the augmenting-path pass)
+    w = np.array([[0, -60, 0, -60, 30, 127], [-128, 70, 70, -128, 0, 0]])[:, None, None, :]
+    order = pair_order(w)
+    assert order is not None and sorted(order) == list(range(6))
+    assert pairable(w[..., order])
+
+
+@pytest.mark.parametrize("seed", range(40))
+def test_pair_order_finds_an_order_whenever_a_perfect_pairing_exists(seed):
+    """Checked against a brute-force search over all pairings of up to 8 channels."""
+    rng = np.random.default_rng(seed)
+    c = int(rng.integers(2, 9))
+    w = rng.choice([-128, -100, -60, -5, 0, 30, 70, 127], size=(int(rng.integers(1, 4)), 1, 1, c))
+
+    def perfect(chs):
+        if len(chs) <= 1:
+            return True                                   # an odd count's last channel pairs with padding
+        a, rest = chs[0], chs[1:]
+        return any(pairable(w[..., [a, b]]) and perfect([x for x in rest if x != b]) for b in rest) or (
+            len(chs) % 2 == 1 and perfect(rest) and pairable(w[..., [a]]))
+    order = pair_order(w)
+    if order is not None:
+        assert sorted(order) == list(range(c)) and pairable(w[..., order])
+    assert (order is not None) == perfect(list(range(c)))
+
+
 def _projection_weights(o: int, c: int) -> np.ndarray:
     """8-bit rows that reach +-127 on channels placed so that the stored adjacent pairs collide but a
     reordering exists: row r has a large weight on channels 2r and 2r + 1, small ones elsewhere."""

@@ -12,8 +12,9 @@ pass when each large weight is paired with a small one or one of the other sign.
 adjacent pair compatible nearly always exists; in an expansion layer (many rows) almost never.
 
 - ``pairable(w4)``: the check above on ``[O, KH, KW, C]`` weights in their stored order.
-- ``pair_order(w4)``: a channel order whose adjacent pairs pass (greedy matching on the compatibility
-  graph, most constrained channel first; an odd ``C`` leaves its last channel with the zero padding), or None.
+- ``pair_order(w4)``: a channel order whose adjacent pairs pass (a matching on the compatibility graph:
+  greedy, most constrained channel first, then augmenting paths for the channels it left alone; an odd
+  ``C`` leaves its last channel with the zero padding), or None.
 - ``permute_channels(g)``: for each ``qconv2d`` (groups 1) fed by ``conv -> requantize ->
   [depthwise -> requantize]*`` whose weights do not pass as stored but would in another order, relabels
   that chain's channels: the producing conv's output rows and bias, each requantize's per-channel
@@ -56,6 +57,39 @@ def _compatible(rows: np.ndarray) -> np.ndarray:
     return ok
 
 
+def _augment(ok: np.ndarray, mate: np.ndarray, s: int) -> bool:
+    """Pair the unpaired channel ``s`` along an alternating path ``s - a1 = b1 - a2 = b2 ... - t`` (``=``:
+    a current pair, ``-``: a compatible unpaired edge, ``t``: another unpaired channel), found breadth first;
+    flips the path's edges in ``mate``. False when no such path exists (blossoms are not searched, so a
+    matching this misses can exist; the result is valid either way)."""
+    came = {}                                          # b (reached through its old mate a) -> (a, previous b)
+    seen = {s}
+    frontier = [s]
+    while frontier:
+        nxt = []
+        for u in frontier:
+            for a in np.flatnonzero(ok[u]):
+                a = int(a)
+                if a in seen:
+                    continue
+                if mate[a] < 0:                        # t: flip the path back to s
+                    x, y = u, a
+                    while True:
+                        old = came.get(x)
+                        mate[x], mate[y] = y, x
+                        if x == s:
+                            return True
+                        y, x = old
+                b = int(mate[a])
+                if b in seen:
+                    continue
+                seen.update((a, b))
+                came[b] = (a, u)
+                nxt.append(b)
+        frontier = nxt
+    return False
+
+
 def pair_order(w4: np.ndarray) -> np.ndarray | None:
     """A permutation of the ``C`` input channels of ``[O, KH, KW, C]`` weights whose adjacent pairs pass."""
     rows = np.asarray(w4, np.int64).reshape(-1, w4.shape[-1])
@@ -63,23 +97,23 @@ def pair_order(w4: np.ndarray) -> np.ndarray | None:
     ok = _compatible(rows)
     np.fill_diagonal(ok, False)
     deg = ok.sum(axis=1)
-    free = np.ones(c, bool)
-    order: list[int] = []
-    single: list[int] = []
-    for i in np.argsort(deg, kind="stable"):               # the most constrained channel first
-        if not free[i]:
+    mate = np.full(c, -1, np.int64)
+    for i in np.argsort(deg, kind="stable"):               # greedy: the most constrained channel first ...
+        if mate[i] >= 0:
             continue
-        free[i] = False
-        cand = np.flatnonzero(ok[i] & free)
-        if cand.size == 0:
-            single.append(int(i))
-            continue
-        j = int(cand[np.argmin(deg[cand])])                 # ... with the least flexible partner
-        free[j] = False
-        order += [int(i), j]
-    if len(single) > c % 2:                                  # only an odd C's last slot pairs with padding
+        cand = np.flatnonzero(ok[i] & (mate < 0))
+        cand = cand[cand != i]
+        if cand.size:
+            j = int(cand[np.argmin(deg[cand])])             # ... with the least flexible partner
+            mate[i], mate[j] = j, i
+    for s in range(c):                                     # then augmenting paths for the channels left alone
+        if mate[s] < 0 and (mate < 0).sum() > c % 2:
+            _augment(ok, mate, s)
+    single = np.flatnonzero(mate < 0)
+    if single.size > c % 2:                                # only an odd C's last slot pairs with padding
         return None
-    return np.array(order + single, np.int64)
+    order = [x for i in range(c) if mate[i] > i for x in (i, int(mate[i]))]
+    return np.array(order + single.tolist(), np.int64)
 
 
 def _per_channel_axis(a: np.ndarray, c: int, rank: int) -> int | None:
