@@ -102,7 +102,6 @@ def pair_order(w4: np.ndarray) -> np.ndarray | None:
         if mate[i] >= 0:
             continue
         cand = np.flatnonzero(ok[i] & (mate < 0))
-        cand = cand[cand != i]
         if cand.size:
             j = int(cand[np.argmin(deg[cand])])             # ... with the least flexible partner
             mate[i], mate[j] = j, i
