@@ -31,6 +31,8 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).parent))
 from common import cpu_description, write_results  # noqa: E402
 
+from dyadiq.codegen.x86.asm import basic_blocks, mnemonic  # noqa: E402
+
 LLVM_MCA = "/usr/bin/llvm-mca"
 ITERATIONS = 200
 WIDTH = {"x": 128, "y": 256, "z": 512}
@@ -39,44 +41,9 @@ WIDTH = {"x": 128, "y": 256, "z": 512}
 MAC_PER_INSTR = {"vpdpbusd": 64, "vpdpbusds": 64, "vpdpwssd": 32, "vpdpwssds": 32, "vpmaddwd": 32,
                  "vpmaddubsw": 64, "vpmulld": 16}
 AMX_MACS = {"tdpbusd": 16 * 16 * 64, "tdpbssd": 16 * 16 * 64, "tdpbsud": 16 * 16 * 64, "tdpbuud": 16 * 16 * 64}
-JUMP = re.compile(r"j[a-z]+|ret[a-z]*")
-BLOCK_LABEL = re.compile(r"(\.LBB\d+_\d+|[A-Za-z_][\w$.]*):")      # not .Ltmp (debug) or .LCPI (constants)
 
 
 # ---- assembly -------------------------------------------------------------------------------------------
-def basic_blocks(asm: str) -> list[tuple[str, list[str]]]:
-    """``(label, instructions)`` of each basic block of AT&T assembly: a block starts at a ``.LBB``/function
-    label or after a jump; directives, debug labels and comments are dropped."""
-    blocks: list[tuple[str, list[str]]] = []
-    label, cur = "start", []
-
-    def close(next_label: str):
-        nonlocal label, cur
-        if cur:
-            blocks.append((label, cur))
-        label, cur = next_label, []
-    for raw in asm.splitlines():
-        line = raw.split("#", 1)[0].strip()
-        if not line:
-            continue
-        if line.endswith(":"):
-            if BLOCK_LABEL.fullmatch(line):
-                close(line[:-1])
-            continue
-        if line.startswith("."):
-            continue
-        cur.append(line)
-        if JUMP.fullmatch(mnemonic(line)):
-            close(f"{label}+{len(blocks)}")
-    close("")
-    return blocks
-
-
-def mnemonic(ins: str) -> str:
-    """The mnemonic of an instruction line, past encoding prefixes such as ``{vex}`` (AVX-VNNI)."""
-    return next((t for t in ins.split() if not t.startswith("{")), "")
-
-
 def mac_instructions(instrs: list[str]) -> Counter:
     """``(mnemonic, bits)`` -> count of the multiply instructions in ``instrs`` (width of the destination)."""
     c: Counter = Counter()

@@ -83,14 +83,14 @@ def _i64(v: int):
 class _Emitter:
     """Walks the graph in order; ``env`` maps value names to Relax expressions."""
 
-    def __init__(self, g: Graph, pack: bool, isa: str | None = None, vbmi: bool = False):
+    def __init__(self, g: Graph, pack: bool, isa: str | None = None, vbmi: bool = False, target=None):
         tvm, relax = _tvm()
         self.g, self.pack, self.tvm, self.R, self.op = g, pack, tvm, relax, relax.op
         self.bb = relax.BlockBuilder()
         self.env: dict = {}
         self.nhwc: dict = {}              # value name -> the same rank-4 tensor in NHWC (fast kernels)
         self.flat: dict = {}              # value name -> (its NHWC tensor as [N*H*W, C], NHWC shape)
-        self.isa, self.vbmi = isa, vbmi
+        self.isa, self.vbmi, self.target = isa, vbmi, target
         self.const = const
 
     def emit(self, expr):
@@ -479,7 +479,7 @@ def _int_range(n: Node) -> tuple[int, int]:
     return int_range(int(n.attr("bits")), bool(n.attr("signed")))
 
 
-def to_relax(ig: Graph, *, pack_weights: bool = True, isa: str | None = None, vbmi: bool = False):
+def to_relax(ig: Graph, *, pack_weights: bool = True, isa: str | None = None, vbmi: bool = False, target=None):
     """Relax ``IRModule`` with one function ``main(*graph inputs)`` computing the integer graph ``ig``.
 
     ``isa`` (``"avx2"``, ``"vnni"`` or ``"vnni512"``, see ``codegen.x86``): lower conv/linear + requantize [+ qadd]
@@ -488,14 +488,16 @@ def to_relax(ig: Graph, *, pack_weights: bool = True, isa: str | None = None, vb
     ``codegen.x86.pairing``); None: generic Relax ops only. ``vbmi``: the target has AVX-512 VBMI (the
     ``"vnni512"`` depthwise kernel then takes four kernel rows per instruction, ``x86.depthwise``). With
     ``isa``, int8 activations between kernels are stored as uint8 ``x + 128`` (``x86.unsigned``: the u8 x s8
-    GEMMs read them without a copy)."""
+    GEMMs read them without a copy). ``target``: the TVM target the module will be built for; the x86
+    lowering compiles a few candidate kernels for it to turn down register tiles that spill
+    (``x86.gemm.choose_tile``; None: a generic CPU with ``isa``)."""
     if isa == "avx2":
         from .x86.pairing import permute_channels
         ig = permute_channels(ig)
     if isa:
         from .x86.unsigned import unsigned_activations
         ig = unsigned_activations(ig)
-    return _Emitter(ig, pack_weights, isa, vbmi).run()
+    return _Emitter(ig, pack_weights, isa, vbmi, target).run()
 
 
 def module_constants(mod) -> list[np.ndarray]:

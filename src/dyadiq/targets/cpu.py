@@ -315,7 +315,7 @@ def compile_cpu(ig: Graph, *, mcpu: str | None = None, tune: int = 0, cache_dir=
     if kernels == "auto":
         from ..codegen.x86.lower import has_vbmi, select_isa
         isa, vbmi = select_isa(target), has_vbmi(target)
-    mod = to_relax(ig, isa=isa, vbmi=vbmi)
+    mod = to_relax(ig, isa=isa, vbmi=vbmi, target=target)
     tuning = None
     if tune:
         tuning = tune_module(mod, target, tune, cache_dir)

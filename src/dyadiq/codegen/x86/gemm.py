@@ -78,21 +78,25 @@ def vec(isa: str) -> int:
 MAX_ACC = 15      # zmm accumulators per tile: 15 x 64 bytes stays under TVM's 1 KB stack-buffer limit
 
 
-def _tiles_512(g: ConvGeom) -> tuple[int, int]:
-    """(PB, OBV) for the zmm kernel: 32 registers, at most ``MAX_ACC`` accumulators (the rest hold the
-    weight vectors and the broadcast pixel). Per reduction step a micro-kernel issues ``PB * OBV`` ``vpdpbusd``
-    (2 per cycle) and ``PB + OBV`` loads (2 per cycle); the tile minimizing the modelled cycles over the
-    padded problem wins (padding of ``P`` and ``O`` counts as work)."""
+def _tiles_512_ranked(g: ConvGeom) -> list[tuple[int, int]]:
+    """Every (PB, OBV) for the zmm kernel, best modelled first: 32 registers, at most ``MAX_ACC``
+    accumulators (the rest hold the weight vectors and the broadcast pixel). Per reduction step a
+    micro-kernel issues ``PB * OBV`` ``vpdpbusd`` (2 per cycle) and ``PB + OBV`` loads (2 per cycle); tiles
+    are ranked by the modelled cycles over the padded problem (padding of ``P`` and ``O`` counts as work)."""
     o16 = -(-g.o // 16)
     p = g.n * g.out_hw[0] * g.out_hw[1]
-    best = None
+    ranked = []
     for obv in (1, 2, 3, 4):
         for pb in range(2, MAX_ACC // obv + 1):
             steps = -(-p // pb) * -(-o16 // obv)
-            cyc = steps * (max(pb * obv, pb + obv) / 2 + 2)
-            if best is None or cyc < best[0]:
-                best = (cyc, pb, obv)
-    return best[1], best[2]
+            ranked.append((steps * (max(pb * obv, pb + obv) / 2 + 2), pb, obv))
+    ranked.sort(key=lambda t: t[0])                        # stable: ties keep the loop order
+    return [(pb, obv) for _, pb, obv in ranked]
+
+
+def _tiles_512(g: ConvGeom) -> tuple[int, int]:
+    """The best modelled (PB, OBV) for the zmm kernel (``_tiles_512_ranked``)."""
+    return _tiles_512_ranked(g)[0]
 
 
 def tiles(g: ConvGeom, isa: str = "avx2") -> tuple[int, int]:
@@ -114,6 +118,47 @@ def tiles(g: ConvGeom, isa: str = "avx2") -> tuple[int, int]:
     if g.pointwise:
         return cands[0], obv
     return next((c for c in cands if p % c == 0), cands[0]), obv
+
+
+# LLVM unrolls a reduction of up to about this many steps completely; the whole tile, epilogue included,
+# is then one basic block whose register pressure the cost model does not see
+SHORT_REDUCTION = 16
+PROBED_TILES = 6
+
+
+def reduction_steps(g: ConvGeom, isa: str) -> int:
+    """Micro-kernel steps per tile: ``KH * KW * ceil(C / L)``."""
+    return g.kh * g.kw * -(-g.c // lanes(isa))
+
+
+def tile_candidates(g: ConvGeom, isa: str) -> list[tuple[int, int]]:
+    """The register tiles worth building, best modelled first (``tiles`` is the first). Only the zmm kernel
+    with a short reduction gets alternatives (``choose_tile``)."""
+    if isa == "vnni512" and reduction_steps(g, isa) <= SHORT_REDUCTION:
+        ranked = _tiles_512_ranked(g)
+        if not g.pointwise:              # whole pixel blocks keep the im2col stage free of padded rows
+            p = g.n * g.out_hw[0] * g.out_hw[1]
+            ranked = [t for t in ranked if p % t[0] == 0] + [t for t in ranked if p % t[0]]
+        return ranked[:PROBED_TILES]
+    return [tiles(g, isa)]
+
+
+def choose_tile(cands: list, build, spills) -> tuple:
+    """``(tile, built)`` for the first tile in ``cands`` whose kernel ``build(tile)`` has no spill in its
+    hot loop (``spills(built)``), else for the first tile.
+
+    Why: with a reduction of a few steps LLVM unrolls it, and the tile's accumulators, its weight vectors and
+    the epilogue's per-channel constants (multiplier, rounding, shift: about five zmm per vector of 16
+    channels) share one block; past 32 zmm it spills inside the loop. EfficientNet-Lite0's 40 -> 240
+    expansion (28x28) ran 54 us with the modelled best tile (5 x 3, 130 stack accesses in the hot block)
+    and 33 us with the next one (4 x 3, none), one thread on a Xeon."""
+    first = None
+    for t in cands:
+        built = build(t)
+        first = first or (t, built)
+        if len(cands) == 1 or spills(built) == 0:
+            return t, built
+    return first
 
 
 def padded_channels(o: int, isa: str, obv: int) -> int:

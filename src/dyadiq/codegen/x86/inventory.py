@@ -65,7 +65,7 @@ def built_kernels(ig, target, isa: str | None = None) -> dict:
     isa = select_isa(target) if isa is None else isa
     if isa is None:
         return {}
-    mod = to_relax(ig, isa=isa, vbmi=has_vbmi(target))
+    mod = to_relax(ig, isa=isa, vbmi=has_vbmi(target), target=target)
     names = [gv.name_hint for gv in mod.functions]
     chains = groups(ig)
     calls: list = []

@@ -21,7 +21,7 @@ import numpy as np
 
 from ...ir.graph import Graph, Node
 from ...ir.ops.window import hw_attrs
-from . import depthwise, gemm, intrin, pairing
+from . import asm, depthwise, gemm, intrin, pairing
 from .epilogue import TVM_INT, make_epilogue
 
 
@@ -98,6 +98,25 @@ def kernel_isa(isa: str, kind: str, w4: np.ndarray) -> str:
     return isa
 
 
+PROBE_TARGETS = {"vnni512": {"kind": "llvm", "mcpu": "x86-64-v4", "mattr": ["+avx512vnni"]},
+                 "vnni": {"kind": "llvm", "mcpu": "x86-64-v3", "mattr": ["+avxvnni"]}}
+_SPILLS: dict = {}          # (structural hash of the kernel, target) -> stack accesses in its hot loop
+
+
+def hot_loop_spills(fn, target, isa: str) -> int:
+    """Stack accesses in the hot loop of the kernel ``fn`` compiled for ``target`` (None: a generic CPU with
+    ``isa``, ``PROBE_TARGETS``); only compiled, never run, so any target works on any host."""
+    import tvm
+    import tvm_ffi
+    if target is None:
+        target = tvm.target.Target(PROBE_TARGETS.get(isa, {"kind": "llvm", "mcpu": "x86-64-v3"}))
+    key = (tvm_ffi.structural_hash(fn), str(target))
+    if key not in _SPILLS:
+        lib = tvm.tirx.build(fn.with_attr("global_symbol", "probe"), target=target)
+        _SPILLS[key] = asm.stack_accesses(asm.hot_loop(lib.inspect_source("asm")))
+    return _SPILLS[key]
+
+
 def lower(em, ch: Chain, isa: str) -> bool:
     """Emit ``ch`` as one fast kernel through the emitter ``em``; False when not covered."""
     g, n = em.g, ch.conv
@@ -154,17 +173,22 @@ def lower(em, ch: Chain, isa: str) -> bool:
         x = em.value_nhwc(n.inputs[0])
         out_shape = (geom.n, oh, ow, geom.o)
     else:
-        tile = gemm.tiles(geom, kisa)
-        ovp = gemm.padded_channels(geom.o, kisa, tile[1])
-        if mode in ("hi", "hiz") and ovp != geom.o:      # whole vectors of channels for intrin.HI32
-            ep = ep.padded(ovp)
-            consts, mode = ep.args(bound)
         # few input channels (a stem): read NCHW directly rather than transposing the input first
         nchw = (kind == "gemm" and not geom.pointwise and geom.c < 8 and n.inputs[0] not in em.nhwc
                 and n.inputs[0] not in em.flat)
-        wp = gemm.pack_weights(w4, kisa, tile[1], gemm.packed_weight_dtype(w4, kisa, P))
+
+        def build(tile):
+            e, c, md = ep, consts, mode
+            ovp = gemm.padded_channels(geom.o, kisa, tile[1])
+            if md in ("hi", "hiz") and ovp != geom.o:      # whole vectors of channels for intrin.HI32
+                e = ep.padded(ovp)
+                c, md = e.args(bound)
+            wp = gemm.pack_weights(w4, kisa, tile[1], gemm.packed_weight_dtype(w4, kisa, P))
+            return gemm.build(geom, TVM_INT[xt.dtype], zp, kisa, e, md, tile, skip_dt, nchw,
+                              w_dtype=str(wp.dtype)), wp, e, c
+        _, (fn, wp, ep, consts) = gemm.choose_tile(gemm.tile_candidates(geom, kisa), build,
+                                                   lambda b: hot_loop_spills(b[0], em.target, kisa))
         extra = []
-        fn = gemm.build(geom, TVM_INT[xt.dtype], zp, kisa, ep, mode, tile, skip_dt, nchw, w_dtype=str(wp.dtype))
         if kind == "linear":
             x = em.value(n.inputs[0])
         elif geom.pointwise:
