@@ -120,3 +120,26 @@ def test_a_flipped_value_read_by_a_generic_grouped_conv_stays_exact():
     assert unsigned_activations(g).type_of(a).dtype == "u8"
     x_in = RNG.integers(-128, 128, size=(1, 8, 6, 6)).astype(np.int8)
     np.testing.assert_array_equal(compile_cpu(g, mcpu="x86-64-v3").run([x_in]), run(g, [x_in]))
+
+
+@pytest.mark.parametrize("bits", [4, 6])
+def test_narrow_activations_move_by_half_their_range_and_compile_exactly(bits):
+    """A 4-bit activation in [-8, 7] becomes uint8 [0, 15] with its zero points + 8 (its quantization type
+    stays a valid unsigned 4-bit type; + 128 would not); the compiled model equals the interpreter."""
+    import torch
+
+    import dyadiq
+    torch.manual_seed(0)
+    m = torch.nn.Sequential(torch.nn.Conv2d(3, 8, 3, padding=1), torch.nn.ReLU(), torch.nn.Conv2d(8, 8, 1),
+                            torch.nn.ReLU(), torch.nn.Conv2d(8, 4, 1)).eval()
+    calib = RNG.standard_normal((8, 3, 8, 8)).astype(np.float32)
+    q, _ = dyadiq.quantize(dyadiq.from_torch(m, (torch.from_numpy(calib[:1]),)), calib, act_bits=bits,
+                           rounding="nearest")
+    ig = dyadiq.integerize(q)
+    u = unsigned_activations(ig)
+    flipped = [n for n in u.nodes if n.op == "requantize" and n.attr("dtype") == "u8"]
+    assert flipped and all(n.attr("qmin") == 0 and n.attr("qmax") == 2**bits - 1 for n in flipped)
+    assert all(u.values[n.name].quant.bits == bits and not u.values[n.name].quant.signed for n in flipped)
+    if "avx2" in FLAGS:
+        np.testing.assert_array_equal(dyadiq.compile(q, target="cpu").run(calib[:2]),
+                                      np.concatenate([run(ig, calib[i:i + 1]) for i in range(2)]))

@@ -6,9 +6,10 @@ pointwise GEMM first copies its whole input as ``x + 128``. An int8 value ``x`` 
 the same numbers as the uint8 value ``x + 128`` with zero point ``z + 128``. ``unsigned_activations(g)``
 makes every int8 ``requantize`` (without clamp tensors) / ``qadd`` output that is not a graph output, and
 whose readers all take it through a zero point (``qconv2d`` / ``qlinear`` input, ``qadd`` operand), a uint8
-output: ``out_zp``, ``qmin`` and ``qmax`` + 128, the value's quantization type unsigned with its zero points
-+ 128, and each reader's zero point + 128. Every reader computes the same numbers bit for bit, and
-no graph input or output changes.
+output: ``out_zp``, ``qmin`` and ``qmax`` + ``off``, the value's quantization type unsigned with its zero
+points + ``off``, and each reader's zero point + ``off``, where ``off = 2^(bits - 1)`` for a ``bits``-wide
+activation (128 at 8 bits; 8 for 4-bit codes in [-8, 7], which become [0, 15]). Every reader computes the
+same numbers bit for bit, and no graph input or output changes.
 """
 from __future__ import annotations
 
@@ -16,7 +17,6 @@ from dataclasses import replace
 
 from ...ir.graph import Graph, Node, Value
 
-OFFSET = 128
 ZP_OF = {"qconv2d": ("x_zp",), "qlinear": ("x_zp",), "qadd": ("a_zp", "b_zp")}   # zero point of input 0, 1
 
 
@@ -34,10 +34,16 @@ def _flippable(n: Node, cons: dict, outs: set) -> bool:
     return all(_reads_through_zero_point(c, v) for c in cons[v])
 
 
+def _offset(g: Graph, v: str) -> int:
+    """``2^(bits - 1)`` for the activation ``v`` (8 bits when it carries no quantization type)."""
+    q = g.values[v].quant
+    return 1 << ((q.bits if q is not None else 8) - 1)
+
+
 def unsigned_activations(g: Graph) -> Graph:
-    """``g`` with the int8 activations described in the module docstring stored as uint8 ``x + 128``."""
+    """``g`` with the int8 activations described in the module docstring stored as uint8 ``x + off``."""
     cons, outs = g.consumers(), set(g.outputs)
-    flip = {n.name for n in g.nodes if _flippable(n, cons, outs)}
+    flip = {n.name: _offset(g, n.name) for n in g.nodes if _flippable(n, cons, outs)}
     if not flip:
         return g
     values, nodes = dict(g.values), []
@@ -46,14 +52,15 @@ def unsigned_activations(g: Graph) -> Graph:
         for i, x in enumerate(n.inputs):
             if x in flip:
                 key = ZP_OF[n.op][i]
-                changes[key] = int(changes.get(key, n.attr(key, 0))) + OFFSET
+                changes[key] = int(changes.get(key, n.attr(key, 0))) + flip[x]
         if n.name in flip:
-            changes.update(dtype="u8", out_zp=int(n.attr("out_zp", 0)) + OFFSET,
-                           qmin=int(n.attr("qmin")) + OFFSET, qmax=int(n.attr("qmax")) + OFFSET)
+            off = flip[n.name]
+            changes.update(dtype="u8", out_zp=int(n.attr("out_zp", 0)) + off,
+                           qmin=int(n.attr("qmin")) + off, qmax=int(n.attr("qmax")) + off)
             val = values[n.name]
             q = val.quant
             if q is not None:
-                q = replace(q, signed=False, zero_point=tuple(int(z) + OFFSET for z in q.zero_point))
+                q = replace(q, signed=False, zero_point=tuple(int(z) + off for z in q.zero_point))
             values[n.name] = Value(n.name, val.type.with_dtype("u8"), q)
         nodes.append(n.with_attrs(**changes) if changes else n)
     return g.replace(nodes=tuple(nodes), values=values)
