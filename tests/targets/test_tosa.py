@@ -15,6 +15,7 @@ import dyadiq
 from dyadiq.passes.pipeline import FAST_OPTIONS
 from dyadiq import targets
 from dyadiq.errors import CodegenError, DyadiqError, InputError
+from dyadiq.targets.tosa import BACKEND as TOSA
 from dyadiq.interp import run
 from dyadiq.ir.builder import GraphBuilder
 from dyadiq.passes.integerize import integerize
@@ -140,6 +141,33 @@ def test_requantize_without_a_tosa_form_is_refused_with_the_node_named():
                                       b.const("s", np.array([1], np.int32))], qmin=-128, qmax=127, dtype="i8")])
     with pytest.raises(DyadiqError, match=r"requantize.*\[2, 62\]"):
         targets.compile(ig, target="tosa")
+
+
+def test_constant_operands_and_subtractions_are_bit_exact():
+    """What a Conv1d + BatchNorm1d exported through torch.export leaves (per-channel ``qmul`` by a constant,
+    ``qadd`` of an int32 constant) and a GRU's ``1 - z`` (``qadd`` with a negative multiplier); ``--check``
+    (``unsupported``) runs the lowering, so it agrees with ``compile``."""
+    b = GraphBuilder()
+    x = b.input("x", (1, 6, 9), "i8")
+    s = b.op("qmul", [x, b.const("sign", RNG.choice([-1, 1], size=(1, 6, 1)).astype(np.int8))], a_zp=-5, b_zp=0)
+    s = b.op("requantize", [s, b.const("m", np.array([1 << 30], np.int32)), b.const("s", np.array([31], np.int32))],
+             qmin=-128, qmax=127, dtype="i8")
+    y = b.op("qadd", [s, b.const("codes", RNG.integers(-60, 97, size=(1, 6, 1)).astype(np.int32))],
+             a_m=2145078573, a_zp=10, b_m=1 << 30, b_zp=0, shift=30, out_zp=-128, qmin=-128, qmax=127, dtype="i8")
+    z = b.op("qadd", [y, x], a_m=-(1 << 30), a_zp=-128, b_m=1 << 29, b_zp=3, shift=30, out_zp=0, qmin=-128,
+             qmax=127, dtype="i8")
+    ig = b.build([z])
+    assert TOSA.unsupported(ig) == {}
+    art = targets.compile(ig, target="tosa")
+    _bit_exact(art, ig, [RNG.integers(-128, 128, size=(1, 6, 9)).astype(np.int8) for _ in range(4)])
+
+
+def test_a_node_the_lowering_cannot_express_is_named_by_the_check():
+    b = GraphBuilder()
+    x = b.input("x", (1, 4), "i8")
+    ig = b.build([b.op("qadd", [x, b.const("c", np.array([[1 << 20, 0, 0, 0]], np.int32))], a_m=1 << 30, a_zp=0,
+                       b_m=1 << 30, b_zp=0, shift=30, out_zp=0, qmin=-128, qmax=127, dtype="i8")])
+    assert TOSA.unsupported(ig) == {"qadd": "qadd of operands wider than 16 bits has no int32 TOSA form here"}
 
 
 @pytest.mark.parametrize("name", ["mbv2_block", "mlp"])

@@ -44,9 +44,25 @@ class _Emitter(Builder):
 
     # ---- values ---------------------------------------------------------------------------------
     def value(self, name: str) -> Tensor:
+        if name not in self.env and self.g.is_const(name):     # a constant operand (qadd / qmul / concat)
+            dt = self.g.type_of(name).dtype
+            if dt not in INT_TYPES:
+                raise CodegenError(f"constant %{name} is {dt}: TOSA operands here are i8, i16 or i32")
+            self.env[name] = self.const(np.asarray(self.g.const(name)), INT_TYPES[dt])
         if name not in self.env:
-            raise CodegenError(f"value %{name} is not available in the TOSA module (constant operand?)")
+            raise CodegenError(f"value %{name} is not available in the TOSA module")
         return self.env[name]
+
+    def operands(self, n: Node) -> tuple[Tensor, Tensor]:
+        """The two operands of an elementwise op at one rank (numpy broadcasting: leading ones) and, at rank
+        4, in one layout (NHWC when either is)."""
+        a, b = self.value(n.inputs[0]), self.value(n.inputs[1])
+        r = max(len(a.shape), len(b.shape))
+        a, b = (self.reshape(x, (1,) * (r - len(x.shape)) + tuple(x.shape)) if len(x.shape) < r else x
+                for x in (a, b))
+        if r == 4 and a.nhwc != b.nhwc:
+            a, b = (x if x.nhwc else self.transpose(x, NCHW_TO_NHWC, nhwc=True) for x in (a, b))
+        return a, b
 
     def native(self, name: str) -> Tensor:
         """``name`` in the graph's own layout (NCHW for rank 4)."""
@@ -236,19 +252,25 @@ class _Emitter(Builder):
         return self.cast(y, out_et)
 
     def qadd(self, n: Node) -> Tensor:
-        a, b = self.value(n.inputs[0]), self.value(n.inputs[1])
-        if len(a.shape) == 4 and a.nhwc != b.nhwc:
-            a, b = self.nhwc(n.inputs[0]), self.nhwc(n.inputs[1])
+        a, b = self.operands(n)
         out_et = INT_TYPES.get(n.attr("dtype"))
-        if a.et not in ("i8", "i16") or b.et not in ("i8", "i16") or out_et not in ("i8", "i16"):
-            raise CodegenError("qadd: the int32 TOSA form needs i8 or i16 operands and output", node=n)
-        vmax = max(self._range(a.et, n.attr("a_zp")), self._range(b.et, n.attr("b_zp")))
-        try:
-            p = rs.qadd_plan(int(n.attr("a_m")), int(n.attr("b_m")), int(n.attr("shift")), vmax)
+        ranges = [self._operand_range(name, x, int(n.attr(zp))) for name, x, zp in
+                  ((n.inputs[0], a, "a_zp"), (n.inputs[1], b, "b_zp"))]
+        if None in ranges or out_et not in ("i8", "i16"):
+            raise CodegenError("qadd: the int32 TOSA form needs i8 or i16 operands (or constants) and output",
+                               node=n)
+        vmax = max(ranges)
+        am, bm = int(n.attr("a_m")), int(n.attr("b_m"))
+        try:                                       # a negative multiplier (a subtraction) negates its operand
+            p = rs.qadd_plan(abs(am), abs(bm), int(n.attr("shift")), vmax)
         except ValueError as e:
             raise CodegenError(str(e), node=n) from None
-        va = self.binary("sub", self.cast(a, "i32"), self.scalar(Tensor("", a.shape, "i32"), n.attr("a_zp")))
-        vb = self.binary("sub", self.cast(b, "i32"), self.scalar(Tensor("", b.shape, "i32"), n.attr("b_zp")))
+
+        def centred(x: Tensor, zp: int, m: int) -> Tensor:
+            """``x - zp``, or ``zp - x`` for ``m < 0``, in int32 (``|.| <= vmax`` either way)."""
+            x, z = self.cast(x, "i32"), self.scalar(Tensor("", x.shape, "i32"), zp)
+            return self.binary("sub", z, x) if m < 0 else self.binary("sub", x, z)
+        va, vb = centred(a, int(n.attr("a_zp")), am), centred(b, int(n.attr("b_zp")), bm)
         c = lambda v: self.scalar(va, v)
         carry = None
         for j, (da, db) in enumerate(zip(p["a"], p["b"])):           # c = (P_j + c) >> k; tosa_rescale
@@ -262,15 +284,20 @@ class _Emitter(Builder):
         y = self.clamp(self.binary("add", y, c(n.attr("out_zp"))), n.attr("qmin"), n.attr("qmax"))
         return self.cast(y, out_et)
 
+    def _operand_range(self, name: str, x: Tensor, zp: int) -> int | None:
+        """Largest ``|x - zp|``: over the constant's own values, or over an i8 / i16 type; None for wider
+        activations."""
+        if self.g.is_const(name):
+            return int(np.abs(np.asarray(self.g.const(name), np.int64) - zp).max(initial=0))
+        return self._range(x.et, zp) if x.et in ("i8", "i16") else None
+
     @staticmethod
     def _range(et: str, zp: int) -> int:
         """Largest ``|x - zp|`` over the values of ``et``."""
         return max(abs(-(1 << (_bits(et) - 1)) - zp), abs((1 << (_bits(et) - 1)) - 1 - zp))
 
     def qmul(self, n: Node) -> Tensor:
-        a, b = self.value(n.inputs[0]), self.value(n.inputs[1])
-        if len(a.shape) == 4 and a.nhwc != b.nhwc:
-            a, b = self.nhwc(n.inputs[0]), self.nhwc(n.inputs[1])
+        a, b = self.operands(n)
         va = self.binary("sub", self.cast(a, "i32"), self.scalar(Tensor("", a.shape, "i32"), n.attr("a_zp", 0)))
         vb = self.binary("sub", self.cast(b, "i32"), self.scalar(Tensor("", b.shape, "i32"), n.attr("b_zp", 0)))
         return self.mul(va, vb)

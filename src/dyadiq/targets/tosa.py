@@ -17,6 +17,8 @@ ArtifactError, not SIGILL.
 """
 from __future__ import annotations
 
+import re
+
 import threading
 from pathlib import Path
 
@@ -168,7 +170,16 @@ class _TosaBackend:
     options = ()
 
     def unsupported(self, ig: Graph) -> dict[str, str]:
-        return {n.op: "no TOSA lowering" for n in ig.nodes if n.op not in SUPPORTED}
+        """Ops without a TOSA lowering; when every op has one, the lowering itself is run (MLIR text only,
+        cheap) so that a node whose operands or parameters it cannot express is named here too."""
+        bad = {n.op: "no TOSA lowering" for n in ig.nodes if n.op not in SUPPORTED}
+        if not bad:
+            try:
+                to_tosa_text(ig)
+            except CodegenError as e:
+                m = re.match(r"\[%\S+ (\S+)\] (.*)", str(e))
+                bad = {m.group(1): m.group(2)} if m else {"graph": str(e)}
+        return bad
 
     def build(self, ig: Graph, **options) -> TosaArtifact:
         return compile_tosa(ig)
