@@ -250,3 +250,18 @@ def test_old_softmax_family_works_on_the_2d_coercion(op, opset):
     m.ir_version = 7
     x = RNG.standard_normal((1, 2, 3, 4)).astype(np.float32)
     np.testing.assert_allclose(run(from_onnx(m, notes=[]), x), ort_run(m, x), rtol=1e-5, atol=1e-6)
+
+
+def test_instance_norm_on_images_has_an_integer_lowering():
+    """Normalized over H and W as one flattened last axis (the integer layernorm's form), so a 4-D
+    InstanceNormalization quantizes, integerizes and stays close to onnxruntime."""
+    import dyadiq
+    node = helper.make_node("InstanceNormalization", ["x", "s", "b"], ["y"])
+    m = model(node, (1, 3, 6, 5), [("s", np.asarray([0.5, 2, 1], np.float32)),
+                                   ("b", np.asarray([1, -1, 0], np.float32))])
+    calib = RNG.standard_normal((8, 3, 6, 5)).astype(np.float32)
+    q, _ = dyadiq.quantize(from_onnx(m), calib, rounding="nearest")
+    ig = dyadiq.integerize(q)
+    x = calib[:1]
+    want, got = ort_run(m, x), run(ig, x, mode="integer")
+    assert 10 * np.log10((want ** 2).sum() / ((want - got) ** 2).sum()) > 25

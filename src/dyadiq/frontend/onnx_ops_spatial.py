@@ -190,9 +190,18 @@ def _channel_affine(cx, y: str, scale: str, bias: str, rank: int) -> str:
 
 @row("InstanceNormalization")
 def _instance_norm(cx):
+    """Normalized over every spatial axis: as ``[N, C, H * W ...]`` (one last axis, which the integer
+    layernorm needs), then back to the input's shape."""
     x = cx.inp(0)
-    y = _unit_layernorm(cx, x, 2, float(cx.attr("epsilon", 1e-5)), "normalized")
-    return _channel_affine(cx, y, cx.inp(1), cx.inp(2), cx.rank(x))
+    sh = cx.shape(x)
+    eps = float(cx.attr("epsilon", 1e-5))
+    if len(sh) <= 3:
+        y = _unit_layernorm(cx, x, 2, eps, "normalized")
+    else:
+        y = cx.op("reshape", [x], cx.sub("flat"), shape=(sh[0], sh[1], math.prod(sh[2:])))
+        y = _unit_layernorm(cx, y, 2, eps, "normalized")
+        y = cx.op("reshape", [y], cx.sub("unflat"), shape=sh)
+    return _channel_affine(cx, y, cx.inp(1), cx.inp(2), len(sh))
 
 
 @row("GroupNormalization")
