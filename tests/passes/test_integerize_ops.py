@@ -1,7 +1,8 @@
 # SPDX-License-Identifier: Apache-2.0
 """integerize's lowerings for what real models export beyond conv/linear: constant tensor operands (per-channel
-scale and shift, e.g. a BatchNorm after a concat), differences of two activations, nearest resize and constant
-gathers as index maps on the codes, max/min reductions and sums. Each integer graph tracks simulated mode within
+scale and shift, e.g. a BatchNorm after a concat; a ViT's class token concatenated to the patches), differences
+of two activations, nearest resize and constant gathers (a scalar index removes its axis) as index maps on the
+codes, max/min reductions and sums. Each integer graph tracks simulated mode within
 one output step (at the calibrated range ends too) and the cpu artifact equals the interpreter bit for bit."""
 import numpy as np
 import pytest
@@ -42,11 +43,15 @@ def _model(kind: str):
         y = b.op("where", [b.const("m", mask), x, b.const("z", np.asarray(-1.5, np.float32))])
     elif kind == "reduce_sum":
         y = b.op("reduce_sum", [x], axes=(1,), keepdims=False)
+    elif kind == "class_token":                                        # a ViT's cat([cls, patches]), then cls
+        t = b.op("reshape", [x], shape=(1, 4, 36))
+        y = b.op("concat", [b.const("cls", RNG.normal(size=(1, 4, 1)).astype(np.float32)), t], axis=2)
+        y = b.op("gather", [y, b.const("first", np.asarray(0, np.int64))], axis=2)       # scalar: axis goes
     return b.build([y])
 
 
 KINDS = ["affine", "const_minus_x", "difference", "resize_nearest", "gather", "reduce_max", "reduce_sum",
-         "max_of_two", "masked"]
+         "max_of_two", "masked", "class_token"]
 
 
 @pytest.mark.parametrize("kind", KINDS)

@@ -70,9 +70,10 @@ def _tvm():
 
 
 def const(arr) -> "relax.Constant":
-    """A Relax constant with the array's own dtype (``relax.const`` narrows int64/float64 otherwise)."""
+    """A Relax constant with the array's own dtype (``relax.const`` narrows int64/float64 otherwise) and
+    shape (a 0-d array stays 0-d: a scalar ``gather`` index removes its axis)."""
     _, relax = _tvm()
-    a = np.ascontiguousarray(arr)
+    a = np.asarray(arr, order="C")
     return relax.const(a, str(a.dtype))
 
 

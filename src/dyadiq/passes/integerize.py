@@ -448,9 +448,15 @@ class _Lowering:
         self.bind(n.name, self.convert(y, qx, qo, n) if qo != qx else y, qo)
 
     def concat(self, n: Node) -> None:
+        """Every operand requantized to the output's type; a constant operand (a ViT's class token) is
+        quantized to it once, here, as the simulated graph's output fake-quant does."""
         qo = self.quant(n.name, n)
         ins = []
         for i in n.inputs:
+            if self.g.is_const(i) and i not in self.env:
+                codes = quantize(np.asarray(self.g.const(i), np.float64), qo).astype(DTYPES[_dtype(qo)])
+                ins.append(self.b.const(f"{n.name}.{i}.codes", codes))
+                continue
             x, qx = self.act(i, n)
             ins.append(self.convert(x, qx, qo, n))
         self.bind(n.name, self.b.op("concat", ins, n.name, quant=qo, **dict(n.attrs)), qo)
