@@ -91,6 +91,20 @@ def progress_bar():
         yield update
 
 
+def _check_lowers(q) -> None:
+    """Refuse (before writing anything) a quantized graph that ``integerize`` cannot lower: ``compile`` and
+    ``run --mode integer`` would only refuse it later (the Python API still returns such graphs, for
+    simulated-mode studies)."""
+    from .errors import DyadiqError, PassError
+    from .passes.integerize import integerize
+    try:
+        integerize(q)
+    except DyadiqError as e:
+        hint = ("; --wide-acts FRACTION gives 16 bits only where the integer code stays in int32"
+                if "would overflow" in str(e) else "")
+        raise PassError(f"the quantized graph has no integer form, so nothing was written: {e}{hint}") from None
+
+
 def cmd_quantize(args: argparse.Namespace) -> int:
     from . import api
     from .data import load_calib
@@ -131,6 +145,7 @@ def cmd_quantize(args: argparse.Namespace) -> int:
             if budgets:
                 raise InputError("budgets apply only with --weight-bits auto")
             q, report = quantize(g, calib, weight_bits=args.weight_bits, progress=progress, **opts)
+    _check_lowers(q)
     data = dump_bytes(q)
     if notes:
         report["import_notes"] = notes
