@@ -303,3 +303,20 @@ def test_x_times_hardsigmoid_of_x_is_hardswish_only_with_its_own_constants(alpha
     assert [n.op for n in out.nodes] == (["hardswish"] if fused else ["hardsigmoid", "mul"])
     xv = np.random.default_rng(0).uniform(-5, 5, size=(1, 4, 5, 5)).astype(np.float32)
     np.testing.assert_allclose(run(out, [xv]), run(g, [xv]), rtol=1e-6, atol=1e-6)
+
+
+def test_a_conv1d_batchnorm_from_torch_export_folds_through_its_reshape():
+    """torch.export gives Conv1d as conv2d on [N, C, 1, L] and a reshape to [N, C, L] before BatchNorm1d's
+    mul and add: both move before the reshape and fold into the conv (one quantization point, not three)."""
+    import torch
+
+    import dyadiq
+    torch.manual_seed(0)
+    m = torch.nn.Sequential(torch.nn.Conv1d(2, 8, 9, stride=4), torch.nn.BatchNorm1d(8), torch.nn.ReLU()).eval()
+    m[1].running_mean.uniform_(-1, 1)
+    m[1].running_var.uniform_(0.5, 2)
+    x = torch.randn(1, 2, 120)
+    g = dyadiq.from_torch(m, (x,))
+    c = verify(canonicalize(g))
+    assert [n.op for n in c.nodes] == ["reshape", "conv2d", "reshape", "relu"]
+    np.testing.assert_allclose(run(c, x.numpy()), m(x).detach().numpy(), rtol=1e-5, atol=1e-5)

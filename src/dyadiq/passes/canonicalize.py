@@ -29,6 +29,9 @@ fires (at most ``max_sweeps`` sweeps, then ``PassError`` naming the rules still 
 - fold-scale:          layer(x, W, b) * s -> layer(x, W*s, b*s)     s: one value per output channel
 - fold-bias:           layer(x, W, b) + c -> layer(x, W, b + c)     (layer = conv2d | linear; so
                        linear/matmul + bias vector -> linear with bias)
+- affine-before-reshape: reshape(layer(x)) * c (or + c) -> reshape(layer(x) * c') for a per-channel c and a
+                       reshape keeping dims 0 and 1 (torch.export's Conv1d + BatchNorm1d), so the two above
+                       apply
 
 Fusions need the layer output to have no other reader. A fused node takes the name of the last value it
 replaces (``y = bn(conv(x))`` -> ``y = conv(...)``), so downstream names and graph outputs never change;
@@ -348,6 +351,30 @@ def _layer_and_vector(g: Graph, n: Node, ctx: _Ctx):
     return None
 
 
+def affine_before_reshape(g: Graph, n: Node, ctx: _Ctx) -> Graph | None:
+    """op(reshape(layer(x)), c) -> reshape(op(layer(x), c')), op = mul | add, for a per-channel ``c`` and a
+    reshape that keeps the first two dims (torch.export's Conv1d: conv2d on [N, C, 1, L] and a reshape
+    to [N, C, L] before its BatchNorm's mul and add), so that fold-scale / fold-bias then apply."""
+    if n.op not in ("mul", "add"):
+        return None
+    for k in (0, 1):
+        r, c = ctx.producer.get(n.inputs[k]), ctx.const(n.inputs[1 - k])
+        if r is None or r.op != "reshape" or c is None or not ctx.sole(n.inputs[k]) or ctx.layer(r.inputs[0]) is None:
+            continue
+        src, dst = g.type_of(r.inputs[0]), g.type_of(r.name)
+        if min(src.rank, dst.rank) < 2 or src.shape[:2] != dst.shape[:2] or g.type_of(n.name) != dst:
+            continue
+        vec = _channel_vector(c, dst, 1)
+        if vec is None:
+            continue
+        consts = {fresh_name(g, f"{n.name}.c", {}): vec.reshape((1, -1) + (1,) * (src.rank - 2)).astype(c.dtype)}
+        (cname,) = consts
+        mid = fresh_name(g, f"{n.name}.pre", consts)
+        return splice(g, {r.name: [], n.name: [Node.make(n.op, (r.inputs[0], cname), mid),
+                                               Node(r.op, (mid,), (n.name,), r.attrs)]}, constants=consts)
+    return None
+
+
 def fold_scale(g: Graph, n: Node, ctx: _Ctx) -> Graph | None:
     """layer(x, W, b) * s -> layer(x, W*s, b*s)."""
     m = _layer_and_vector(g, n, ctx) if n.op == "mul" else None
@@ -374,4 +401,5 @@ RULES: list[tuple[str, Rule]] = [
     ("fold-pad", fold_pad),
     ("fold-scale", fold_scale),
     ("fold-bias", fold_bias),
+    ("affine-before-reshape", affine_before_reshape),
 ]
