@@ -98,8 +98,7 @@ def kernel_isa(isa: str, kind: str, w4: np.ndarray) -> str:
     return isa
 
 
-PROBE_TARGETS = {"vnni512": {"kind": "llvm", "mcpu": "x86-64-v4", "mattr": ["+avx512vnni"]},
-                 "vnni": {"kind": "llvm", "mcpu": "x86-64-v3", "mattr": ["+avxvnni"]}}
+PROBE_TARGETS = {"vnni512": {"kind": "llvm", "mcpu": "x86-64-v4", "mattr": ["+avx512vnni"]}}
 _SPILLS: dict = {}          # (structural hash of the kernel, target) -> stack accesses in its hot loop
 
 
