@@ -72,10 +72,12 @@ def _undead(H: np.ndarray) -> np.ndarray:
 
 
 def damped(H: np.ndarray, damp: float) -> np.ndarray:
-    """``H`` (dead inputs set to 1) plus ``damp * mean(diag H)`` on the diagonal."""
+    """``H`` (dead inputs set to 1) plus ``damp * mean(|diag H|)`` on the diagonal (a centred ``H`` of
+    nearly constant inputs can have a slightly negative diagonal by cancellation; its mean would then
+    take the damping the wrong way)."""
     H = _undead(H)
     k = np.arange(H.shape[1])
-    H[:, k, k] += damp * _diag(H).mean(axis=1, keepdims=True)
+    H[:, k, k] += damp * np.abs(_diag(H)).mean(axis=1, keepdims=True)
     return H
 
 

@@ -289,16 +289,22 @@ def solve_layer(g: Graph, n: Node, st: LayerStats, solve: Callable, damp: float 
     Compensating, ``||W X - Wq Xq||^2 = const + ||(W* - Wq) Xq||^2`` with the least-squares target
     ``W* = W C^T H^-1`` (ridge towards ``W``, as dampened as GPTQ), so the solver rounds ``W*``.
     With ``halves`` (the same sums over two halves of the batches) the layer keeps round-to-nearest
-    unless the solver's codes also win on held-out data (``generalizes``)."""
+    unless the solver's codes also win on held-out data (``generalizes``), and when its Hessian cannot be
+    factored even after dampening (a layer whose inputs barely vary: a 1x1 map late in a small-input
+    network)."""
     name = n.inputs[1]
     w, q = g.const(name), g.quant_of(name)
     G, O = _groups(n), w.shape[0]
     W = w.astype(np.float64).reshape(G, O // G, -1)
-    T, H, mq, mf = _problem(st, W, damp)
     grid = grid_of(g, n, quantize(w, q) - q.zp_array(w.ndim))
     Qn = solvers.nearest(W, grid)
-    kept = halves is None or generalizes(halves, W, Qn, grid, solve, damp)
-    Q = (_solved(T, H, Qn, grid, solve) if kept and np.ndim(H) else Qn).reshape(w.shape)
+    try:
+        T, H, mq, mf = _problem(st, W, damp)
+        kept = halves is None or generalizes(halves, W, Qn, grid, solve, damp)
+        Q = (_solved(T, H, Qn, grid, solve) if kept and np.ndim(H) else Qn).reshape(w.shape)
+    except np.linalg.LinAlgError:      # a degenerate Hessian (inputs constant over the calibration set)
+        mq, mf = (None, None) if st.sq is None else (st.sq / st.M, st.sf / st.M)
+        Q, kept = Qn.reshape(w.shape), False
     wq = dequantize(Q + q.zp_array(w.ndim), q, w.dtype)
     if st.sq is None:
         return wq, None, kept
