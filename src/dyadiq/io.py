@@ -90,6 +90,16 @@ def check_array(name: str, arr: np.ndarray, t: TensorType, source: str = "") -> 
     return arr
 
 
+def check_finite(name: str, arr: np.ndarray) -> None:
+    """InputError when a float input holds NaN or infinity: quantizing them has no defined code (the
+    interpreter and the compiled kernels would each pick one)."""
+    a = np.asarray(arr)
+    if a.dtype.kind == "f" and not np.isfinite(a).all():
+        bad = int(a.size - np.isfinite(a).sum())
+        raise InputError(f"input {name!r}: {bad} of {a.size} values are NaN or infinite; a quantized model "
+                         "takes finite values only")
+
+
 def split_batches(arrays: Mapping[str, np.ndarray], types: Mapping[str, TensorType]) -> list[dict[str, np.ndarray]]:
     """``arrays`` (checked by ``check_array``) as a list of per-batch dicts; InputError when the inputs hold
     different numbers of batches."""
