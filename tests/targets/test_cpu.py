@@ -139,6 +139,13 @@ def test_mcpu_override_and_unknown_mcpu():
         targets.compile(ig, mcpu="not-a-cpu")
 
 
+@pytest.mark.skipif(cpu.host_arch() != "x86_64", reason="64-bit mode is checked for x86 hosts")
+@pytest.mark.parametrize("mcpu", ["pentium2", "i686"])
+def test_a_32_bit_cpu_name_is_refused_before_llvm_aborts(mcpu):
+    with pytest.raises(InputError, match=f"CPU '{mcpu}' has no 64-bit mode"):
+        cpu.make_target(mcpu)
+
+
 def test_cpu_without_the_required_features_is_refused_before_loading(saved, monkeypatch):
     need = json.loads((saved / "manifest.json").read_text())["required_cpu_features"]
     if not need:

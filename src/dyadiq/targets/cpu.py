@@ -124,7 +124,11 @@ def make_target(mcpu: str | None = None, *, num_cores: int | None = None):
             d["mattr"] = host_mattr(mcpu)
     if num_cores:
         d["num-cores"] = int(num_cores)
-    return tvm.target.Target(d)
+    target = tvm.target.Target(d)
+    if mcpu and host_arch() == "x86_64" and "64bit" not in codegen.llvm_get_cpu_features(target):
+        raise InputError(f"CPU {mcpu!r} has no 64-bit mode; the cpu target builds x86-64 code (try x86-64-v2 "
+                         "or a 64-bit CPU name)")
+    return target
 
 
 def required_features(target) -> list[str]:
