@@ -255,27 +255,27 @@ def test_input_of_the_wrong_dtype(capsys, work, tmp_path):
     assert "'x'" in line and "f32" in line and "int64" in line
 
 
-@pytest.mark.parametrize("bad", [np.nan, np.inf])
-def test_non_finite_input_of_a_quantized_model(capsys, work, tmp_path, bad):
-    """Quantizing NaN or infinity has no defined code (the interpreter and a compiled kernel would each pick
-    one), so integer and simulated runs and artifacts refuse it; float mode computes with it."""
+def test_nan_input_of_a_quantized_model(capsys, work, tmp_path):
+    """Quantizing NaN has no defined code (the interpreter and a compiled kernel picked different ones), so
+    integer and simulated runs and artifacts refuse it; float mode computes with it. (Infinities clamp to
+    the range ends in both: ``codegen/test_tvm.py``.)"""
     from dyadiq.errors import InputError
     from dyadiq.targets.artifact import bind_inputs
     import dyadiq
     q, _ = dyadiq.quantize(load_dyq(work / "tiny.dyq"), R.randn(4, 3, 8, 8).astype(np.float32), rounding="nearest")
     save_dyq(q, tmp_path / "q.dyq")
     x = np.zeros((1, 3, 8, 8), np.float32)
-    x[0, 1, 2, 3] = bad
+    x[0, 1, 2, 3] = np.nan
     np.save(tmp_path / "x.npy", x)
     out = tmp_path / "y.npy"
     for mode in ("integer", "simulated"):
         rc, _, err = run_cli(capsys, "run", tmp_path / "q.dyq", "--input", f"x={tmp_path / 'x.npy'}", "--mode", mode,
                              "-o", out)
-        assert "1 of 192 values are NaN or infinite" in assert_bad_input(rc, err, out)
+        assert "1 of 192 values are NaN" in assert_bad_input(rc, err, out)
     assert run_cli(capsys, "run", tmp_path / "q.dyq", "--input", f"x={tmp_path / 'x.npy'}", "--mode", "float",
                    "-o", out)[0] == 0
     spec = {"name": "x", "shape": [1, 3, 8, 8], "numpy_dtype": "float32", "dtype": "f32"}
-    with pytest.raises(InputError, match="NaN or infinite"):
+    with pytest.raises(InputError, match="values are NaN"):
         bind_inputs([spec], x)
 
 
