@@ -124,3 +124,20 @@ def test_a_constant_tensor_operand_of_an_op_without_a_lowering_is_refused_with_i
     q = simple_quantize(b.build([y]), np.abs(CALIB[:4, :, :4, :4]))
     with pytest.raises(PassError, match=r"\[%pow pow\] constant operand %c of shape \[1, 3, 1, 1\]"):
         integerize(q)
+
+
+def test_outputs_keep_the_float_graph_names():
+    """The dequantized outputs are named as the float graph's (``.npz`` keys, artifact manifests and the
+    Python API agree across modes); their integer codes take ``<name>.codes``."""
+    rng = np.random.default_rng(5)
+    b = GraphBuilder()
+    x = b.input("x", (1, 6))
+    h = b.op("relu", [b.op("linear", [x, b.const("w", rng.standard_normal((4, 6)).astype(np.float32))])])
+    cls = b.op("linear", [h, b.const("wc", rng.standard_normal((3, 4)).astype(np.float32))], "cls")
+    reg = b.op("sigmoid", [b.op("linear", [h, b.const("wr", rng.standard_normal((1, 4)).astype(np.float32))])],
+               "reg")
+    q = simple_quantize(b.build([cls, reg]), rng.standard_normal((8, 6)).astype(np.float32))
+    ig = integerize(q)
+    assert ig.outputs == ("cls", "reg")
+    assert {ig.producers()[o].op for o in ig.outputs} == {"dequantize"}
+    assert ig.producers()["cls"].inputs == ("cls.codes",)

@@ -40,6 +40,7 @@ from ..ir.ops.shape import reverse_sequence_index
 from ..ir.types import DTYPES, QuantType, int_dtype
 from ..ir.verify_integer import verify_integer
 from . import integerize_nn
+from .rewrite import rename
 
 ACC_OPS = ops_with(fusable=True)                         # conv2d, linear, matmul, add
 CLAMP_OPS = ops_with(clamp=True)                         # relu, clip, minimum/maximum (constant bound)
@@ -492,14 +493,21 @@ class _Lowering:
             if n.name in self.skip:
                 continue
             self.lower(n, self.fused.get(n.name, (n, []))[1])
-        outs = []
+        outs, names = [], {}
         for name in g.outputs:
             y, q = self.env[name]
             if not self.raw and q is not None:
                 axis = {"axis": q.axis} if q.axis is not None else {}
+                codes = y
                 y = self.b.op("dequantize", [y], f"{name}.dq", scale=q.scale, zero_point=q.zero_point, **axis)
+                # the dequantized output keeps the float graph's name (its integer codes get another)
+                if name not in self.b.values or (codes == name and name not in self.b.inputs):
+                    if name in self.b.values:
+                        names[codes] = self.b.fresh(f"{name}.codes")
+                    names[y] = name
             outs.append(y)
-        return self.b.build(outs)
+        ig = self.b.build(outs)
+        return rename(ig, names) if names else ig
 
 
 # ---- the table ---------------------------------------------------------------------------------------

@@ -14,7 +14,7 @@ typedef ap_int<15> t_v_conv2d_acc;   // conv2d.acc: [-8084, 8236]
 typedef ap_int<8> t_v_relu;   // relu: [-128, 127]
 typedef ap_int<8> t_v_reshape;   // reshape: [-128, 127]
 typedef ap_int<18> t_v_linear_acc;   // linear.acc: [-71145, 61455]
-typedef ap_int<8> t_v_linear;   // linear: [-128, 127]
+typedef ap_int<8> t_v_linear_codes;   // linear.codes: [-128, 127]
 #ifdef __SYNTHESIS__
 typedef ap_int<8> t_c_b1_q;
 #else

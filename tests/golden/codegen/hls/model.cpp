@@ -110,8 +110,8 @@ static void k4_linear_acc(const t_v_reshape x0[36], t_v_linear_acc y[3]) {
     }
 }
 
-// %linear = requantize(%linear.acc, %linear.m, %linear.s) {dtype=i8, in_zp=0, out_zp=17, qmax=127, qmin=-128}
-static void k5_linear(const t_v_linear_acc x0[3], t_v_linear y[3]) {
+// %linear.codes = requantize(%linear.acc, %linear.m, %linear.s) {dtype=i8, in_zp=0, out_zp=17, qmax=127, qmin=-128}
+static void k5_linear_codes(const t_v_linear_acc x0[3], t_v_linear_codes y[3]) {
     for (int i0 = 0; i0 < 1; ++i0) {
 #ifdef __SYNTHESIS__
 #pragma HLS PIPELINE II=1
@@ -128,8 +128,8 @@ static void k5_linear(const t_v_linear_acc x0[3], t_v_linear y[3]) {
     }
 }
 
-// %linear.dq = dequantize(%linear) {scale=(0.2885389664593865,), zero_point=(17,)}
-static void k6_linear_dq(const t_v_linear x0[3], float y[3]) {
+// %linear = dequantize(%linear.codes) {scale=(0.2885389664593865,), zero_point=(17,)}
+static void k6_linear(const t_v_linear_codes x0[3], float y[3]) {
     for (int i0 = 0; i0 < 1; ++i0) {
 #ifdef __SYNTHESIS__
 #pragma HLS PIPELINE II=1
@@ -240,7 +240,7 @@ static void p_k4_linear_acc(hls::stream<t_v_reshape> &a0, hls::stream<t_v_linear
     }
 }
 
-static void p_k5_linear(hls::stream<t_v_linear_acc> &a0, hls::stream<t_v_linear> &b0) {
+static void p_k5_linear_codes(hls::stream<t_v_linear_acc> &a0, hls::stream<t_v_linear_codes> &b0) {
     static t_v_linear_acc x0[3];
     for (int i = 0; i < 3; ++i) {
 #ifdef __SYNTHESIS__
@@ -248,8 +248,8 @@ static void p_k5_linear(hls::stream<t_v_linear_acc> &a0, hls::stream<t_v_linear>
 #endif
         x0[i] = a0.read();
     }
-    static t_v_linear y[3];
-    k5_linear(x0, y);
+    static t_v_linear_codes y[3];
+    k5_linear_codes(x0, y);
     for (int i = 0; i < 3; ++i) {
 #ifdef __SYNTHESIS__
 #pragma HLS PIPELINE II=1
@@ -258,8 +258,8 @@ static void p_k5_linear(hls::stream<t_v_linear_acc> &a0, hls::stream<t_v_linear>
     }
 }
 
-static void p_k6_linear_dq(hls::stream<t_v_linear> &a0, hls::stream<float> &b0) {
-    static t_v_linear x0[3];
+static void p_k6_linear(hls::stream<t_v_linear_codes> &a0, hls::stream<float> &b0) {
+    static t_v_linear_codes x0[3];
     for (int i = 0; i < 3; ++i) {
 #ifdef __SYNTHESIS__
 #pragma HLS PIPELINE II=1
@@ -267,7 +267,7 @@ static void p_k6_linear_dq(hls::stream<t_v_linear> &a0, hls::stream<float> &b0) 
         x0[i] = a0.read();
     }
     static float y[3];
-    k6_linear_dq(x0, y);
+    k6_linear(x0, y);
     for (int i = 0; i < 3; ++i) {
 #ifdef __SYNTHESIS__
 #pragma HLS PIPELINE II=1
@@ -286,13 +286,13 @@ void dyadiq_top(hls::stream<float> &in_x, hls::stream<float> &out0) {
     hls::stream<t_v_relu> s_v_relu_0("s_v_relu_0");
     hls::stream<t_v_reshape> s_v_reshape_0("s_v_reshape_0");
     hls::stream<t_v_linear_acc> s_v_linear_acc_0("s_v_linear_acc_0");
-    hls::stream<t_v_linear> s_v_linear_0("s_v_linear_0");
+    hls::stream<t_v_linear_codes> s_v_linear_codes_0("s_v_linear_codes_0");
     split_in_x(in_x, s_in_x_0);
     p_k0_x_q(s_in_x_0, s_v_x_q_0);
     p_k1_conv2d_acc(s_v_x_q_0, s_v_conv2d_acc_0);
     p_k2_relu(s_v_conv2d_acc_0, s_v_relu_0);
     p_k3_reshape(s_v_relu_0, s_v_reshape_0);
     p_k4_linear_acc(s_v_reshape_0, s_v_linear_acc_0);
-    p_k5_linear(s_v_linear_acc_0, s_v_linear_0);
-    p_k6_linear_dq(s_v_linear_0, out0);
+    p_k5_linear_codes(s_v_linear_acc_0, s_v_linear_codes_0);
+    p_k6_linear(s_v_linear_codes_0, out0);
 }
