@@ -389,3 +389,22 @@ def test_console_script_exit_codes(work, tmp_path):
                                       "-o", str(out2)], capture_output=True, text=True, timeout=120)
     assert_bad_input(bad.returncode, bad.stderr, out2)
     assert bad.stdout == ""
+
+
+@pytest.mark.parametrize("ids", [[3, 100], [-1, 2]])
+def test_token_ids_outside_the_table_are_refused_in_every_mode(ids):
+    """Float mode failed inside numpy (a traceback), a negative id wrapped there but clipped in the integer
+    code: out-of-range ids are one InputError whatever the mode."""
+    import dyadiq
+    from dyadiq.api import run as api_run
+    from dyadiq.errors import InputError
+    from dyadiq.ir.builder import GraphBuilder
+    b = GraphBuilder()
+    tok = b.input("ids", (1, 2), "i64")
+    y = b.op("gather", [b.const("table", R.randn(100, 4).astype(np.float32)), tok], axis=0)
+    g = b.build([b.op("relu", [y])])
+    q, _ = dyadiq.quantize(g, np.random.default_rng(0).integers(0, 100, size=(8, 2)), rounding="nearest")
+    for graph, mode in ((g, "float"), (q, "simulated"), (q, "integer")):
+        with pytest.raises(InputError, match=r"indices must be in \[0, 100\)"):
+            api_run(graph, {"ids": np.array([ids], np.int64)}, mode=mode)
+    assert api_run(q, {"ids": np.array([[0, 99]], np.int64)}, mode="integer")

@@ -133,6 +133,25 @@ def default_mode(g: Graph) -> str:
     return "integer" if quantized or is_integer_graph(g) else "float"
 
 
+def _check_indices(g: Graph, inputs: Mapping[str, np.ndarray]) -> None:
+    """InputError when a graph input used as row indices (``gather``, ``qembed``: token ids) leaves its
+    table: float mode would fail inside numpy, and a negative id would wrap there but clip in the integer
+    code, so no mode takes them."""
+    from .errors import InputError
+    for n in g.nodes:
+        if n.op == "gather" and n.inputs[1] in g.inputs:
+            name, t = n.inputs[1], g.type_of(n.inputs[0])
+            size = t.shape[int(n.attr("axis", 0)) % t.rank]
+        elif n.op == "qembed" and n.inputs[0] in g.inputs:
+            name, size = n.inputs[0], g.type_of(n.inputs[1]).shape[0]
+        else:
+            continue
+        a = np.asarray(inputs.get(name, ()))
+        if a.size and a.dtype.kind in "iu" and (int(a.min()) < 0 or int(a.max()) >= size):
+            raise InputError(f"input {name!r}: indices must be in [0, {size}) (the rows of the table they "
+                             f"select), got values in [{int(a.min())}, {int(a.max())}]")
+
+
 def run(g: Graph, inputs: Mapping[str, np.ndarray], mode: str | None = None) -> dict[str, np.ndarray]:
     """Run the interpreter; outputs by name. ``mode`` None: ``default_mode(g)``; ``integer`` lowers a quantized
     graph first (``integerize``). Inputs holding k batches of the graph's batch size run batch by batch."""
@@ -146,6 +165,7 @@ def run(g: Graph, inputs: Mapping[str, np.ndarray], mode: str | None = None) -> 
     if mode in ("integer", "simulated"):
         for name, a in dict(inputs).items():
             check_finite(name, a)
+    _check_indices(g, dict(inputs))
     parts = []
     for batch in split_batches(dict(inputs), {n: g.type_of(n) for n in g.inputs}):
         res = interp_run(g, batch, mode=mode)
