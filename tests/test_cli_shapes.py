@@ -89,6 +89,26 @@ def test_inspect_check_reports_each_op(capsys, tmp_path):
     assert ops["conv2d"]["lowers"] == "ok"
 
 
+def test_inspect_check_passes_an_argmax_output_through(capsys, tmp_path):
+    """Integer outputs of an op that integerize lowers (argmax indices) are not refused as unquantizable:
+    quantize and compile take the model, so the check says so too."""
+    torch = pytest.importorskip("torch")
+
+    class M(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.fc = torch.nn.Linear(6, 3)
+
+        def forward(self, x):
+            y = self.fc(x)
+            return y, y.argmax(1)
+    torch.export.save(torch.export.export(M().eval(), (torch.randn(1, 6),)), tmp_path / "m.pt2")
+    rc, out, err = run_cli(capsys, "inspect", tmp_path / "m.pt2", "--check", "--format", "json")
+    rep = json.loads(out)
+    assert rc == 0 and rep["ok"], rep
+    assert {r["op"]: r["quantizes"] for r in rep["ops"]}["argmax"] == "ok"
+
+
 def test_inspect_check_names_an_op_without_a_converter(capsys, tmp_path):
     x = helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 4])
     y = helper.make_tensor_value_info("y", TensorProto.FLOAT, ["u"])
