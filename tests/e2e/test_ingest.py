@@ -104,8 +104,11 @@ def teacher_forced(path, ig, xs) -> np.ndarray:
         if n.op_type != "QuantizeLinear":
             continue
         for cand in [n.input[0]] + [d.output[0] for d in readers.get(n.output[0], [])]:
-            if sanitize(cand) in ig.values:
-                names[n.output[0]] = sanitize(cand)
+            # integer values only (a graph output's float value keeps the name, its codes are <name>.codes)
+            hit = next((c for c in (sanitize(cand), sanitize(cand) + ".codes")
+                        if c in ig.values and not ig.type_of(c).is_float), None)
+            if hit is not None:
+                names[n.output[0]] = hit
                 break
         m.graph.output.append(onnx.helper.make_tensor_value_info(n.output[0], types[n.input[2]], None))
     s = session(m.SerializeToString())
