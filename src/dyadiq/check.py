@@ -111,9 +111,9 @@ def check_model(path: str, *, target: str = "cpu", input_shapes=None) -> CheckRe
         r.count += 1
         r.nodes.append(n.name)
         outs = [g.type_of(o) for o in n.outputs]
+        # an integer output of an op integerize lowers (argmax indices) passes through as it is
         if r.quantizes == OK and not all(t.is_float for t in outs) and r.lowers != OK:
-            r.quantizes = f"output is {outs[0].dtype}: not a quantizable float tensor"   # (integer outputs of an
-            # op integerize lowers, e.g. argmax indices, pass through as they are)
+            r.quantizes = f"output is {outs[0].dtype}: not a quantizable float tensor"
     report = CheckReport(str(path), target, list(rows.values()), notes=notes)
     report.target_status = _target_status(g, target, report)
     return report
