@@ -4,10 +4,10 @@
 - ``basic_blocks(asm)``: ``(label, instructions)`` per basic block;
 - ``hot_loop(asm)``: the block with the most multiply-accumulate instructions (the micro-kernel's reduction
   step, or the whole tile when LLVM unrolled a short reduction completely);
-- ``stack_accesses(instrs)``: how many instructions read or write the stack: register spills and reloads
-  (a kernel's only stack data; its accumulators live in registers).
+- ``stack_accesses(instrs)``: how many vector instructions read or write the stack: register spills and
+  reloads (a kernel's accumulators live in registers).
 
-``gemm.choose_tile`` uses them to turn down register tiles whose hot loop spills; ``bench/kernel_model.py``
+``gemm.choose_tile`` uses them to turn down register tiles that spill; ``bench/kernel_model.py``
 to find the loop it models.
 """
 from __future__ import annotations
@@ -64,7 +64,11 @@ def hot_loop(asm: str) -> list[str]:
     return best[2]
 
 
+VECTOR_REG = re.compile(r"%[xyz]mm\d+")
+
+
 def stack_accesses(instrs: list[str]) -> int:
-    """Instructions with an ``(%rsp)`` operand: spills and reloads in a kernel (frame pointers are omitted,
-    so ``%rbp`` is an ordinary register there)."""
-    return sum(1 for i in instrs if "(%rsp)" in i)
+    """Vector-register instructions with an ``(%rsp)`` operand: the kernel's spills and reloads of vector
+    registers (the function's scalar bookkeeping also uses the stack, in the packed-call wrapper; frame
+    pointers are omitted, so ``%rbp`` is an ordinary register)."""
+    return sum(1 for i in instrs if "(%rsp)" in i and VECTOR_REG.search(i))

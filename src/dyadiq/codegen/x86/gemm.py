@@ -78,20 +78,26 @@ def vec(isa: str) -> int:
 MAX_ACC = 15      # zmm accumulators per tile: 15 x 64 bytes stays under TVM's 1 KB stack-buffer limit
 
 
-def _tiles_512_ranked(g: ConvGeom) -> list[tuple[int, int]]:
-    """Every (PB, OBV) for the zmm kernel, best modelled first: 32 registers, at most ``MAX_ACC``
-    accumulators (the rest hold the weight vectors and the broadcast pixel). Per reduction step a
-    micro-kernel issues ``PB * OBV`` ``vpdpbusd`` (2 per cycle) and ``PB + OBV`` loads (2 per cycle); tiles
-    are ranked by the modelled cycles over the padded problem (padding of ``P`` and ``O`` counts as work)."""
-    o16 = -(-g.o // 16)
+def _ranked(g: ConvGeom, v: int, max_acc: int) -> list[tuple[int, int]]:
+    """Every (PB, OBV) with at most ``max_acc`` accumulators of ``v`` channels, best modelled first. Per
+    reduction step a micro-kernel issues ``PB * OBV`` multiply-accumulates (2 per cycle) and ``PB + OBV``
+    loads (2 per cycle); tiles are ranked by the modelled cycles over the padded problem (padding of ``P``
+    and ``O`` counts as work)."""
+    ov = -(-g.o // v)
     p = g.n * g.out_hw[0] * g.out_hw[1]
     ranked = []
     for obv in (1, 2, 3, 4):
-        for pb in range(2, MAX_ACC // obv + 1):
-            steps = -(-p // pb) * -(-o16 // obv)
+        for pb in range(2, max_acc // obv + 1):
+            steps = -(-p // pb) * -(-ov // obv)
             ranked.append((steps * (max(pb * obv, pb + obv) / 2 + 2), pb, obv))
     ranked.sort(key=lambda t: t[0])                        # stable: ties keep the loop order
     return [(pb, obv) for _, pb, obv in ranked]
+
+
+def _tiles_512_ranked(g: ConvGeom) -> list[tuple[int, int]]:
+    """(PB, OBV) for the zmm kernel, best modelled first: 32 registers, at most ``MAX_ACC`` accumulators
+    (the rest hold the weight vectors and the broadcast pixel)."""
+    return _ranked(g, 16, MAX_ACC)
 
 
 def _tiles_512(g: ConvGeom) -> tuple[int, int]:
@@ -132,10 +138,12 @@ def reduction_steps(g: ConvGeom, isa: str) -> int:
 
 
 def tile_candidates(g: ConvGeom, isa: str) -> list[tuple[int, int]]:
-    """The register tiles worth building, best modelled first (``tiles`` is the first). Only the zmm kernel
-    with a short reduction gets alternatives (``choose_tile``)."""
-    if isa == "vnni512" and reduction_steps(g, isa) <= SHORT_REDUCTION:
-        ranked = _tiles_512_ranked(g)
+    """The register tiles worth building, best modelled first (``tiles`` is the first). Only the VNNI kernels
+    (zmm; ymm, whose AVX-VNNI CPUs have 16 registers) with a short reduction get alternatives
+    (``choose_tile``)."""
+    if isa in ("vnni512", "vnni") and reduction_steps(g, isa) <= SHORT_REDUCTION:
+        ranked = _tiles_512_ranked(g) if isa == "vnni512" else list(dict.fromkeys([tiles(g, isa),
+                                                                                   *_ranked(g, 8, 10)]))
         if not g.pointwise:              # whole pixel blocks keep the im2col stage free of padded rows
             p = g.n * g.out_hw[0] * g.out_hw[1]
             ranked = [t for t in ranked if p % t[0] == 0] + [t for t in ranked if p % t[0]]
@@ -144,21 +152,25 @@ def tile_candidates(g: ConvGeom, isa: str) -> list[tuple[int, int]]:
 
 
 def choose_tile(cands: list, build, spills) -> tuple:
-    """``(tile, built)`` for the first tile in ``cands`` whose kernel ``build(tile)`` has no spill in its
-    hot loop (``spills(built)``), else for the first tile.
+    """``(tile, built)`` for the first tile in ``cands`` whose kernel ``build(tile)`` does not spill
+    (``spills(built)``: its stack accesses), else for the one that spills least (the earliest on ties).
 
     Why: with a reduction of a few steps LLVM unrolls it, and the tile's accumulators, its weight vectors and
     the epilogue's per-channel constants (multiplier, rounding, shift: about five zmm per vector of 16
     channels) share one block; past 32 zmm it spills inside the loop. EfficientNet-Lite0's 40 -> 240
     expansion (28x28) ran 54 us with the modelled best tile (5 x 3, 130 stack accesses in the hot block)
     and 33 us with the next one (4 x 3, none), one thread on a Xeon."""
-    first = None
+    best = None
     for t in cands:
         built = build(t)
-        first = first or (t, built)
-        if len(cands) == 1 or spills(built) == 0:
+        if len(cands) == 1:
             return t, built
-    return first
+        n = spills(built)
+        if n == 0:
+            return t, built
+        if best is None or n < best[0]:
+            best = (n, t, built)
+    return best[1], best[2]
 
 
 def padded_channels(o: int, isa: str, obv: int) -> int:

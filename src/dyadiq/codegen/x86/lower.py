@@ -98,13 +98,15 @@ def kernel_isa(isa: str, kind: str, w4: np.ndarray) -> str:
     return isa
 
 
-PROBE_TARGETS = {"vnni512": {"kind": "llvm", "mcpu": "x86-64-v4", "mattr": ["+avx512vnni"]}}
-_SPILLS: dict = {}          # (structural hash of the kernel, target) -> stack accesses in its hot loop
+PROBE_TARGETS = {"vnni512": {"kind": "llvm", "mcpu": "x86-64-v4", "mattr": ["+avx512vnni"]},
+                 "vnni": {"kind": "llvm", "mcpu": "alderlake"}}
+_SPILLS: dict = {}          # (structural hash of the kernel, target) -> its stack accesses
 
 
-def hot_loop_spills(fn, target, isa: str) -> int:
-    """Stack accesses in the hot loop of the kernel ``fn`` compiled for ``target`` (None: a generic CPU with
-    ``isa``, ``PROBE_TARGETS``); only compiled, never run, so any target works on any host."""
+def kernel_spills(fn, target, isa: str) -> int:
+    """Stack accesses (register spills and reloads) in the kernel ``fn`` compiled for ``target`` (None: a
+    generic CPU with ``isa``, ``PROBE_TARGETS``); only compiled, never run, so any target works on any
+    host. A short-reduction tile is one basic block, so these are its hot loop's."""
     import tvm
     import tvm_ffi
     if target is None:
@@ -112,7 +114,7 @@ def hot_loop_spills(fn, target, isa: str) -> int:
     key = (tvm_ffi.structural_hash(fn), str(target))
     if key not in _SPILLS:
         lib = tvm.tirx.build(fn.with_attr("global_symbol", "probe"), target=target)
-        _SPILLS[key] = asm.stack_accesses(asm.hot_loop(lib.inspect_source("asm")))
+        _SPILLS[key] = asm.stack_accesses(lib.inspect_source("asm").splitlines())
     return _SPILLS[key]
 
 
@@ -186,7 +188,7 @@ def lower(em, ch: Chain, isa: str) -> bool:
             return gemm.build(geom, TVM_INT[xt.dtype], zp, kisa, e, md, tile, skip_dt, nchw,
                               w_dtype=str(wp.dtype)), wp, e, c
         _, (fn, wp, ep, consts) = gemm.choose_tile(gemm.tile_candidates(geom, kisa), build,
-                                                   lambda b: hot_loop_spills(b[0], em.target, kisa))
+                                                   lambda b: kernel_spills(b[0], em.target, kisa))
         extra = []
         if kind == "linear":
             x = em.value(n.inputs[0])
