@@ -157,14 +157,14 @@ def run(g: Graph, inputs: Mapping[str, np.ndarray], mode: str | None = None) -> 
     graph first (``integerize``). Inputs holding k batches of the graph's batch size run batch by batch."""
     from .interp import run as interp_run
     from .interp.run import is_integer_graph
-    from .io import check_finite, join_batches, split_batches
+    from .io import check_no_nan, join_batches, split_batches
     mode = mode or default_mode(g)
     if mode == "integer" and not is_integer_graph(g):
         from .passes.integerize import integerize
         g = integerize(g)
     if mode in ("integer", "simulated"):
         for name, a in dict(inputs).items():
-            check_finite(name, a)
+            check_no_nan(name, a)
     _check_indices(g, dict(inputs))
     parts = []
     for batch in split_batches(dict(inputs), {n: g.type_of(n) for n in g.inputs}):

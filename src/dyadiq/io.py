@@ -90,7 +90,7 @@ def check_array(name: str, arr: np.ndarray, t: TensorType, source: str = "") -> 
     return arr
 
 
-def check_finite(name: str, arr: np.ndarray) -> None:
+def check_no_nan(name: str, arr: np.ndarray) -> None:
     """InputError when a float input holds NaN: quantizing it has no defined code (the interpreter and the
     compiled kernels would each pick one). Infinities are fine: they clamp to the range ends everywhere."""
     a = np.asarray(arr)

@@ -247,12 +247,17 @@ class LayerStats:
         return LayerStats(self.H + o.H, plus(self.C, o.C), plus(self.sq, o.sq), plus(self.sf, o.sf), self.M + o.M)
 
 
+def _means(st: LayerStats):
+    """``(mq, mf)``: the column means of the quantized and float inputs (None without bias correction)."""
+    return (None, None) if st.sq is None else (st.sq / st.M, st.sf / st.M)
+
+
 def _problem(st: LayerStats, W: np.ndarray, damp: float):
     """``(T, H, mq, mf)``: the target the solver rounds, the Hessian it weighs by and the column means
-    (None without bias correction), from the sums ``st`` (see ``solve_layer``)."""
-    H, C, mq, mf = st.H, st.C, None, None
+    (``_means``), from the sums ``st`` (see ``solve_layer``)."""
+    H, C = st.H, st.C
+    mq, mf = _means(st)
     if st.sq is not None:                          # center: H - M mq mq^T, C - M mq mf^T
-        mq, mf = st.sq / st.M, st.sf / st.M
         H = H - st.sq[:, :, None] * mq[:, None, :] if np.ndim(H) else H
         C = None if C is None else C - st.sq[:, :, None] * mf[:, None, :]
     T = W if C is None else solvers.ridge_target(W, H, C, damp)
@@ -303,7 +308,7 @@ def solve_layer(g: Graph, n: Node, st: LayerStats, solve: Callable, damp: float 
         kept = halves is None or generalizes(halves, W, Qn, grid, solve, damp)
         Q = (_solved(T, H, Qn, grid, solve) if kept and np.ndim(H) else Qn).reshape(w.shape)
     except np.linalg.LinAlgError:      # a degenerate Hessian (inputs constant over the calibration set)
-        mq, mf = (None, None) if st.sq is None else (st.sq / st.M, st.sf / st.M)
+        mq, mf = _means(st)
         Q, kept = Qn.reshape(w.shape), False
     wq = dequantize(Q + q.zp_array(w.ndim), q, w.dtype)
     if st.sq is None:

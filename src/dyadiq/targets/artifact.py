@@ -143,10 +143,10 @@ def _as_list(specs: list[dict], x) -> list:
 def bind_inputs(specs: list[dict], x) -> list[np.ndarray]:
     """Arrays in input order from an array (one input), a sequence or a name -> array mapping.
 
-    Float inputs accept any float array (cast to float32, as the interpreter does) of finite values; integer
+    Float inputs accept any float array without NaN (cast to float32, as the interpreter does); integer
     inputs need their exact dtype. Anything else raises InputError naming the input.
     """
-    from ..io import check_finite
+    from ..io import check_no_nan
     names = [s["name"] for s in specs]
     if isinstance(x, Mapping):
         arrays = _by_name(names, x)
@@ -168,7 +168,7 @@ def bind_inputs(specs: list[dict], x) -> list[np.ndarray]:
             if not (want.kind == "f" and a.dtype.kind == "f"):
                 raise InputError(f"input {spec['name']!r}: expected dtype {want} ({spec['dtype']}), got {a.dtype}")
             a = a.astype(want)
-        check_finite(spec["name"], a)
+        check_no_nan(spec["name"], a)
         out.append(np.ascontiguousarray(a))
     return out
 

@@ -36,7 +36,7 @@ def _flippable(n: Node, cons: dict, outs: set) -> bool:
 
 def _offset(g: Graph, v: str) -> int:
     """``2^(bits - 1)`` for the activation ``v`` (8 bits when it carries no quantization type)."""
-    q = g.values[v].quant
+    q = g.quant_of(v)
     return 1 << ((q.bits if q is not None else 8) - 1)
 
 
