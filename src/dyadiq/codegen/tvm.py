@@ -38,6 +38,7 @@ import numpy as np
 from ..errors import CodegenError
 from ..ir.graph import Graph, Node
 from ..ir.weights import WEIGHT_OPS, weight_bits  # noqa: F401  (re-exported)
+from ..ir.ops.coverage import INTEGER_PREDICATES
 from ..ir.ops.shape import _slices
 from ..ir.ops.window import hw_attrs, pool_geometry
 
@@ -122,10 +123,6 @@ class _Emitter:
             n, h, w, c = (int(v) for v in x.ty.shape)
             self.flat[name] = (self.emit(self.op.reshape(x, (n * h * w, c))), (n, h, w, c))
         return self.flat[name][0]
-
-    def cast(self, x, dtype: str):
-        x = x if isinstance(x, (self.R.Var, self.tvm.ir.expr.Constant)) else self.emit(x)
-        return x if x.ty.dtype == dtype else self.emit(self.op.astype(x, dtype))
 
     # ---- weights --------------------------------------------------------------------------------
     def weight(self, name: str, arr: np.ndarray):
@@ -316,9 +313,9 @@ class _Emitter:
         idx = self.op.subtract(self.cast(x, "int32"), const(np.asarray(n.attr("in_min"), np.int32)))
         return self.op.take(table, self.emit(idx), axis=0, mode="clip")
 
-    def qsoftmax(self, n: Node, x):
+    def qsoftmax(self, n: Node, x, keep=None):
         from . import tvm_nn
-        return tvm_nn.qsoftmax(self, n, x)
+        return tvm_nn.qsoftmax(self, n, x, keep)
 
     def qlayernorm(self, n: Node, x, g, b):
         from . import tvm_nn
@@ -389,7 +386,25 @@ class _Emitter:
         return self._arg(n, x, self.op.argmin)
 
     def where(self, n: Node, c, a, b):
-        return self.op.where(c, a, b)
+        return self.op.where(self.cast(c, "bool"), a, b)
+
+    def cast(self, x, dtype: str):
+        x = x if isinstance(x, (self.R.Var, self.tvm.ir.expr.Constant)) else self.emit(x)
+        return x if x.ty.dtype == dtype else self.emit(self.op.astype(x, dtype))
+
+    def cast_op(self, n: Node, x):
+        """``cast`` of an integer / i1 value (i1: ``x != 0``, as numpy)."""
+        to = TVM_DTYPES[n.attr("to")]
+        if to == "bool":
+            return self.op.not_equal(x, const(np.zeros((), str(x.ty.dtype))))
+        return self.op.astype(x, to)
+
+    def predicate(self, n: Node, *xs):
+        """Comparisons and logical ops of integer / i1 values (logical ops read ``x != 0``)."""
+        if n.op.startswith("logical_"):
+            xs = [self.cast(x, "bool") if x.ty.dtype == "bool" else self.emit(
+                self.op.not_equal(x, const(np.zeros((), str(x.ty.dtype))))) for x in xs]
+        return getattr(self.op, n.op)(*xs)
 
     def reduce_max(self, n: Node, x):
         return self._reduce(n, x, self.op.max)
@@ -422,7 +437,7 @@ class _Emitter:
                     if n.name in chains and self._fast(chains[n.name]):
                         done.update(m.name for m in (chains[n.name].rq, chains[n.name].add) if m is not None)
                         continue
-                    fn = getattr(self, n.op, None) if n.op in EMITTERS else None
+                    fn = getattr(self, EMITTERS[n.op], None) if n.op in EMITTERS else None
                     if fn is None:
                         raise CodegenError(f"op {n.op!r} has no TVM lowering (supported: {', '.join(EMITTERS)})",
                                            node=n)
@@ -453,10 +468,12 @@ class _Emitter:
             raise CodegenError(f"fast x86 kernel failed: {why}", node=chain.conv) from e
 
 
-EMITTERS = ("quantize", "dequantize", "qconv2d", "qlinear", "qmatmul", "requantize", "qadd", "qmul", "qsum",
-            "qavgpool", "lut", "reshape", "transpose", "concat", "slice", "pad", "maxpool", "identity", "gather", "reduce_max", "reduce_min",
-            "maximum", "minimum", "argmax", "argmin", "where")
-EMITTERS += ("qsoftmax", "qlayernorm", "qembed")            # transformer ops: codegen/tvm_nn.py
+EMITTERS = {op: op for op in (
+    "quantize", "dequantize", "qconv2d", "qlinear", "qmatmul", "requantize", "qadd", "qmul", "qsum", "qavgpool",
+    "lut", "reshape", "transpose", "concat", "slice", "pad", "maxpool", "identity", "gather", "reduce_max",
+    "reduce_min", "maximum", "minimum", "argmax", "argmin", "where",
+    "qsoftmax", "qlayernorm", "qembed")}                   # transformer ops: codegen/tvm_nn.py
+EMITTERS.update({"cast": "cast_op", **{op: "predicate" for op in INTEGER_PREDICATES}})    # mask arithmetic
 
 
 def _squeeze(a: np.ndarray) -> np.ndarray:

@@ -39,10 +39,13 @@ def _out(em, n: Node, y):
     return em.op.astype(em.op.clip(em.emit(y), int(n.attr("qmin")), int(n.attr("qmax"))), TVM_DTYPES[n.attr("dtype")])
 
 
-def qsoftmax(em, n: Node, x):
+def qsoftmax(em, n: Node, x, keep=None):
     op = em.op
     axis = int(n.attr("axis"))
     v = em.cast(x, "int64")
+    if keep is not None:                      # masked: codes where keep == 0 become qmin_in, their e 0
+        keep = em.emit(op.broadcast_to(em.cast(keep, "bool"), v.ty.shape))
+        v = em.emit(op.where(keep, v, _c(em, n.attr("qmin_in"))))
     t = em.emit(op.subtract(op.max(v, axis=[axis], keepdims=True), v))
     frac = int(n.attr("frac"))
     w = em.emit(op.multiply(t, _c(em, n.attr("mult"))))
@@ -53,7 +56,11 @@ def qsoftmax(em, n: Node, x):
     e = em.emit(op.add(op.right_shift(op.multiply(e, f), fr), _c(em, n.attr("c1"))))
     e = em.emit(op.add(op.right_shift(op.multiply(e, f), fr), _c(em, n.attr("c0"))))
     e = em.emit(op.right_shift(e, q))
-    s = em.emit(op.left_shift(op.sum(e, axis=[axis], keepdims=True), _c(em, n.attr("out_shift"))))
+    if keep is not None:
+        e = em.emit(op.where(keep, e, _c(em, 0)))
+    total = op.sum(e, axis=[axis], keepdims=True)
+    total = op.maximum(total, _c(em, 1)) if keep is not None else total
+    s = em.emit(op.left_shift(total, _c(em, n.attr("out_shift"))))
     return _out(em, n, _div_round(em, em.emit(op.multiply(e, _c(em, n.attr("out_mult")))), s))
 
 

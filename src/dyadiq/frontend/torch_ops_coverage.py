@@ -128,12 +128,17 @@ def _compare(op: str):
         dt = cx.dtype(lhs)
         if op.startswith("logical") and dt != "i1":
             raise cx.error(f"{op} on {dt} tensors is not supported (bool only)")
+        if op.startswith("logical") and not isinstance(rhs, (bool, Const)) and cx.dtype(rhs) != "i1":
+            raise cx.error(f"{op} of bool and {cx.dtype(rhs)} tensors is not supported")
         return cx.emit(op, [lhs, cx.operand(rhs, dt)])
     return convert
 
 
 for _k, _ir in COMPARE.items():
     row(f"aten.{_k}")(_compare(_ir))
+for _k, _ir in {"__and__": "logical_and", "bitwise_and": "logical_and", "__or__": "logical_or",
+                "bitwise_or": "logical_or", "__xor__": "logical_xor", "bitwise_xor": "logical_xor"}.items():
+    row(f"aten.{_k}")(_compare(_ir))            # on bool tensors (masks); integer bitwise ops are refused
 
 
 @row("aten.ne")

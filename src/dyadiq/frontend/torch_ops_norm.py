@@ -89,8 +89,8 @@ def _sdpa(cx, a):
     if mask is not None:
         if isinstance(mask, Const) and mask.tensor.dtype == torch.bool:
             mask = Const(torch.zeros(mask.tensor.shape).masked_fill(~mask.tensor, -math.inf), mask.hint)
-        if cx.dtype(mask) == "i1":
-            raise cx.error("a boolean attn_mask computed at run time is not supported")
+        if not isinstance(mask, Const) and cx.dtype(mask) == "i1":       # True: attend
+            return cx.emit("matmul", [cx.emit("softmax", [s, mask], suffix="probs", axis=len(qs) - 1), v])
         s = cx.emit("add", [s, cx.operand(mask, cx.out_dtype)], suffix="masked")
     p = cx.emit("softmax", [s], suffix="probs", axis=len(qs) - 1)
     return cx.emit("matmul", [p, v])
@@ -103,12 +103,29 @@ def _embedding(cx, a):
 
 @row("aten.index")
 def _index(cx, a):
-    """``x[:, ..., idx]`` with one constant integer index tensor -> gather."""
-    pos = [i for i, t in enumerate(a["indices"]) if t is not None]
-    idx = a["indices"][pos[0]] if len(pos) == 1 else None
-    if not (isinstance(idx, Const) and not idx.tensor.dtype.is_floating_point and idx.tensor.dtype != torch.bool):
-        raise cx.error("only indexing with one constant integer index tensor is supported")
-    return cx.emit("gather", [a["self"], idx], axis=pos[0])
+    """``x[..., i0, i1, ...]`` with constant integer index tensors -> one gather of linear indices into the
+    indexed dims taken as one (torch's placement: the broadcast index dims replace adjacent indexed dims in
+    place, else they come first)."""
+    idx = list(a["indices"])
+    pos = [i for i, t in enumerate(idx) if t is not None]
+    if not pos or not all(isinstance(idx[p], Const) and not idx[p].tensor.dtype.is_floating_point
+                          and idx[p].tensor.dtype != torch.bool for p in pos):
+        raise cx.error("only indexing with constant integer index tensors is supported")
+    x, shape = a["self"], cx.shape(a["self"])
+    if pos != list(range(pos[0], pos[0] + len(pos))):            # not adjacent: indexed dims first
+        rest = [d for d in range(len(shape)) if d not in pos]
+        x = cx.emit("transpose", [x], suffix="index_perm", perm=tuple(pos + rest))
+        shape, pos = tuple(shape[d] for d in pos + rest), list(range(len(pos)))
+    p0, dims = pos[0], [shape[p] for p in pos]
+    if len(pos) == 1:
+        flat = idx[pos[0]].tensor.to(torch.int64) % dims[0]
+    else:
+        tensors = torch.broadcast_tensors(*[idx[p].tensor.to(torch.int64) for p in pos])
+        flat = torch.zeros_like(tensors[0])
+        for t, d in zip(tensors, dims):
+            flat = flat * d + t % d
+        x = cx.reshape(x, shape[:p0] + (math.prod(dims),) + shape[p0 + len(pos):], suffix="index_flat")
+    return cx.emit("gather", [x, Const(flat.contiguous(), f"{cx.node.name}.index")], axis=p0)
 
 
 @row("aten.index_select")

@@ -19,7 +19,9 @@ from .types import int_range
 
 
 def _dtype_range(dtype: str) -> tuple[int, int] | None:
-    if dtype in ("i1",) or not dtype.startswith(("i", "u")):
+    if dtype == "i1":
+        return 0, 1
+    if not dtype.startswith(("i", "u")):
         return None
     bits = int(dtype[1:])
     return int_range(bits, dtype.startswith("i"))

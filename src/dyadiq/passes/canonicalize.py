@@ -32,6 +32,9 @@ fires (at most ``max_sweeps`` sweeps, then ``PassError`` naming the rules still 
 - affine-before-reshape: reshape(layer(x)) * c (or + c) -> reshape(layer(x) * c') for a per-channel c and a
                        reshape keeping dims 0 and 1 (torch.export's Conv1d + BatchNorm1d), so the two above
                        apply
+- masked-softmax:      softmax(scores + where(keep, 0, -inf)) and the other spellings of an attention mask ->
+                       softmax(scores, keep), keep an integer / i1 value (``passes/masked_softmax.py``)
+- drop-nan-guard:      where(isnan(p), 0, p) -> p for a softmax output p
 
 Fusions need the layer output to have no other reader. A fused node takes the name of the last value it
 replaces (``y = bn(conv(x))`` -> ``y = conv(...)``), so downstream names and graph outputs never change;
@@ -50,6 +53,7 @@ from ..ir.graph import Graph, Node, verify
 from ..ir.ops import op_def
 from ..ir.ops.registry import is_weighted
 from ..ir.types import TensorType, dtype_of
+from .masked_softmax import drop_nan_guard, masked_softmax
 from .rewrite import bias_hint, bypass, dce, fresh_name, splice, use_counts
 
 
@@ -402,4 +406,6 @@ RULES: list[tuple[str, Rule]] = [
     ("fold-scale", fold_scale),
     ("fold-bias", fold_bias),
     ("affine-before-reshape", affine_before_reshape),
+    ("masked-softmax", masked_softmax),
+    ("drop-nan-guard", drop_nan_guard),
 ]

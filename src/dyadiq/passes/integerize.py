@@ -34,6 +34,7 @@ from ..ir.builder import GraphBuilder
 from ..ir.graph import Graph, Node
 from ..ir.numerics import dequantize, dyadic, quantize
 from ..ir.ops import op_def
+from ..ir.ops.coverage import INTEGER_PREDICATES
 from ..ir.ops.nn import avgpool_divisor
 from ..ir.ops.registry import ops_with
 from ..ir.ops.shape import reverse_sequence_index
@@ -343,10 +344,13 @@ class _Lowering:
         self.bind(n.name, self.b.op(n.op, [x], n.name, **dict(n.attrs)), None)
 
     def select(self, n: Node) -> None:
-        """``where(c, a, b)`` with a constant condition (masks: Trilu, OneHot): both branches at the output's
-        QuantType (activations requantized, constants quantized), then the same selection on the codes."""
+        """``where(c, a, b)`` with a constant condition (masks: Trilu, OneHot) or one computed from integer
+        values (an attention mask): both branches at the output's QuantType (activations requantized,
+        constants quantized), then the same selection on the codes."""
         qo = self.quant(n.name, n)
-        ins = [self.b.const(f"{n.name}.cond", np.asarray(self.g.const(n.inputs[0])))]
+        c = n.inputs[0]
+        ins = [self.b.const(f"{n.name}.cond", np.asarray(self.g.const(c))) if self.g.is_const(c)
+               else self.exact_operand(c, n)]
         for k, i in enumerate(n.inputs[1:]):
             if self.g.is_const(i):
                 codes = quantize(np.asarray(self.g.const(i), np.float64), qo)
@@ -462,8 +466,27 @@ class _Lowering:
             ins.append(self.convert(x, qx, qo, n))
         self.bind(n.name, self.b.op("concat", ins, n.name, quant=qo, **dict(n.attrs)), qo)
 
+    def exact_operand(self, name: str, node: Node) -> str:
+        """An operand that is no quantized activation (a mask, token ids): its integer value as it is."""
+        if name in self.env:
+            y, q = self.env[name]
+            if q is not None:
+                raise PassError(f"operand %{name} is a quantized activation; an integer/i1 value is needed",
+                                node=node)
+            return y
+        if self.g.is_const(name):
+            return self.b.const(f"{node.name}.{name}", np.asarray(self.g.const(name)))
+        raise PassError(f"operand %{name} was not lowered", node=node)
+
+    def exact(self, n: Node) -> None:
+        """An op on integer / i1 values only (the mask arithmetic of attention): the same op, unchanged."""
+        ins = [self.exact_operand(i, n) for i in n.inputs]
+        self.bind(n.name, self.b.op(n.op, ins, n.name, **dict(n.attrs)), None)
+
     def lower(self, n: Node, chain: list[Node]) -> None:
         """Lower ``n`` by the table (PassError with the reason when it cannot be)."""
+        if n.op in EXACT_OPS and is_exact(self.g, n):
+            return self.exact(n)
         rule = LOWERINGS.get(n.op)
         if rule is None:
             raise PassError(f"no integer lowering for op {n.op!r} (lowered ops: {', '.join(sorted(LOWERED))})",
@@ -511,6 +534,20 @@ class _Lowering:
 
 
 # ---- the table ---------------------------------------------------------------------------------------
+# ops computed unchanged when they read and write integer / i1 values only (no QuantType anywhere)
+EXACT_OPS = INTEGER_PREDICATES | {"cast", "reshape", "transpose", "slice", "concat", "gather", "where", "identity"}
+
+
+def is_exact(g: Graph, n: Node) -> bool:
+    """Every operand and result of ``n`` is an integer or i1 value without a QuantType."""
+    vals = list(n.inputs) + list(n.outputs)
+    return all(not g.type_of(v).is_float and g.quant_of(v) is None for v in vals)
+
+
+def _check_exact(g: Graph, n: Node) -> str | None:
+    return None if is_exact(g, n) else f"{n.op} of a float activation has no integer lowering"
+
+
 def _ok(g: Graph, n: Node) -> str | None:
     return None
 
@@ -603,8 +640,10 @@ LOWERINGS: dict[str, Lowering] = {
     **{op: Lowering(lambda low, n, c: low.on_codes(n)) for op in ("reduce_max", "reduce_min")},
     **{op: Lowering(lambda low, n, c: low.index_of_extremum(n)) for op in ("argmax", "argmin")},
     "where": Lowering(lambda low, n, c: low.select(n),
-                      lambda g, n: None if g.is_const(n.inputs[0]) else "where with a condition computed at run time"),
+                      lambda g, n: None if g.is_const(n.inputs[0]) or g.quant_of(n.inputs[0]) is None else
+                      "where with a quantized condition"),
     **{op: Lowering(lambda low, n, c: low.lut(n)) for op in LUT_OPS},
+    **{op: Lowering(lambda low, n, c: low.exact(n), _check_exact) for op in INTEGER_PREDICATES | {"cast"}},
     "softmax": Lowering(integerize_nn.softmax),                       # transformer ops: integerize_nn
     "layernorm": Lowering(integerize_nn.layernorm, integerize_nn.check_layernorm),
 }

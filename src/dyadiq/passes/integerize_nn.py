@@ -58,7 +58,12 @@ def softmax(low, n: Node, chain: list[Node]) -> None:
     _per_tensor(qo, n, "softmax")
     t = low.g.type_of(n.inputs[0])
     axis = n.attr("axis", -1) % t.rank
-    y = low.b.op("qsoftmax", [x], n.name, quant=qo, axis=axis, **softmax_attrs(qx.scale[0], qo, t.shape[axis], n))
+    attrs = softmax_attrs(qx.scale[0], qo, t.shape[axis], n)
+    ins = [x]
+    if len(n.inputs) == 2:                               # keep mask: an exact integer value (see integerize.exact)
+        ins.append(low.exact_operand(n.inputs[1], n))
+        attrs["qmin_in"] = qx.qrange[0]
+    y = low.b.op("qsoftmax", ins, n.name, quant=qo, axis=axis, **attrs)
     low.bind(n.name, y, qo)
 
 

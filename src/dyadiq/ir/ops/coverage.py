@@ -126,6 +126,7 @@ PREDICATES = {
 }
 for _name, (_n, _fn) in PREDICATES.items():
     register(_name, _n, doc=f"{_name} -> i1")(_to_bool(_fn, _n))
+INTEGER_PREDICATES = frozenset(PREDICATES) - {"isnan", "isinf"}        # meaningful on integer / i1 values
 
 
 @register("where", 3)

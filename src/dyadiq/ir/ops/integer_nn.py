@@ -10,7 +10,9 @@ All arithmetic is int64 with floor shifts ``>>`` and the integer division of doc
   ``e^(s_x (x - max)) = 2^-(w / 2^frac)``; ``q = w >> frac`` (the shift), ``f = w & (2^frac - 1)`` (the
   fraction); ``E = poly(f)`` ~ ``2^30 2^-(f / 2^frac)`` (cubic, Horner with floor shifts by ``frac``);
   ``e = E >> min(q, 62)``; ``S = sum(e)``; code ``= div_round(e * out_mult, S << out_shift) + out_zp``
-  with ``out_mult = round(2^out_shift / s_y)``, clamped to ``[qmin, qmax]``.
+  with ``out_mult = round(2^out_shift / s_y)``, clamped to ``[qmin, qmax]``. ``qsoftmax(x, keep) {.., qmin_in}``:
+  codes where ``keep == 0`` are replaced by ``qmin_in`` (the input's smallest code, so ``t`` keeps its range)
+  and their ``e`` by 0; ``S = max(sum(e), 1)`` (a row with nothing kept is all ``out_zp``, probability 0).
 - ``qlayernorm(x, g, b) {pre, frac, eps_q, shift, out_zp, qmin, qmax, dtype}`` over the last axis (length D):
   ``d = D x - sum(x)`` (``D`` times the centred codes, exact), ``Q = (sum(d^2) << 2 pre) // D + eps_q``,
   ``r = max(isqrt(Q), 1)`` (Newton, ``ISQRT_STEPS`` fixed steps from a power of two above the root),
@@ -30,6 +32,7 @@ import numpy as np
 
 from ...errors import IRError
 from ..types import TensorType
+from .nn import check_keep
 from .registry import norm_axis, register
 
 I64 = 1 << 63
@@ -66,10 +69,13 @@ def exp_coeffs() -> tuple[int, ...]:
     return tuple(int(round(c * 2.0**EXP_BITS)) for c in EXP_POLY)
 
 
-def softmax_codes(x: np.ndarray, a: dict) -> np.ndarray:
-    """The ``qsoftmax`` kernel (int64)."""
+def softmax_codes(x: np.ndarray, a: dict, keep: np.ndarray | None = None) -> np.ndarray:
+    """The ``qsoftmax`` kernel (int64); ``keep``: the mask operand (see the module docstring)."""
     ax = a.get("axis", -1)
     v = np.asarray(x, np.int64)
+    if keep is not None:
+        keep = np.broadcast_to(np.asarray(keep) != 0, v.shape)
+        v = np.where(keep, v, np.int64(a["qmin_in"]))
     t = v.max(axis=ax, keepdims=True) - v
     frac = int(a["frac"])
     w = t * np.int64(a["mult"])
@@ -78,7 +84,9 @@ def softmax_codes(x: np.ndarray, a: dict) -> np.ndarray:
     e = ((((c3 * f) >> frac) + c2) * f >> frac) + c1
     e = ((e * f) >> frac) + c0
     e = e >> np.minimum(q, 62)
-    s = e.sum(axis=ax, keepdims=True) << np.int64(a["out_shift"])
+    if keep is not None:
+        e = np.where(keep, e, np.int64(0))
+    s = np.maximum(e.sum(axis=ax, keepdims=True), 1) << np.int64(a["out_shift"])
     y = div_round(e * np.int64(a["out_mult"]), s) + a["out_zp"]
     return np.clip(y, a["qmin"], a["qmax"])
 
@@ -126,15 +134,21 @@ def _int(t: TensorType) -> bool:
     return t.dtype.startswith(("i", "u")) and t.dtype != "i1"
 
 
-@register("qsoftmax", 1, integer=True, acc_bound=_softmax_bound)
+@register("qsoftmax", (1, 2), integer=True, acc_bound=_softmax_bound)
 def _qsoftmax():
-    """Integer softmax: exponent by shift and a cubic on max-subtracted codes, integer normalization."""
+    """Integer softmax: exponent by shift and a cubic on max-subtracted codes, integer normalization; with a
+    keep mask over the kept codes only."""
     def infer(t, a):
         if not _int(t[0]):
             raise IRError(f"qsoftmax needs integer codes, got {t[0].dtype}")
         norm_axis(a.get("axis", -1), t[0].rank)
+        if len(t) == 2:
+            check_keep(t[0], t[1], "qsoftmax")
+            if "qmin_in" not in a:
+                raise IRError("qsoftmax with a keep mask needs the attribute qmin_in")
         return [t[0].with_dtype(a["dtype"])]
-    return infer, lambda x, a: [softmax_codes(x[0], a).astype(TensorType((), a["dtype"]).np_dtype)]
+    return infer, lambda x, a: [softmax_codes(x[0], a, x[1] if len(x) == 2 else None)
+                                .astype(TensorType((), a["dtype"]).np_dtype)]
 
 
 @register("qlayernorm", 3, integer=True, acc_bound=_layernorm_bound)

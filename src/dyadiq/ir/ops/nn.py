@@ -148,18 +148,41 @@ def _layernorm():
     return infer, kernel
 
 
-@register("softmax", 1)
+@register("softmax", (1, 2))
 def _softmax():
-    """Softmax along ``axis``."""
+    """Softmax along ``axis``; with a second operand ``keep`` (integer or i1, broadcastable to ``x``) only the
+    elements where ``keep != 0`` take part: the others get probability 0, and a row with none kept is all 0
+    (attention masks: canonicalize folds ``scores + where(mask, 0, -inf)`` into it)."""
     def infer(t, a):
         norm_axis(a.get("axis", -1), t[0].rank)
+        if len(t) == 2:
+            check_keep(t[0], t[1], "softmax")
         return [t[0]]
 
     def kernel(x, a):
         ax = a.get("axis", -1)
-        e = np.exp(x[0] - x[0].max(axis=ax, keepdims=True))
-        return [(e / e.sum(axis=ax, keepdims=True)).astype(x[0].dtype)]
+        if len(x) == 1:
+            e = np.exp(x[0] - x[0].max(axis=ax, keepdims=True))
+            return [(e / e.sum(axis=ax, keepdims=True)).astype(x[0].dtype)]
+        keep = np.broadcast_to(np.asarray(x[1]) != 0, x[0].shape)
+        v = np.where(keep, x[0], -np.inf)
+        m = v.max(axis=ax, keepdims=True)
+        e = np.where(keep, np.exp(v - np.where(np.isfinite(m), m, 0)), 0)
+        s = e.sum(axis=ax, keepdims=True)
+        return [(e / np.where(s > 0, s, 1)).astype(x[0].dtype)]
     return infer, kernel
+
+
+def check_keep(x: TensorType, keep: TensorType, op: str) -> None:
+    """``keep`` (a softmax mask) is integer or i1 and broadcasts to ``x`` without growing it."""
+    if keep.is_float:
+        raise IRError(f"{op} keep mask must be integer or i1, got {keep.dtype}")
+    try:
+        shape = np.broadcast_shapes(x.shape, keep.shape)
+    except ValueError:
+        shape = None
+    if shape != tuple(x.shape):
+        raise IRError(f"{op} keep mask {list(keep.shape)} does not broadcast to {list(x.shape)}")
 
 
 # ---- pooling and reductions ---------------------------------------------------------------------

@@ -152,6 +152,18 @@ def _binary(f):
     return lambda n, g: (lambda x: f(x[0], x[1]))
 
 
+def _softmax(x: list, axis: int) -> torch.Tensor:
+    """softmax, or with a keep mask ``x[1]`` over the kept elements only (none kept: all 0)."""
+    if len(x) == 1:
+        return torch.softmax(x[0], axis)
+    keep = (x[1] != 0).expand(x[0].shape)
+    v = x[0].masked_fill(~keep, -torch.inf)
+    m = v.amax(dim=axis, keepdim=True)
+    e = torch.exp(v - torch.where(torch.isfinite(m), m, torch.zeros_like(m))).masked_fill(~keep, 0)
+    s = e.sum(dim=axis, keepdim=True)
+    return e / torch.where(s > 0, s, torch.ones_like(s))
+
+
 def _gelu(x, n):
     return F.gelu(x, approximate="tanh" if n.attr("approximate", "none") == "tanh" else "none")
 
@@ -194,7 +206,7 @@ TORCH_OPS: dict[str, Callable[[Node, Graph], Fn]] = {
     "matmul": _binary(torch.matmul),
     "batchnorm": _batchnorm,
     "layernorm": _layernorm,
-    "softmax": _unary(lambda x, n: torch.softmax(x, n.attr("axis", -1))),
+    "softmax": lambda n, g: (lambda x: _softmax(x, n.attr("axis", -1))),
     "maxpool": lambda n, g: _pool(n, g, "max"),
     "avgpool": lambda n, g: _pool(n, g, "avg"),
     "global_avgpool": lambda n, g: (lambda x: x[0].mean(dim=tuple(range(2, x[0].ndim)), keepdim=True)),
