@@ -190,6 +190,24 @@ def test_indexing_max_and_upsampling(form):
     assert_matches(Fn(fn), (rand(1, 3, 4, 5),), form)
 
 
+@pytest.mark.parametrize("form", FORMS)
+def test_indexing_with_several_index_tensors_follows_torch_placement(form):
+    """Adjacent indexed dims keep their place (HF's mask[b_idx, None, None, kv_idx] style), separated ones
+    move to the front."""
+    b = torch.arange(2)[:, None, None]
+    c = torch.tensor([[0, 2, 2], [1, 0, -1]])
+    def fn(m, x):
+        return x[b, torch.tensor([1, 0, 2])], x[:, c, torch.tensor([3, 1, 0])], x[b, :, :, torch.tensor([4, 0])]
+    assert_matches(Fn(fn), (rand(2, 3, 4, 5),), form)
+
+
+def test_bool_and_or_of_masks():
+    def fn(m, x):
+        a, b = x > 0, x < 0.5
+        return torch.where(a & b, x, -x), torch.where(a | b, x, 0 * x), torch.where(a ^ b, x, 2 * x)
+    assert_matches(Fn(fn), (rand(2, 3, 4),))
+
+
 def test_prelu():                                  # core ATen has it as where(x > 0, ...): pre-dispatch only
     model = Fn(lambda m, x: (m.prelu(x), F.prelu(x, torch.tensor([0.3]))), prelu=nn.PReLU(3, 0.1))
     assert_matches(model, (rand(1, 3, 4, 5),))

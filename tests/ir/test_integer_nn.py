@@ -87,6 +87,24 @@ def test_qlayernorm_within_documented_bound(in_bits, out_bits, dim, spread, eps,
     assert np.all(np.abs(y - ref) <= np.minimum(bound, np.inf))
 
 
+@FAST
+@given(st.sampled_from([8, 16]), st.integers(1, 40), st.floats(1e-3, 0.5), st.integers(0, 2**32 - 1))
+def test_masked_qsoftmax_is_the_qsoftmax_of_the_kept_codes(in_bits, n, s_x, seed):
+    """Kept entries get exactly the codes of qsoftmax over the kept entries alone; masked ones (and rows with
+    nothing kept) get the code of probability 0."""
+    rng = np.random.default_rng(seed)
+    x = _codes(rng, in_bits, (6, n), 1.0)
+    keep = rng.random((6, n)) < rng.uniform(0, 1, (6, 1))
+    keep[0] = False
+    qo = act_quant(0.0, 1.0, 8)
+    a = dict(axis=-1, **softmax_attrs(s_x, qo, n), qmin_in=-(1 << (in_bits - 1)))
+    y = softmax_codes(x, a, keep)
+    for row, k, out in zip(x, keep, y):
+        assert np.all(out[~k] == qo.zero_point[0])
+        if k.any():
+            assert np.array_equal(out[k], softmax_codes(row[k][None], a)[0])
+
+
 def test_qlayernorm_constant_rows_give_beta():
     x = np.full((2, 16), 37, np.int64)
     qx, qo = QuantType.make(8, True, 0.1, 0), act_quant(-2.0, 2.0, 8)
@@ -96,7 +114,7 @@ def test_qlayernorm_constant_rows_give_beta():
     assert np.all(np.abs(y - beta) <= qo.scale[0] / 2 + 1e-9)
 
 
-@pytest.mark.parametrize("op", ["qsoftmax", "qlayernorm", "qembed"])
+@pytest.mark.parametrize("op", ["qsoftmax", "qsoftmax_masked", "qlayernorm", "qembed"])
 def test_tvm_lowering_is_bit_exact(op):
     """Each op alone, built for cpu, over codes spanning the whole 16-bit (softmax/layernorm) range."""
     pytest.importorskip("tvm")
@@ -112,9 +130,13 @@ def test_tvm_lowering_is_bit_exact(op):
     else:
         x = _codes(rng, 16, (2, 3, 64), 0.05).astype(np.int16)
         xi = b.input("x", x.shape, "i16")
-        qo = act_quant(0.0, 1.0, 8) if op == "qsoftmax" else act_quant(-4.0, 4.0, 8)
+        qo = act_quant(0.0, 1.0, 8) if op.startswith("qsoftmax") else act_quant(-4.0, 4.0, 8)
         if op == "qsoftmax":
             y = b.op("qsoftmax", [xi], "y", axis=2, **softmax_attrs(3e-3, qo, 64))
+        elif op == "qsoftmax_masked":                 # a padding mask [2, 1, 64]; batch 1 keeps nothing
+            keep = np.stack([np.arange(64) < 37, np.zeros(64, bool)])[:, None, :]
+            y = b.op("qsoftmax", [xi, b.const("keep", keep)], "y", axis=2, qmin_in=-32768,
+                     **softmax_attrs(3e-3, qo, 64))
         else:
             g, bb, a = layernorm_attrs(QuantType.make(16, True, 1e-3, 0), qo, rng.normal(1, 0.3, 64),
                                        rng.normal(0, 0.3, 64), 1e-12, 64)

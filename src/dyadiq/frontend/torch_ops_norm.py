@@ -112,15 +112,16 @@ def _index(cx, a):
                           and idx[p].tensor.dtype != torch.bool for p in pos):
         raise cx.error("only indexing with constant integer index tensors is supported")
     x, shape = a["self"], cx.shape(a["self"])
+    tensors = [idx[p].tensor.to(torch.int64) for p in pos]
     if pos != list(range(pos[0], pos[0] + len(pos))):            # not adjacent: indexed dims first
         rest = [d for d in range(len(shape)) if d not in pos]
         x = cx.emit("transpose", [x], suffix="index_perm", perm=tuple(pos + rest))
         shape, pos = tuple(shape[d] for d in pos + rest), list(range(len(pos)))
     p0, dims = pos[0], [shape[p] for p in pos]
     if len(pos) == 1:
-        flat = idx[pos[0]].tensor.to(torch.int64) % dims[0]
+        flat = tensors[0] % dims[0]
     else:
-        tensors = torch.broadcast_tensors(*[idx[p].tensor.to(torch.int64) for p in pos])
+        tensors = torch.broadcast_tensors(*tensors)
         flat = torch.zeros_like(tensors[0])
         for t, d in zip(tensors, dims):
             flat = flat * d + t % d
