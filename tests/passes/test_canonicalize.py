@@ -320,3 +320,20 @@ def test_a_conv1d_batchnorm_from_torch_export_folds_through_its_reshape():
     c = verify(canonicalize(g))
     assert [n.op for n in c.nodes] == ["reshape", "conv2d", "reshape", "relu"]
     np.testing.assert_allclose(run(c, x.numpy()), m(x).detach().numpy(), rtol=1e-5, atol=1e-5)
+
+
+
+@pytest.mark.parametrize("uniform", [True, False])
+def test_a_gather_from_a_uniform_constant_table_becomes_a_constant(uniform):
+    """RoBERTa gathers its all-zero token_type_ids at run-time position ids: the result is known; a table of
+    different values keeps its gather."""
+    b = GraphBuilder("g")
+    ids, h = b.input("ids", (2, 5), "i64"), b.input("h", (2, 5, 4))
+    table = np.zeros(64, np.int64) if uniform else np.arange(64, dtype=np.int64) % 3
+    tt = b.op("gather", [b.const("tt", table), ids], "tt_ids", axis=0)
+    emb = b.op("gather", [b.const("rows", rand(3, 4)), tt], "emb", axis=0)
+    g = b.build([b.op("add", [h, emb], "y")])
+    out = canonicalize(g)
+    assert any(n.op == "gather" for n in out.nodes) != uniform
+    feeds = {"ids": np.random.default_rng(0).integers(0, 64, (2, 5)), "h": rand(2, 5, 4)}
+    np.testing.assert_array_equal(run(out, feeds), run(g, feeds))

@@ -101,6 +101,32 @@ def test_a_reader_whose_integer_bias_would_overflow_int32_is_not_a_candidate():
     assert "x" not in {c.name for c in choices(q, traces, weight_bits={}, codes=codes, scales=scales)}
 
 
+def test_factors_of_a_product_of_two_activations_stay_8_bit_and_the_model_lowers():
+    """GPT-2's GELU is x * (1 + tanh(..)): two 16-bit factors could leave int32 in the integer product, so
+    neither is a candidate, and --wide-acts with every other value widened still integerizes."""
+    class Gated(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            torch.manual_seed(0)
+            self.fc, self.out = torch.nn.Linear(16, 32), torch.nn.Linear(32, 8)
+
+        def forward(self, x):
+            h = self.fc(x)
+            return self.out(h * (1.0 + torch.tanh(h * 0.8)))
+    x = torch.randn(4, 16)
+    g = dyadiq.from_torch(Gated(), (x[:1],))
+    calib = np.random.default_rng(0).normal(size=(32, 16)).astype(np.float32) * 4
+    q, _ = quantize(g, calib, bias_correct=False, calib_method="minmax", rounding="nearest")
+    mul = next(n for n in q.nodes if n.op == "mul" and not any(q.is_const(i) for i in n.inputs))
+    acts = [k for k, v in q.values.items() if v.quant is not None and not q.is_const(k)]
+    codes = {n.inputs[1]: np.ones(g.type_of(n.inputs[1]).shape, np.int8) for n in g.nodes if n.op == "linear"}
+    names = {c.name for c in choices(q, dict.fromkeys(acts, 1.0), weight_bits={}, codes=codes)}
+    assert names and not names & set(mul.inputs)
+    wide, _ = quantize(g, calib, bias_correct=False, calib_method="minmax", rounding="nearest", wide_acts=1.0)
+    assert {wide.quant_of(i).bits for i in mul.inputs} == {8}
+    dyadiq.integerize(wide)
+
+
 def test_quantize_widens_the_planned_values_within_the_budget():
     torch.manual_seed(0)
     model, x = BLOCKS["mbv2_block"]()

@@ -399,6 +399,15 @@ class _Emitter:
             return self.op.not_equal(x, const(np.zeros((), str(x.ty.dtype))))
         return self.op.astype(x, to)
 
+    def arith(self, n: Node, a, b):
+        """add / sub / mul of integer values (wrapping, as numpy)."""
+        return {"add": self.op.add, "sub": self.op.subtract, "mul": self.op.multiply}[n.op](a, b)
+
+    def cumsum(self, n: Node, x):
+        if n.attr("exclusive", False) or n.attr("reverse", False):
+            raise CodegenError("cumsum with exclusive / reverse has no TVM lowering", node=n)
+        return self.op.cumsum(x, axis=int(n.attr("axis")), dtype=str(x.ty.dtype))
+
     def predicate(self, n: Node, *xs):
         """Comparisons and logical ops of integer / i1 values (logical ops read ``x != 0``)."""
         if n.op.startswith("logical_"):
@@ -473,7 +482,8 @@ EMITTERS = {op: op for op in (
     "lut", "reshape", "transpose", "concat", "slice", "pad", "maxpool", "identity", "gather", "reduce_max",
     "reduce_min", "maximum", "minimum", "argmax", "argmin", "where",
     "qsoftmax", "qlayernorm", "qembed")}                   # transformer ops: codegen/tvm_nn.py
-EMITTERS.update({"cast": "cast_op", **{op: "predicate" for op in INTEGER_PREDICATES}})    # mask arithmetic
+EMITTERS.update({"cast": "cast_op", "add": "arith", "sub": "arith", "mul": "arith", "cumsum": "cumsum",
+                 **{op: "predicate" for op in INTEGER_PREDICATES}})    # mask and position-id arithmetic
 
 
 def _squeeze(a: np.ndarray) -> np.ndarray:

@@ -175,11 +175,22 @@ row("aten.argmax")(_arg("argmax"))
 row("aten.argmin")(_arg("argmin"))
 
 
+@row("aten.gather")
+def _gather(cx, a):
+    if a.get("sparse_grad"):
+        raise cx.error("gather with sparse_grad is not supported")
+    x = a["self"]
+    return cx.emit("gather_elements", [x, a["index"]], axis=_axis(a["dim"], len(cx.shape(x))))
+
+
 @row("aten.cumsum")
 def _cumsum(cx, a):
     if a.get("dtype") is not None and a["dtype"] != cx.meta.dtype:
         raise cx.error(f"cumsum with dtype={a['dtype']} is not supported")
-    return cx.emit("cumsum", [a["self"]], axis=_axis(a["dim"], len(cx.shape(a["self"]))))
+    x = a["self"]
+    if cx.dtype(x) != cx.out_dtype:                 # torch sums integers (and bools) in int64
+        x = cx.emit("cast", [x], suffix="wide", to=cx.out_dtype)
+    return cx.emit("cumsum", [x], axis=_axis(a["dim"], len(cx.shape(a["self"]))))
 
 
 @row("aten.topk")

@@ -35,6 +35,7 @@ fires (at most ``max_sweeps`` sweeps, then ``PassError`` naming the rules still 
 - masked-softmax:      softmax(scores + where(keep, 0, -inf)) and the other spellings of an attention mask ->
                        softmax(scores, keep), keep an integer / i1 value (``passes/masked_softmax.py``)
 - drop-nan-guard:      where(isnan(p), 0, p) -> p for a softmax output p
+- uniform-gather:      gather(c, ids) of a constant whose elements are all equal -> a constant
 
 Fusions need the layer output to have no other reader. A fused node takes the name of the last value it
 replaces (``y = bn(conv(x))`` -> ``y = conv(...)``), so downstream names and graph outputs never change;
@@ -391,6 +392,20 @@ def fold_bias(g: Graph, n: Node, ctx: _Ctx) -> Graph | None:
     return _refold(g, ctx, m[0], n, shift=m[1]) if m else None
 
 
+def uniform_gather(g: Graph, n: Node, ctx) -> Graph | None:
+    """gather / gather_elements from a constant table whose elements are all equal -> that constant, in the
+    result's shape (HF RoBERTa's all-zero token_type_ids gathered at run-time position ids)."""
+    if n.op not in ("gather", "gather_elements") or g.is_const(n.inputs[1]):
+        return None
+    table = g.const(n.inputs[0]) if g.is_const(n.inputs[0]) and g.quant_of(n.inputs[0]) is None else None
+    if table is None or table.size == 0 or not np.all(table == table.reshape(-1)[0]):
+        return None
+    t = g.type_of(n.name)
+    name = fresh_name(g, f"{n.name}.uniform")
+    return splice(g, {n.name: []}, constants={name: np.full(t.shape, table.reshape(-1)[0], t.np_dtype)},
+                  redirect={n.name: name}) if n.name not in g.outputs else None
+
+
 RULES: list[tuple[str, Rule]] = [
     ("fold-constants", fold_constants),
     ("remove-identity", remove_identity),
@@ -408,4 +423,5 @@ RULES: list[tuple[str, Rule]] = [
     ("affine-before-reshape", affine_before_reshape),
     ("masked-softmax", masked_softmax),
     ("drop-nan-guard", drop_nan_guard),
+    ("uniform-gather", uniform_gather),
 ]

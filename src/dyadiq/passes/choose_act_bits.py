@@ -22,7 +22,8 @@ conv/linear/matmul layers reading ``a`` times their weight bits times the 8 extr
 ``total_bops`` = sum over layers of MACs * weight bits * activation bits; ``extra_bits_a`` = 16 - bits per
 element of ``a``, ``total_bits`` = the bits of all quantized activations (per batch). Candidates are the
 activations whose every reading layer keeps a provable int32 accumulator at 16 bits
-(``2^15 * max_o sum |w_q| + |b| < 2^31``, the ``integerize`` check), so the plan always lowers.
+(``2^15 * max_o sum |w_q| + |b| < 2^31``, the ``integerize`` check) and that are no factor of a product of
+two activations (``read_by_product``), so the plan always lowers.
 """
 from __future__ import annotations
 
@@ -112,6 +113,24 @@ def reading_layers(g: Graph, name: str, consumers: Mapping[str, list[Node]] | No
     return out
 
 
+def read_by_product(g: Graph, name: str, consumers: Mapping[str, list[Node]] | None = None) -> bool:
+    """``name`` (directly or through data moves that keep its quantization) is one factor of a product of
+    two activations: two 16-bit factors can leave int32 (GPT-2's ``x * (1 + tanh(..))``), so it stays 8-bit."""
+    consumers = consumers if consumers is not None else g.consumers()
+    todo, seen = [name], set()
+    while todo:
+        v = todo.pop()
+        for c in consumers.get(v, []):
+            if c.name in seen:
+                continue
+            seen.add(c.name)
+            if c.op == "mul" and not any(g.is_const(i) for i in c.inputs):
+                return True
+            if inherits(c) and c.inputs[0] == v:
+                todo.append(c.name)
+    return False
+
+
 def _fits_int32(g: Graph, n: Node, codes: Mapping[str, np.ndarray], step16: float,
                 scales: Mapping[str, np.ndarray] | None = None) -> bool:
     """``integerize``'s accumulator bound with a 16-bit input of step ``step16``: ``|x - zp| <= 2^16 - 1``
@@ -139,7 +158,7 @@ def choices(g: Graph, traces: Mapping[str, float], *, weight_bits: Mapping[str, 
         readers = reading_layers(g, v, consumers)
         step8 = float(q.scale[0])
         step16 = step8 * ((1 << q.bits) - 1) / ((1 << WIDE) - 1)
-        if any(not _fits_int32(g, n, codes, step16, scales) for n in readers):
+        if any(not _fits_int32(g, n, codes, step16, scales) for n in readers) or read_by_product(g, v, consumers):
             continue
         extra = sum(layer_macs(g, n) * weight_bits.get(n.name, 8) * (WIDE - q.bits) for n in readers)
         out.append(ActChoice(v, 0.5 * step8 ** 2 / 12 * t, 0.5 * step16 ** 2 / 12 * t, float(extra),

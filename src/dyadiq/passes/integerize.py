@@ -121,7 +121,7 @@ class _Lowering:
     def find_chains(self) -> None:
         """Mark producer -> clamp* -> quantized value chains for fusion."""
         for n in self.g.nodes:
-            if n.op not in ACC_OPS or self.g.quant_of(n.name) is not None:
+            if n.op not in ACC_OPS or self.g.quant_of(n.name) is not None or is_exact(self.g, n):
                 continue
             chain, cur = [], n.name
             while self.g.quant_of(cur) is None:
@@ -535,7 +535,8 @@ class _Lowering:
 
 # ---- the table ---------------------------------------------------------------------------------------
 # ops computed unchanged when they read and write integer / i1 values only (no QuantType anywhere)
-EXACT_OPS = INTEGER_PREDICATES | {"cast", "reshape", "transpose", "slice", "concat", "gather", "where", "identity"}
+EXACT_OPS = INTEGER_PREDICATES | {"cast", "reshape", "transpose", "slice", "concat", "gather", "where", "identity",
+                                  "add", "sub", "mul", "cumsum"}       # + position ids counted from a mask
 
 
 def is_exact(g: Graph, n: Node) -> bool:
@@ -643,7 +644,7 @@ LOWERINGS: dict[str, Lowering] = {
                       lambda g, n: None if g.is_const(n.inputs[0]) or g.quant_of(n.inputs[0]) is None else
                       "where with a quantized condition"),
     **{op: Lowering(lambda low, n, c: low.lut(n)) for op in LUT_OPS},
-    **{op: Lowering(lambda low, n, c: low.exact(n), _check_exact) for op in INTEGER_PREDICATES | {"cast"}},
+    **{op: Lowering(lambda low, n, c: low.exact(n), _check_exact) for op in INTEGER_PREDICATES | {"cast", "cumsum"}},
     "softmax": Lowering(integerize_nn.softmax),                       # transformer ops: integerize_nn
     "layernorm": Lowering(integerize_nn.layernorm, integerize_nn.check_layernorm),
 }
