@@ -86,7 +86,7 @@ def test_unsupported_float_op_is_named():
     x = b.input("x", (1, 4))
     g = b.build([b.op("cumsum", [x], axis=-1)])
     q = simple_quantize(g, RNG.normal(size=(4, 4)).astype(np.float32))
-    with pytest.raises(PassError, match=r"\[%cumsum cumsum\] no integer lowering"):
+    with pytest.raises(PassError, match=r"\[%cumsum cumsum\] .*no integer lowering"):
         integerize(q)
 
 
