@@ -208,6 +208,24 @@ def test_bool_and_or_of_masks():
     assert_matches(Fn(fn), (rand(2, 3, 4),))
 
 
+@pytest.mark.parametrize("route", ["torch", "onnx"])
+@pytest.mark.parametrize("pool", ["avg", "max", "avg-one-dim"])
+def test_a_ceil_mode_pool_window_larger_than_its_input_is_a_global_pool(pool, route, tmp_path):
+    """transformers' EfficientNetModel pools a 2x2 map with AvgPool2d(1280, ceil_mode=True): one window
+    clipped to the input (it was refused as 'window larger than padded input')."""
+    layer = {"avg": nn.AvgPool2d(320, ceil_mode=True), "max": nn.MaxPool2d(7, ceil_mode=True),
+             "avg-one-dim": nn.AvgPool2d((5, 3), ceil_mode=True)}[pool]
+    model, x = nn.Sequential(nn.Conv2d(3, 4, 1), layer).eval(), rand(2, 3, 3, 3)
+    if route == "torch":
+        g = from_torch(model, (x,))
+    else:
+        from dyadiq import api
+        torch.onnx.export(model, (x,), str(tmp_path / "p.onnx"), dynamo=False, opset_version=17)
+        g = api.load(tmp_path / "p.onnx")
+    assert [n.op for n in g.nodes][-1] == ("reduce_max" if pool == "max" else "global_avgpool")
+    np.testing.assert_allclose(interp.run(g, [x.numpy()]), model(x).detach().numpy(), rtol=1e-5, atol=1e-6)
+
+
 def test_prelu():                                  # core ATen has it as where(x > 0, ...): pre-dispatch only
     model = Fn(lambda m, x: (m.prelu(x), F.prelu(x, torch.tensor([0.3]))), prelu=nn.PReLU(3, 0.1))
     assert_matches(model, (rand(1, 3, 4, 5),))

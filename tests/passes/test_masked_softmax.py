@@ -36,6 +36,8 @@ class Attention(nn.Module):
         m = mask[:, None, None, :]
         if self.spelling == "sdpa-bool":
             y = F.scaled_dot_product_attention(q, k, v, attn_mask=m.bool().expand(B, H, T, T))
+        elif self.spelling == "sdpa-causal":
+            y = F.scaled_dot_product_attention(q, k, v, is_causal=True)
         else:
             s = q @ k.transpose(-1, -2) / math.sqrt(D // H)
             if self.spelling == "one-minus-times-big":
@@ -44,6 +46,8 @@ class Attention(nn.Module):
                 s = s + torch.where(m.bool(), 0.0, torch.finfo(torch.float32).min)
             elif self.spelling == "masked-fill-inf":
                 s = s.masked_fill(m == 0, float("-inf"))
+            elif self.spelling == "causal-finfo-min":                 # GPT-2 eager without a mask input
+                s = s + torch.triu(torch.full((T, T), torch.finfo(torch.float32).min), 1)
             elif self.spelling == "padding-times-big":
                 s = s + (m == 0).float() * -1e9
             elif self.spelling == "small-bias":                      # a real bias, not a mask
@@ -52,7 +56,8 @@ class Attention(nn.Module):
         return self.out(y.transpose(1, 2).reshape(B, T, D))
 
 
-SPELLINGS = ["sdpa-bool", "one-minus-times-big", "where-finfo-min", "masked-fill-inf", "padding-times-big"]
+SPELLINGS = ["sdpa-bool", "one-minus-times-big", "where-finfo-min", "masked-fill-inf", "padding-times-big",
+             "sdpa-causal", "causal-finfo-min"]
 
 
 def _inputs():
@@ -75,6 +80,7 @@ def test_each_mask_spelling_becomes_a_keep_operand_and_the_function_stays(spelli
     model, g = _graph(spelling)
     (sm,) = _softmaxes(g)
     assert len(sm.inputs) == 2 and not g.type_of(sm.inputs[1]).is_float
+    assert g.is_const(sm.inputs[1]) == ("causal" in spelling)
     assert all(not (g.is_const(i) and np.asarray(g.const(i)).min(initial=0) <= -1e4)
                for n in g.nodes for i in n.inputs), "the large negative bias is gone"
     x, m = _inputs()
@@ -118,7 +124,7 @@ def test_torch_onnx_nan_guard_after_softmax_is_dropped(tmp_path):
                                rtol=1e-5, atol=1e-5)
 
 
-@pytest.mark.parametrize("spelling", ["sdpa-bool", "one-minus-times-big"])
+@pytest.mark.parametrize("spelling", ["sdpa-bool", "one-minus-times-big", "causal-finfo-min"])
 def test_a_masked_attention_compiles_for_cpu_equal_to_the_interpreter(spelling):
     pytest.importorskip("tvm")
     import dyadiq

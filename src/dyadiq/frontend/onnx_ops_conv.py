@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from ..ir.ops.window import covers_input
 from .onnx_ops import _axis, _ints, _lift, _unlift, _window, row
 
 
@@ -29,6 +30,11 @@ def _pool(cx, op: str, **extra):
     s, p, d = _window(cx, cx.shape(x)[2:], kernel)
     x4, lifted = _lift(cx, x, "x")
     k = (1, kernel[0]) if lifted else kernel
+    if covers_input(cx.shape(x4)[2:], dict(kernel=k, stride=s, pad=p, dilation=d,
+                                            ceil_mode=bool(cx.attr("ceil_mode", 0)))):
+        y = cx.op("global_avgpool", [x4]) if op == "avgpool" else cx.op("reduce_max", [x4], axes=(2, 3),
+                                                                              keepdims=True)
+        return _unlift(cx, y) if lifted else y
     y = cx.op(op, [x4], cx.sub(op) if lifted else None, kernel=k, stride=s, pad=p, dilation=d,
               ceil_mode=bool(cx.attr("ceil_mode", 0)), **extra)
     return _unlift(cx, y) if lifted else y

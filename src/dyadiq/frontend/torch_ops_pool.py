@@ -2,6 +2,7 @@
 """Pooling and reduction rows of the torch.export op table."""
 from __future__ import annotations
 
+from ..ir.ops.window import covers_input
 from .torch_ops import Unavailable, _axis, _pair, row
 from .torch_ops_elementwise import _binary
 from .torch_ops_norm import _check_dtype_arg
@@ -70,8 +71,10 @@ def _avg_pool(cx, a):
     div = a["divisor_override"]
     if div is not None and not (div == k[0] * k[1] and p == (0, 0) and not a["ceil_mode"]):
         raise cx.error(f"divisor_override={div} is not supported")
-    return cx.emit("avgpool", [a["self"]], kernel=k, stride=s, pad=(p[0], p[1], p[0], p[1]),
-                   ceil_mode=bool(a["ceil_mode"]), count_include_pad=bool(a["count_include_pad"]))
+    attrs = dict(kernel=k, stride=s, pad=(p[0], p[1], p[0], p[1]), ceil_mode=bool(a["ceil_mode"]))
+    if len(cx.shape(a["self"])) == 4 and covers_input(cx.shape(a["self"])[2:], attrs):
+        return cx.emit("global_avgpool", [a["self"]])
+    return cx.emit("avgpool", [a["self"]], count_include_pad=bool(a["count_include_pad"]), **attrs)
 
 
 @row("aten.max_pool2d", "aten.max_pool2d_with_indices")
@@ -79,8 +82,12 @@ def _max_pool(cx, a):
     k = _pair(a["kernel_size"])
     s = _pair(a["stride"]) if a["stride"] else k
     p = _pair(a["padding"])
-    y = cx.emit("maxpool", [a["self"]], kernel=k, stride=s, pad=(p[0], p[1], p[0], p[1]),
-                dilation=_pair(a["dilation"]), ceil_mode=bool(a["ceil_mode"]))
+    attrs = dict(kernel=k, stride=s, pad=(p[0], p[1], p[0], p[1]), dilation=_pair(a["dilation"]),
+                 ceil_mode=bool(a["ceil_mode"]))
+    if len(cx.shape(a["self"])) == 4 and covers_input(cx.shape(a["self"])[2:], attrs):
+        y = cx.emit("reduce_max", [a["self"]], axes=(2, 3), keepdims=True)
+    else:
+        y = cx.emit("maxpool", [a["self"]], **attrs)
     if str(cx.node.target.overloadpacket) == "aten.max_pool2d":
         return y
     return (y, Unavailable("max-pool indices"))

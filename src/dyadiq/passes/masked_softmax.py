@@ -7,6 +7,7 @@ Exporters write a padding / causal mask as a float bias added to the attention s
   eager attention with ``finfo.min``),
 - ``(1 - cast(keep)) * -10000`` (BERT-era code; ``cast(masked) * -big`` too),
 - ``where(keep, scores, -inf)`` / ``where(masked, -inf, scores)`` (``masked_fill``),
+- a constant bias of zeros and values at or below ``-1e4`` (a causal mask folded at import),
 
 each possibly reshaped on the way. Quantizing ``scores + bias`` as one tensor gives the bias's -1e4..-3e38
 the whole 8-bit range, so the real scores collapse to one code (16 dB measured on a masked BERT). The rule
@@ -50,8 +51,8 @@ def _is_one(g: Graph, name: str) -> bool:
 
 
 def _flag(g: Graph, name: str) -> bool:
-    """``name`` is a run-time integer / i1 value (a mask) without a QuantType."""
-    return not g.is_const(name) and not g.type_of(name).is_float and g.quant_of(name) is None
+    """``name`` is an integer / i1 value (a mask) without a QuantType."""
+    return not g.type_of(name).is_float and g.quant_of(name) is None
 
 
 class _Keep:
@@ -60,6 +61,7 @@ class _Keep:
     def __init__(self, g: Graph, hint: str):
         self.g, self.hint, self.nodes = g, hint, []
         self.taken: set[str] = set()
+        self.consts: dict[str, np.ndarray] = {}
 
     def node(self, op: str, inputs: tuple, **attrs) -> str:
         name = fresh_name(self.g, f"{self.hint}.{op}", self.taken)
@@ -86,6 +88,15 @@ class _Keep:
     def of_bias(self, b: str) -> str | None:
         """The keep mask of a float bias ``b`` (module docstring), else None."""
         g = self.g
+        c = _const(g, b)
+        if c is not None and g.type_of(b).is_float:          # a constant bias: 0 where kept (a causal mask)
+            c = np.asarray(c, np.float64)
+            if np.all((c == 0) | (c <= BIG)) and np.any(c <= BIG):
+                name = fresh_name(g, f"{self.hint}.keep", self.taken)
+                self.taken.add(name)
+                self.consts[name] = c == 0
+                return name
+            return None
         p = g.producers().get(b)
         if p is None or g.quant_of(b) is not None:
             return None
@@ -139,7 +150,8 @@ def masked_softmax(g: Graph, n: Node, ctx) -> Graph | None:
     else:
         return None
     try:
-        return splice(g, {n.name: keep.nodes + [Node.make("softmax", (scores, mask), n.name, **dict(n.attrs))]})
+        return splice(g, {n.name: keep.nodes + [Node.make("softmax", (scores, mask), n.name, **dict(n.attrs))]},
+                      constants=keep.consts)
     except (IRError, PassError):      # the mask does not broadcast to the scores: leave the graph as it is
         return None
 

@@ -58,6 +58,15 @@ def hw_attrs(a: dict) -> tuple[tuple[int, int], tuple[int, int], tuple[int, int,
     return k, s, p, d
 
 
+def covers_input(in_hw: tuple[int, int], a: dict) -> bool:
+    """A ceil-mode pooling window without pads that is larger than the input: its one output window reads
+    the whole input (torch / ONNX clip it there), so it is a global pool (transformers' EfficientNet pools a
+    2x2 map with ``AvgPool2d(1280, ceil_mode=True)``)."""
+    k, s, p, d = hw_attrs(a)
+    return (bool(a.get("ceil_mode", False)) and not any(p) and d == (1, 1)
+            and all(k[i] >= in_hw[i] for i in range(2)) and any(k[i] > in_hw[i] for i in range(2)))
+
+
 def pool_geometry(in_hw: tuple[int, int], a: dict) -> tuple[tuple[int, int], tuple[int, int]]:
     """((OH, OW), (extra_h, extra_w)) of a pooling window over ``in_hw``: the output size (ceil-mode and
     dilation aware) and the extra bottom/right padding its last (ceil-mode) windows reach past the pads.
