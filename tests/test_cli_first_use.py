@@ -187,7 +187,8 @@ def test_api_and_cli_share_the_quantize_defaults():
     from dyadiq.passes.pipeline import QuantizeOptions
     args = cli.build_parser().parse_args(["quantize", "m.onnx", "-o", "q.dyq", "--calib", "c.npy"])
     d = QuantizeOptions()
-    for name in ("per_channel", "act_bits", "calib_method", "equalize", "bias_correct", "rounding", "first_last_bits"):
+    for name in ("per_channel", "act_bits", "calib_method", "equalize", "bias_correct", "rounding", "first_last_bits",
+                 "preset"):
         assert getattr(args, name) == getattr(d, name), name
     assert args.weight_bits == d.weight_bits and (d.calib_method, d.rounding) == ("mse", "gptq")
 

@@ -124,3 +124,31 @@ def test_a_graph_without_an_integer_form_is_refused_before_anything_is_written(c
         rc, err = _quantize(capsys, tmp_path, out, "--act-bits", bits, "--rounding", "nearest")
         assert rc == 2 and not out.exists()
         assert err.count("error:") == 1 and "nothing was written" in err and f" {op}] " in err.replace("qmul", "mul")
+
+
+@pytest.fixture(scope="module")
+def attention(tmp_path_factory):
+    d = tmp_path_factory.mktemp("cli_attention")
+    from dyadiq.zoo.blocks import transformer_layer
+    net, x = transformer_layer()
+    save(dyadiq.from_torch(net, (x,)), d / "m.dyq")
+    np.save(d / "calib.npy", np.random.default_rng(0).standard_normal((8, *x.shape[1:])).astype(np.float32))
+    return d
+
+
+@pytest.mark.parametrize("extra, preset", [((), "transformer"), (("--preset", "none"), None),
+                                           (("--rounding", "gptq"), None), (("--calib-method", "mse"), None)])
+def test_a_model_with_attention_gets_the_transformer_preset_unless_the_user_chooses(
+        capsys, attention, tmp_path, extra, preset):
+    rc, err = _quantize(capsys, attention, tmp_path / "q.dyq", *extra, "--report", tmp_path / "r.json")
+    assert rc == 0, err
+    report = json.loads((tmp_path / "r.json").read_text())
+    assert report["preset"] == preset
+    assert ("note: the model has attention" in err) == (preset is not None)
+    assert report["options"]["calib_method"] == ("minmax" if preset else "mse")
+
+
+def test_a_cnn_keeps_the_general_defaults(capsys, model, tmp_path):
+    rc, err = _quantize(capsys, model, tmp_path / "q.dyq", "--report", tmp_path / "r.json")
+    assert rc == 0 and "note:" not in err
+    assert json.loads((tmp_path / "r.json").read_text())["preset"] is None

@@ -20,10 +20,19 @@ def _bits(text: str):
         raise argparse.ArgumentTypeError(f"expected 2..8 or auto, got {text!r}") from None
 
 
+class _Given(argparse.Action):
+    """Store the value and note that the user chose it (``args.given``: the transformer preset steps aside)."""
+
+    def __call__(self, parser, namespace, values, option_string=None):
+        setattr(namespace, self.dest, values)
+        namespace.given = sorted(set(getattr(namespace, "given", None) or ()) | {self.dest})
+
+
 def quantize_args(p: argparse.ArgumentParser) -> None:
     from .data import PREPROCESS
     from .passes.calibrate import METHODS
     from .passes.pipeline import ROUNDINGS, QuantizeOptions
+    from .passes.presets import PRESETS
     d = QuantizeOptions()                     # one set of defaults: the Python API's
     p.add_argument("model", help="a float model (.pt2, .onnx) or a .dyq graph")
     p.add_argument("-o", "--output", required=True, help="the quantized graph, OUT.dyq (written atomically)")
@@ -35,7 +44,7 @@ def quantize_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--weight-bits", type=_bits, default=d.weight_bits, help="weight width 2..8, or auto (needs a budget)")
     p.add_argument("--first-last-bits", type=int, default=d.first_last_bits, help="width of the first and last layer")
     p.add_argument("--act-bits", type=int, default=d.act_bits, help="activation width (default 8)")
-    p.add_argument("--calib-method", choices=METHODS, default=d.calib_method,
+    p.add_argument("--calib-method", choices=METHODS, default=d.calib_method, action=_Given,
                    help="activation ranges: mse (default; minimizes each activation's expected squared "
                         "quantization error, about 0.7 dB over minmax on EfficientNet-Lite0 per-channel), "
                         "minmax, percentile or entropy")
@@ -43,10 +52,14 @@ def quantize_args(p: argparse.ArgumentParser) -> None:
                    help="cross-layer equalization (default: only with per-tensor weights)")
     p.add_argument("--bias-correct", action=argparse.BooleanOptionalAction, default=d.bias_correct,
                    help="empirical bias correction (default on)")
-    p.add_argument("--rounding", choices=ROUNDINGS, default=d.rounding,
+    p.add_argument("--rounding", choices=ROUNDINGS, default=d.rounding, action=_Given,
                    help="weight rounding: GPTQ error feedback (default; EfficientNet-Lite0 in about a minute), "
                         "AdaRound-style optimized rounding (slower), or round-to-nearest")
-    p.add_argument("--wide-acts", type=float, default=None, metavar="FRACTION",
+    p.add_argument("--preset", choices=PRESETS, default=d.preset,
+                   help="auto (default): a model with attention gets --calib-method minmax --wide-acts 0.3 "
+                        "--rounding nearest unless one of those is given (MiniLM/BERT cosine 0.98-0.995 vs "
+                        "0.3-0.88 with the general defaults); none: the general defaults for every model")
+    p.add_argument("--wide-acts", type=float, default=None, metavar="FRACTION", action=_Given,
                    help="give 16 bits to the activations an ILP picks, within this relative cost "
                         "(mean of the extra BOPs and activation-memory fractions, e.g. 0.03)")
     p.add_argument("--size-budget", type=int, help="with --weight-bits auto: weight bytes budget")
@@ -127,6 +140,7 @@ def cmd_quantize(args: argparse.Namespace) -> int:
                 equalize=args.equalize, bias_correct=args.bias_correct, first_last_bits=args.first_last_bits)
     opts["rounding"] = args.rounding
     opts["seed"] = args.seed
+    opts["preset"] = "none" if getattr(args, "given", None) else args.preset
     if args.wide_acts is not None:
         opts["wide_acts"] = args.wide_acts
     budgets = {k: v for k, v in (("size_bytes", args.size_budget), ("bops", args.bops_budget),
@@ -145,6 +159,9 @@ def cmd_quantize(args: argparse.Namespace) -> int:
             if budgets:
                 raise InputError("budgets apply only with --weight-bits auto")
             q, report = quantize(g, calib, weight_bits=args.weight_bits, progress=progress, **opts)
+    if report.get("preset") == "transformer":
+        print("note: the model has attention: quantized with --calib-method minmax --wide-acts 0.3 --rounding "
+              "nearest (give any of these, or --preset none, to choose otherwise)", file=sys.stderr)
     _check_lowers(q)
     data = dump_bytes(q)
     if notes:

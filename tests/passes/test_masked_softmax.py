@@ -143,3 +143,26 @@ def test_a_masked_attention_compiles_for_cpu_equal_to_the_interpreter(spelling):
     assert 10 * np.log10((ref**2).sum() / ((want - ref) ** 2).sum()) > 25.0
     got = dyadiq.compile(q, target="cpu").run(feeds)
     assert np.array_equal(np.asarray(got), want)
+
+
+def test_attention_is_found_and_a_softmax_classifier_head_is_not():
+    from dyadiq.passes.presets import has_attention
+    _, g = _graph("sdpa-bool")
+    assert has_attention(g)
+    head = nn.Sequential(nn.Conv2d(3, 4, 3), nn.Flatten(), nn.Linear(4 * 6 * 6, 5), nn.Softmax(-1)).eval()
+    assert not has_attention(from_torch(head, (torch.randn(1, 3, 8, 8),)))
+
+
+def test_the_transformer_preset_applies_only_to_untouched_defaults():
+    from dyadiq.passes.pipeline import quantize
+    _, g = _graph("one-minus-times-big")
+    rng = np.random.default_rng(1)
+    calib = {g.inputs[0]: rng.normal(size=(2 * B, T, D)).astype(np.float32),
+             g.inputs[1]: np.concatenate([_masks((8, 5, 2)), _masks((3, 8, 6))])}
+    _, auto = quantize(g, calib)
+    assert auto["preset"] == "transformer"
+    assert (auto["options"]["calib_method"], auto["options"]["rounding"], auto["options"]["wide_acts"]) == \
+        ("minmax", "nearest", 0.3)
+    for kw in ({"preset": "none"}, {"rounding": "nearest"}):
+        _, kept = quantize(g, calib, **kw)
+        assert kept["preset"] is None and kept["options"]["calib_method"] == "mse"

@@ -33,6 +33,7 @@ from ..ir.graph import Graph, verify
 from .annotate_quant import annotate_activations, check_contract, check_value_bits
 from .calibrate import METHODS, Progress, collect_ranges, prepare_calib
 from .quantize_weights import check_weight_bits, quantize_weights, snap_weights, weighted_layers
+from .presets import PRESETS, apply_preset
 
 
 ROUNDINGS = ("nearest", "gptq", "adaround")
@@ -56,6 +57,7 @@ class QuantizeOptions:
     percentile: float = 99.99                         # for calib_method="percentile"
     rounding: str = "gptq"                            # gptq | nearest | adaround (layer-wise reconstruction)
     seed: int = 0                                     # the Hutchinson probes of wide_acts and auto weight bits
+    preset: str = "auto"                              # auto: transformer defaults for attention (passes/presets.py)
 
     def __post_init__(self):
         wb = self.weight_bits
@@ -76,6 +78,8 @@ class QuantizeOptions:
             raise PassError(f"unknown calibration method {self.calib_method!r} (choose from {', '.join(METHODS)})")
         if self.first_last_bits is not None:
             check_weight_bits(self.first_last_bits, " (first_last_bits)")
+        if self.preset not in PRESETS:
+            raise PassError(f"unknown preset {self.preset!r} (choose from {', '.join(PRESETS)})")
         if self.rounding not in ROUNDINGS:
             raise PassError(f"unknown rounding {self.rounding!r} (choose from {', '.join(ROUNDINGS)})")
         if self.wide_acts is not None and (isinstance(self.wide_acts, bool) or not isinstance(
@@ -208,6 +212,7 @@ def quantize(g: Graph, calib, options: QuantizeOptions | None = None, *, progres
     cs = prepare_calib(g, calib)
     data = next(iter(cs.arrays.values())) if len(cs.arrays) == 1 else dict(cs.arrays)
     g = stage("canonicalize", lambda: _load("canonicalize", "canonicalize")(g))
+    opts, preset = apply_preset(opts, g)
     if opts.equalize or (opts.equalize is None and not opts.per_channel):
         # activations are per-tensor: never let equalization inflate a channel
         g = stage("equalize", lambda: _load("equalize", "equalize")(g, clamp_scales=True))
@@ -248,6 +253,7 @@ def quantize(g: Graph, calib, options: QuantizeOptions | None = None, *, progres
     layers = _layer_report(g)
     report = {
         "options": opts.to_dict(),
+        "preset": preset,
         "calibration": {"samples": cs.n, "dropped": cs.dropped, "batch": cs.batch, "batches": cs.n_batches,
                         "method": opts.calib_method},
         "layers": layers,
