@@ -1,6 +1,6 @@
 # SPDX-License-Identifier: Apache-2.0
 """Small randomly initialized Hugging Face ``transformers`` models fed ``input_ids`` and a padding
-``attention_mask``, exported with ``torch.export`` and with ``torch.onnx``, through the CLI: each mask (sdpa's
+``attention_mask``, exported with ``torch.export`` and with ``torch.onnx`` (both its exporters), through the CLI: each mask (sdpa's
 boolean one, eager attention's ``finfo.min`` bias, GPT-2's causal-and-padding mask) becomes a softmax keep
 operand, RoBERTa's position ids (counted from the ids with ``cumsum``) stay integer code, and the compiled CPU
 artifact equals the integer interpreter, close to transformers' float output on the real tokens."""
@@ -50,7 +50,7 @@ def _feeds(rng, n: int, pad: int) -> dict[str, np.ndarray]:
     return {"input_ids": ids.astype(np.int64), "attention_mask": mask}
 
 
-@pytest.mark.parametrize("route", ["pt2", "onnx"])
+@pytest.mark.parametrize("route", ["pt2", "onnx", "onnx-dynamo"])
 @pytest.mark.parametrize("family", ["bert-eager", "roberta-eager", "distilbert-sdpa", "gpt2-sdpa"])
 def test_small_hf_model_with_padding_compiles_bit_exact(family, route, tmp_path):
     model = LastHidden(_model(family)).eval()
@@ -58,12 +58,13 @@ def test_small_hf_model_with_padding_compiles_bit_exact(family, route, tmp_path)
     rng = np.random.default_rng(0)
     calib, feeds = _feeds(rng, 16, pad), _feeds(rng, 4, pad)
     args = tuple(torch.from_numpy(feeds[k][:2]) for k in ("input_ids", "attention_mask"))
-    path = tmp_path / f"m.{route}"
+    path = tmp_path / ("m.pt2" if route == "pt2" else "m.onnx")
     if route == "pt2":
         torch.export.save(torch.export.export(model, args), str(path))
-    else:
+    else:                                    # torch.onnx's TorchScript exporter, or its default (dynamo)
         torch.onnx.export(model, args, str(path), input_names=["input_ids", "attention_mask"],
-                          output_names=["hidden"], dynamo=False, opset_version=17)
+                          output_names=["hidden"], **({"dynamo": False, "opset_version": 17}
+                                                      if route == "onnx" else {}))
     np.savez(tmp_path / "calib.npz", **calib)
     np.savez(tmp_path / "eval.npz", **feeds)
     q, art = tmp_path / "q.dyq", tmp_path / "art"

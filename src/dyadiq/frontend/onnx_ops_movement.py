@@ -146,6 +146,29 @@ def _gather(cx):
     return cx.op("gather", [x, idx], axis=axis)
 
 
+@row("GatherND", params=(1,))
+def _gather_nd(cx):
+    """GatherND with constant indices (the dynamo exporter's advanced indexing of an attention mask): the
+    batch dims and the ``k`` indexed dims as one, a gather of linear indices."""
+    x = cx.inp(0)
+    b = int(cx.attr("batch_dims", 0))
+    idx = cx.const_input(1, "indices").astype(np.int64)
+    shape, k = cx.shape(x), idx.shape[-1]
+    if not 0 <= b < idx.ndim or b + k > len(shape) or k < 1 or tuple(idx.shape[:b]) != tuple(shape[:b]):
+        raise cx.fail(f"GatherND indices {list(idx.shape)} (batch_dims {b}) do not fit data {list(shape)}")
+    dims = np.asarray(shape[b:b + k], np.int64)
+    if np.any((idx < -dims) | (idx >= dims)):
+        raise cx.fail(f"GatherND indices out of range for dims {list(shape[b:b + k])}")
+    flat = np.zeros(idx.shape[:-1], np.int64)
+    for j in range(k):
+        flat = flat * dims[j] + idx[..., j] % dims[j]
+    batch = np.arange(int(np.prod(shape[:b], dtype=np.int64))).reshape(tuple(shape[:b]) + (1,) * (flat.ndim - b))
+    flat = flat + batch * int(np.prod(dims))
+    lead = int(np.prod(shape[:b + k], dtype=np.int64))
+    x2 = cx.op("reshape", [x], cx.sub("flat"), shape=(lead,) + tuple(shape[b + k:])) if b + k != 1 else x
+    return cx.op("gather", [x2, cx.const(flat, cx.sub("indices"))], axis=0)
+
+
 @row("Pad", params=(1, 2, 3))
 def _pad(cx):
     x = cx.inp(0)
