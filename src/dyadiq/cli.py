@@ -57,7 +57,8 @@ def _inspect_args(p: argparse.ArgumentParser) -> None:
                    help="op counts, parameters, MACs and weight bytes per layer and in total "
                         "(alone: only the statistics; with --format json: inside the JSON)")
     p.add_argument("--check", action="store_true",
-                   help="per op: does it import, quantize and lower to integers for --target (before any work)")
+                   help="per op: does it import, quantize and lower to integers for --target (before any work); the "
+                        "verdict is the report's last line (JSON: \"ok\"), the exit code is 0 whenever it ran")
     p.add_argument("--target", default="cpu", help="with --check: the target whose kernels are checked (default cpu)")
     from .cli_shapes import add_input_shape_arg
     add_input_shape_arg(p)

@@ -157,3 +157,13 @@ def test_check_contract_names_what_is_missing():
     assert any("graph input/output %x" in m for m in bad)
     assert any("[%conv conv2d] weight %w1 is not a quantized constant" in m for m in bad)
     assert any("output %relu has no QuantType" in m for m in bad)
+
+
+def test_a_vanishing_activation_is_named_in_the_refusal():
+    """A float model whose activations decay to ~1e-45 (a badly initialized network) cannot get a float32
+    scale there: the error names the value."""
+    b = GraphBuilder("g")
+    x = b.input("x", (1, 4))
+    g = b.build([b.op("relu", [x], "tiny")])
+    with pytest.raises(PassError, match=r"activation %tiny: range .* too narrow"):
+        annotate_activations(g, {"x": (-1.0, 1.0), "tiny": (-1.4e-45, 1.4e-45)})

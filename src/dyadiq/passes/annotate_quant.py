@@ -144,10 +144,17 @@ def annotate_activations(g: Graph, ranges: Mapping[str, tuple[float, float]], *,
         lo, hi = ranges[name]
         return _clamped(producers.get(name), float(lo), float(hi), g)
 
+    def act_quant_of(name: str, node: Node | None, lo: float, hi: float, bits: int) -> QuantType:
+        try:
+            return act_quant(lo, hi, bits)
+        except PassError as e:               # name the value (activations that vanish to ~1e-45, inf)
+            raise PassError(f"activation %{name}: {e} (its calibration values; is the float model's output "
+                            f"there degenerate?)", node=node) from None
+
     for cat, ins in _shared_concats(g, consumers, producers, own).items():
         node = producers[cat]
         los, his = zip(*(rng(v, node) for v in [*ins, cat]))
-        q = act_quant(min(los), max(his), max(width(v) for v in [*ins, cat]))
+        q = act_quant_of(cat, node, min(los), max(his), max(width(v) for v in [*ins, cat]))
         for v in [*ins, cat]:
             quant[v] = q
 
@@ -156,7 +163,7 @@ def annotate_activations(g: Graph, ranges: Mapping[str, tuple[float, float]], *,
 
     for name in g.inputs:
         if g.type_of(name).is_float and name not in own and name not in quant:
-            quant[name] = act_quant(*rng(name), width(name))
+            quant[name] = act_quant_of(name, None, *rng(name), width(name))
     for n in g.nodes:
         for o in n.outputs:
             if not g.type_of(o).is_float or o in own or o in quant:
@@ -167,7 +174,7 @@ def annotate_activations(g: Graph, ranges: Mapping[str, tuple[float, float]], *,
                     and not current(n.inputs[0]).per_channel:
                 quant[o] = current(n.inputs[0])
                 continue
-            quant[o] = act_quant(*rng(o, n), width(o))
+            quant[o] = act_quant_of(o, n, *rng(o, n), width(o))
     if not quant:
         return g
     values = dict(g.values)
