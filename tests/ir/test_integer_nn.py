@@ -105,6 +105,34 @@ def test_masked_qsoftmax_is_the_qsoftmax_of_the_kept_codes(in_bits, n, s_x, seed
             assert np.array_equal(out[k], softmax_codes(row[k][None], a)[0])
 
 
+@FAST
+@given(st.sampled_from([8, 16]), st.sampled_from([8, 16]), st.floats(1e-4, 1.0), st.floats(1e-4, 1.0),
+       st.integers(0, 2**32 - 1))
+def test_qdiv_is_the_rounded_quotient_and_division_by_zero_clamps(a_bits, b_bits, s_a, s_b, seed):
+    """|dequant(qdiv) - clip(a / b)| <= s_y (1/2 + 2^-20 |a/b| / s_y) off zero; a / 0 is the range end of
+    a's sign, 0 / 0 is 0."""
+    from dyadiq.ir.ops.integer_nn import divide_codes
+    from dyadiq.passes.integerize_nn import divide_attrs
+    rng = np.random.default_rng(seed)
+    a = _codes(rng, a_bits, (4, 64), 1.0) // 3
+    b = _codes(rng, b_bits, (4, 64), 1.0)
+    b[0, :3] = [3, 3, 3]                                    # a zero denominator at zero point 3
+    a[0, :3] = [-5, 0, 5]
+    qa, qb = QuantType.make(a_bits, True, s_a, 0), QuantType.make(b_bits, True, s_b, 3)
+    fa, fb = s_a * a.astype(np.float64), s_b * (b - 3).astype(np.float64)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        ref = fa / fb
+    finite = np.isfinite(ref)
+    qo = act_quant(float(np.percentile(ref[finite], 2)), float(np.percentile(ref[finite], 98)), 8)
+    at = dict(a_zp=0, b_zp=3, **divide_attrs(s_a / (s_b * qo.scale[0]), qo))
+    y = divide_codes(a, b, at)
+    lo, hi = (qo.qrange[0] - qo.zero_point[0]) * qo.scale[0], (qo.qrange[1] - qo.zero_point[0]) * qo.scale[0]
+    got = dequantize(y, qo, np.float64)
+    want = np.clip(np.nan_to_num(ref, nan=0.0, posinf=hi, neginf=lo), lo, hi)
+    assert np.all(np.abs(got - want) <= qo.scale[0] * (0.5 + 1e-6) + 2.0**-20 * np.abs(want))
+    assert list(y[0, :3]) == [qo.qrange[0], qo.zero_point[0], qo.qrange[1]]
+
+
 def test_qlayernorm_constant_rows_give_beta():
     x = np.full((2, 16), 37, np.int64)
     qx, qo = QuantType.make(8, True, 0.1, 0), act_quant(-2.0, 2.0, 8)
@@ -114,7 +142,7 @@ def test_qlayernorm_constant_rows_give_beta():
     assert np.all(np.abs(y - beta) <= qo.scale[0] / 2 + 1e-9)
 
 
-@pytest.mark.parametrize("op", ["qsoftmax", "qsoftmax_masked", "qlayernorm", "qembed"])
+@pytest.mark.parametrize("op", ["qsoftmax", "qsoftmax_masked", "qlayernorm", "qembed", "qdiv"])
 def test_tvm_lowering_is_bit_exact(op):
     """Each op alone, built for cpu, over codes spanning the whole 16-bit (softmax/layernorm) range."""
     pytest.importorskip("tvm")
@@ -122,7 +150,16 @@ def test_tvm_lowering_is_bit_exact(op):
     from dyadiq.ir.builder import GraphBuilder
     rng = np.random.default_rng(1)
     b = GraphBuilder("t")
-    if op == "qembed":
+    if op == "qdiv":                         # numerators and denominators over the whole int16 range, zeros
+        x = _codes(rng, 16, (2, 3, 64), 1.0).astype(np.int16)
+        x[0, 0, :4] = [7, 7, -32768, 32767]
+        xi = b.input("x", x.shape, "i16")
+        den = rng.integers(-32768, 32768, (64,)).astype(np.int16)
+        den[:4] = [7, 7, 7, 7]
+        from dyadiq.passes.integerize_nn import divide_attrs
+        qo = act_quant(-50.0, 50.0, 8)
+        y = b.op("qdiv", [xi, b.const("den", den)], "y", a_zp=7, b_zp=7, **divide_attrs(3.0 / qo.scale[0], qo))
+    elif op == "qembed":
         x = rng.integers(-3, 40, (2, 9)).astype(np.int64)
         xi = b.input("x", x.shape, "i64")
         table = rng.integers(-128, 128, (32, 5)).astype(np.int8)

@@ -121,3 +121,38 @@ def test_argmax_at_the_end_of_a_segmenter_runs_on_the_codes_and_leaves_the_graph
         got = run(ig, [xv])
         np.testing.assert_array_equal(got, run(simple_quantize(g, calib), [xv], "simulated"))
         np.testing.assert_array_equal(build(ig, "cpu").run([xv]), got)
+
+
+@pytest.mark.parametrize("kind", ["normalize", "grn"])
+def test_division_of_two_activations_is_integer_and_bit_exact_on_cpu(kind):
+    """F.normalize (sentence embeddings) and ConvNeXt V2's global response normalization divide one
+    activation by another: qdiv, close to float, the CPU artifact equal to the interpreter."""
+    import torch
+    from torch.nn import functional as F
+
+    import dyadiq
+
+    class Model(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            torch.manual_seed(0)
+            self.conv = torch.nn.Conv2d(3, 8, 3, padding=1)
+
+        def forward(self, x):
+            h = self.conv(x)
+            if kind == "normalize":
+                return F.normalize(h.mean((2, 3)), dim=-1)
+            g = torch.linalg.vector_norm(h, ord=2, dim=(2, 3), keepdim=True)
+            return h + h * (g / (g.mean(dim=1, keepdim=True) + 1e-6))
+    model, rng = Model().eval(), np.random.default_rng(0)
+    g = dyadiq.from_torch(model, (torch.zeros(1, 3, 8, 8),))
+    assert any(n.op == "div" for n in g.nodes)
+    q, _ = dyadiq.quantize(g, rng.normal(size=(32, 3, 8, 8)).astype(np.float32), calib_method="minmax",
+                           rounding="nearest")
+    ig = integerize(q)
+    assert any(n.op == "qdiv" for n in ig.nodes)
+    x = rng.normal(size=(1, 3, 8, 8)).astype(np.float32)
+    got = run(ig, [x])
+    ref = model(torch.from_numpy(x)).detach().numpy()
+    assert 10 * np.log10((ref**2).sum() / ((ref - got) ** 2).sum()) > 25.0
+    assert np.array_equal(np.asarray(build(q, target="cpu").run(x)), got)

@@ -317,6 +317,10 @@ class _Emitter:
         from . import tvm_nn
         return tvm_nn.qsoftmax(self, n, x, keep)
 
+    def qdiv(self, n: Node, a, b):
+        from . import tvm_nn
+        return tvm_nn.qdiv(self, n, a, b)
+
     def qlayernorm(self, n: Node, x, g, b):
         from . import tvm_nn
         return tvm_nn.qlayernorm(self, n, x, g, b)
@@ -481,7 +485,7 @@ EMITTERS = {op: op for op in (
     "quantize", "dequantize", "qconv2d", "qlinear", "qmatmul", "requantize", "qadd", "qmul", "qsum", "qavgpool",
     "lut", "reshape", "transpose", "concat", "slice", "pad", "maxpool", "identity", "gather", "reduce_max",
     "reduce_min", "maximum", "minimum", "argmax", "argmin", "where",
-    "qsoftmax", "qlayernorm", "qembed")}                   # transformer ops: codegen/tvm_nn.py
+    "qsoftmax", "qlayernorm", "qembed", "qdiv")}           # transformer ops: codegen/tvm_nn.py
 EMITTERS.update({"cast": "cast_op", "add": "arith", "sub": "arith", "mul": "arith", "cumsum": "cumsum",
                  **{op: "predicate" for op in INTEGER_PREDICATES}})    # mask and position-id arithmetic
 

@@ -64,6 +64,19 @@ def qsoftmax(em, n: Node, x, keep=None):
     return _out(em, n, _div_round(em, em.emit(op.multiply(e, _c(em, n.attr("out_mult")))), s))
 
 
+def qdiv(em, n: Node, a, b):
+    """As ``integer_nn.divide_codes``."""
+    op = em.op
+    A = em.emit(op.subtract(em.cast(a, "int64"), _c(em, n.attr("a_zp"))))
+    B = em.emit(op.subtract(em.cast(b, "int64"), _c(em, n.attr("b_zp"))))
+    num = em.emit(op.multiply(A, _c(em, n.attr("mult"))))
+    neg = em.emit(op.less(B, _c(em, 0)))
+    den = em.emit(op.maximum(op.left_shift(op.abs(B), _c(em, n.attr("shift"))), _c(em, 1)))
+    q = _div_round(em, em.emit(op.where(neg, op.negative(num), num)), den)
+    inf = em.emit(op.left_shift(op.sign(num), _c(em, 40)))
+    return _out(em, n, em.emit(op.where(op.equal(B, _c(em, 0)), inf, q)))
+
+
 def qlayernorm(em, n: Node, x, g, b):
     op = em.op
     v = em.cast(x, "int64")

@@ -175,6 +175,25 @@ row("aten.argmax")(_arg("argmax"))
 row("aten.argmin")(_arg("argmin"))
 
 
+@row("aten.linalg_vector_norm", "aten.norm")
+def _vector_norm(cx, a):
+    """The 1- and 2-norm over ``dim`` (ConvNeXt V2's global response normalization): ``sum |x|``,
+    ``sqrt(sum x^2)``."""
+    x, rank = a.get("self", a.get("input")), len(cx.shape(a.get("self", a.get("input"))))
+    order = a.get("ord", a.get("p", 2))
+    order = 2 if order is None else float(order)
+    if order not in (1.0, 2.0) or a.get("dtype") is not None:
+        raise cx.error(f"vector norm of order {order} is not supported (1 and 2)")
+    dims = a.get("dim")
+    axes = tuple(range(rank)) if dims is None or (not isinstance(dims, int) and len(dims) == 0) else tuple(
+        sorted({_axis(d, rank) for d in ((dims,) if isinstance(dims, int) else dims)}))
+    keep = bool(a.get("keepdim", False))
+    if order == 1:
+        return cx.emit("reduce_sum", [cx.emit("abs", [x], suffix="abs")], axes=axes, keepdims=keep)
+    sq = cx.emit("reduce_sum", [cx.emit("mul", [x, x], suffix="sq")], suffix="sumsq", axes=axes, keepdims=keep)
+    return cx.emit("sqrt", [sq])
+
+
 @row("aten.gather")
 def _gather(cx, a):
     if a.get("sparse_grad"):

@@ -381,6 +381,16 @@ class _Lowering:
         y = self.requant(acc, qa.scale[0] * qb.scale[0] / qo.scale[0], qo, n, lo=lo_q, hi=hi_q, name=out_name)
         self.bind(out_name, y, qo)
 
+    def quotient(self, n: Node) -> None:
+        """div of two per-tensor activations -> qdiv (``ir/ops/integer_nn.py``)."""
+        qo = self.quant(n.name, n)
+        (a, qa), (b, qb) = self.act(n.inputs[0], n), self.act(n.inputs[1], n)
+        if qa.per_channel or qb.per_channel or qo.per_channel:
+            raise PassError("div of two activations needs per-tensor quantized operands", node=n)
+        self.bind(n.name, self.b.op("qdiv", [a, b], n.name, quant=qo, a_zp=qa.zero_point[0], b_zp=qb.zero_point[0],
+                                    **integerize_nn.divide_attrs(qa.scale[0] / (qb.scale[0] * qo.scale[0]), qo, n)),
+                  qo)
+
     def pool(self, n: Node) -> None:
         qo = self.quant(n.name, n)
         x, qx = self.act(n.inputs[0], n)
@@ -569,7 +579,7 @@ def _scalar_operand(g: Graph, n: Node) -> bool:
 def _check_binary(g: Graph, n: Node) -> str | None:
     consts = [i for i in n.inputs if g.is_const(i)]
     if not consts:
-        return None if n.op in ("add", "sub", "mul", "matmul", "maximum", "minimum") else \
+        return None if n.op in ("add", "sub", "mul", "div", "matmul", "maximum", "minimum") else \
             f"{n.op} of two activations has no integer lowering"
     if _scalar_operand(g, n) or (len(consts) == 1 and n.op in ("add", "sub", "mul")):
         return None
@@ -587,6 +597,8 @@ def _binary(low: "_Lowering", n: Node, chain: list[Node]) -> None:
         low.add(n, chain)
     elif n.op in ("maximum", "minimum"):
         low.extremum(n)
+    elif n.op == "div":
+        low.quotient(n)
     else:
         low.product(n, chain)
 

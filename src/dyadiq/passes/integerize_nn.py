@@ -7,6 +7,7 @@
   normalized value, ``pre`` (<= 16) extra bits of the variance while ``D (D span)^2 2^(2 pre) < 2^61``,
   ``eps_q = round(D^2 eps / s_x^2 2^(2 pre))``, ``g = round(gamma / s_y 2^(shift - 16))`` with ``|g| ~ 2^24``
   and ``b = round(beta / s_y 2^shift)``.
+- ``div(a, b)`` of two activations -> ``qdiv`` with ``mult / 2^shift ~ s_a / (s_b s_y)``.
 - ``gather(table, ids)`` of a constant float table at integer ids (``embedding``) -> ``qembed`` of the table
   quantized with the output's QuantType: exactly what simulated mode computes.
 Integer graph inputs (token ids) carry no QuantType: integerize passes them through unchanged.
@@ -65,6 +66,15 @@ def softmax(low, n: Node, chain: list[Node]) -> None:
         attrs["qmin_in"] = qx.qrange[0]
     y = low.b.op("qsoftmax", ins, n.name, quant=qo, axis=axis, **attrs)
     low.bind(n.name, y, qo)
+
+
+def divide_attrs(ratio: float, qo: QuantType, node: Node | None = None) -> dict:
+    """``qdiv`` attributes for the real ratio ``s_a / (s_b s_y)``: ``mult / 2^shift`` with about 30
+    significant bits of it (``shift`` in 0..40)."""
+    if not 0 < ratio < 2.0**40:
+        raise PassError(f"division scale ratio {ratio:.3g} has no int64 fixed point", node=node)
+    shift = min(40, max(0, 30 - math.floor(math.log2(ratio))))
+    return dict(mult=int(round(ratio * 2.0**shift)), shift=shift, **_qkw(qo))
 
 
 def check_layernorm(g: Graph, n: Node) -> str | None:

@@ -19,6 +19,10 @@ All arithmetic is int64 with floor shifts ``>>`` and the integer division of doc
   ``n = div_round(d << (frac + pre), r)`` (the normalized value times ``2^frac``), code
   ``= ((n g + b + 2^(shift-1)) >> shift) + out_zp`` clamped, with constants ``g = round(gamma / s_y 2^(shift-frac))``,
   ``b = round(beta / s_y 2^shift)`` (int64 vectors of length D).
+- ``qdiv(a, b) {a_zp, b_zp, mult, shift, out_zp, qmin, qmax, dtype}``: ``A = a - a_zp``, ``B = b - b_zp``,
+  code ``= div_round(sign(B) A mult, |B| << shift) + out_zp`` clamped, ``mult / 2^shift ~ s_a / (s_b s_y)``
+  (about 30 significant bits); ``B = 0`` gives the range end of ``A``'s sign (``x / 0 = +-inf``) or ``out_zp``
+  for ``0 / 0`` (F.normalize, ConvNeXt V2's response normalization).
 - ``qembed(ids, table)``: ``table[clip(ids, 0, rows - 1)]`` (rows of a quantized constant table).
 
 Each ``acc_bound`` returns the largest int64 intermediate over the operand ranges (limit 2^63); the error
@@ -91,6 +95,17 @@ def softmax_codes(x: np.ndarray, a: dict, keep: np.ndarray | None = None) -> np.
     return np.clip(y, a["qmin"], a["qmax"])
 
 
+def divide_codes(a: np.ndarray, b: np.ndarray, at: dict) -> np.ndarray:
+    """The ``qdiv`` kernel (int64; see the module docstring)."""
+    A = np.asarray(a, np.int64) - np.int64(at["a_zp"])
+    B = np.asarray(b, np.int64) - np.int64(at["b_zp"])
+    num = A * np.int64(at["mult"])
+    den = np.abs(B) << np.int64(at["shift"])
+    q = div_round(np.where(B < 0, -num, num), np.maximum(den, 1))
+    q = np.where(B == 0, np.sign(num) << np.int64(40), q)       # x / 0: +-inf clamp to the range, 0 / 0: 0
+    return np.clip(q + np.int64(at["out_zp"]), at["qmin"], at["qmax"])
+
+
 def layernorm_codes(x: np.ndarray, g: np.ndarray, b: np.ndarray, a: dict) -> np.ndarray:
     """The ``qlayernorm`` kernel (int64)."""
     v = np.asarray(x, np.int64)
@@ -130,6 +145,12 @@ def _layernorm_bound(types, ranges, consts, a):
     return max(sq + abs(int(a["eps_q"])), 2 * n, n * gmax + bmax + (1 << (int(a["shift"]) - 1))), I64
 
 
+def _div_bound(types, ranges, consts, a):
+    da = max(abs(int(r) - int(a["a_zp"])) for r in ranges[0])
+    db = max(abs(int(r) - int(a["b_zp"])) for r in ranges[1])
+    return 2 * da * abs(int(a["mult"])) + (db << int(a["shift"])) + (1 << 41), I64
+
+
 def _int(t: TensorType) -> bool:
     return t.dtype.startswith(("i", "u")) and t.dtype != "i1"
 
@@ -149,6 +170,20 @@ def _qsoftmax():
         return [t[0].with_dtype(a["dtype"])]
     return infer, lambda x, a: [softmax_codes(x[0], a, x[1] if len(x) == 2 else None)
                                 .astype(TensorType((), a["dtype"]).np_dtype)]
+
+
+@register("qdiv", 2, integer=True, acc_bound=_div_bound)
+def _qdiv():
+    """Integer quotient of two quantized activations, rounded half up, clamped to the output range."""
+    def infer(t, a):
+        if not (_int(t[0]) and _int(t[1])):
+            raise IRError("qdiv needs integer operands")
+        try:
+            shape = tuple(int(d) for d in np.broadcast_shapes(t[0].shape, t[1].shape))
+        except ValueError:
+            raise IRError(f"qdiv operands {list(t[0].shape)} and {list(t[1].shape)} do not broadcast") from None
+        return [TensorType(shape, a["dtype"])]
+    return infer, lambda x, a: [divide_codes(x[0], x[1], a).astype(TensorType((), a["dtype"]).np_dtype)]
 
 
 @register("qlayernorm", 3, integer=True, acc_bound=_layernorm_bound)
