@@ -10,6 +10,8 @@ import numpy as np
 import pytest
 import torch
 
+from hf_wrappers import LastHidden
+
 from dyadiq import cli
 
 pytestmark = pytest.mark.slow
@@ -21,15 +23,6 @@ CALIB = ["A man is eating food.", "A man is eating a piece of bread.", "The girl
          "A man is riding a white horse on an enclosed ground.", "A monkey is playing drums."]
 EVAL = ["A cheetah is running behind its prey.", "The cat sat on the mat quietly.",
         "Stocks fell sharply on Monday after the report.", "I love this."]
-
-
-class LastHidden(torch.nn.Module):
-    def __init__(self, bert):
-        super().__init__()
-        self.bert = bert
-
-    def forward(self, input_ids, attention_mask):
-        return self.bert(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
 
 
 def _feeds(texts):

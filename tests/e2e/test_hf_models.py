@@ -10,6 +10,8 @@ import numpy as np
 import pytest
 import torch
 
+from hf_wrappers import LastHidden
+
 from dyadiq import api, cli
 
 pytestmark = pytest.mark.slow
@@ -32,15 +34,6 @@ def _model(family: str):
         return t.GPT2Model(t.GPT2Config(n_embd=64, n_layer=2, n_head=4, vocab_size=VOCAB, n_positions=64,
                                         use_cache=False))
     raise ValueError(family)
-
-
-class LastHidden(torch.nn.Module):
-    def __init__(self, m):
-        super().__init__()
-        self.m = m
-
-    def forward(self, input_ids, attention_mask):
-        return self.m(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
 
 
 def _feeds(rng, n: int, pad: int) -> dict[str, np.ndarray]:

@@ -118,7 +118,6 @@ def test_qdiv_is_the_rounded_quotient_and_division_by_zero_clamps(a_bits, b_bits
     b = _codes(rng, b_bits, (4, 64), 1.0)
     b[0, :3] = [3, 3, 3]                                    # a zero denominator at zero point 3
     a[0, :3] = [-5, 0, 5]
-    qa, qb = QuantType.make(a_bits, True, s_a, 0), QuantType.make(b_bits, True, s_b, 3)
     fa, fb = s_a * a.astype(np.float64), s_b * (b - 3).astype(np.float64)
     with np.errstate(divide="ignore", invalid="ignore"):
         ref = fa / fb

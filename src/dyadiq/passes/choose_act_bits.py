@@ -95,9 +95,10 @@ def _noisy(v):
     return ((v != 0) & (v != v.max()) & (v != v.min())).to(v.dtype)
 
 
-def reading_layers(g: Graph, name: str, consumers: Mapping[str, list[Node]] | None = None) -> list[Node]:
-    """conv2d / linear / matmul nodes that read ``name`` as data, directly or through data moves that
-    keep its quantization (reshape, maxpool, ...)."""
+def _readers(g: Graph, name: str, consumers: Mapping[str, list[Node]] | None, want: Callable[[Node], bool]
+             ) -> list[Node]:
+    """The nodes ``want`` picks among those reading ``name``, directly or through data moves that keep its
+    quantization (reshape, maxpool, ...)."""
     consumers = consumers if consumers is not None else g.consumers()
     out, todo, seen = [], [name], set()
     while todo:
@@ -106,29 +107,22 @@ def reading_layers(g: Graph, name: str, consumers: Mapping[str, list[Node]] | No
             if c.name in seen:
                 continue
             seen.add(c.name)
-            if c.op in ("conv2d", "linear", "matmul"):
+            if want(c):
                 out.append(c)
             elif inherits(c) and c.inputs[0] == v:
                 todo.append(c.name)
     return out
 
 
+def reading_layers(g: Graph, name: str, consumers: Mapping[str, list[Node]] | None = None) -> list[Node]:
+    """conv2d / linear / matmul nodes that read ``name`` as data (``_readers``)."""
+    return _readers(g, name, consumers, lambda c: c.op in ("conv2d", "linear", "matmul"))
+
+
 def read_by_product(g: Graph, name: str, consumers: Mapping[str, list[Node]] | None = None) -> bool:
-    """``name`` (directly or through data moves that keep its quantization) is one factor of a product of
-    two activations: two 16-bit factors can leave int32 (GPT-2's ``x * (1 + tanh(..))``), so it stays 8-bit."""
-    consumers = consumers if consumers is not None else g.consumers()
-    todo, seen = [name], set()
-    while todo:
-        v = todo.pop()
-        for c in consumers.get(v, []):
-            if c.name in seen:
-                continue
-            seen.add(c.name)
-            if c.op == "mul" and not any(g.is_const(i) for i in c.inputs):
-                return True
-            if inherits(c) and c.inputs[0] == v:
-                todo.append(c.name)
-    return False
+    """``name`` is one factor of a product of two activations (``_readers``): two 16-bit factors can leave
+    int32 (GPT-2's ``x * (1 + tanh(..))``), so it stays 8-bit."""
+    return bool(_readers(g, name, consumers, lambda c: c.op == "mul" and not any(g.is_const(i) for i in c.inputs)))
 
 
 def _fits_int32(g: Graph, n: Node, codes: Mapping[str, np.ndarray], step16: float,
