@@ -156,3 +156,29 @@ def test_division_of_two_activations_is_integer_and_bit_exact_on_cpu(kind):
     ref = model(torch.from_numpy(x)).detach().numpy()
     assert 10 * np.log10((ref**2).sum() / ((ref - got) ** 2).sum()) > 25.0
     assert np.array_equal(np.asarray(build(q, target="cpu").run(x)), got)
+
+
+def test_an_integer_mask_cast_to_float_becomes_codes_by_requantize():
+    """sentence-transformers' mean pooling multiplies by ``attention_mask.float()``: the cast of an integer
+    input is a requantize of the integers (scale 1) to the codes of its range, exact for 0/1 masks."""
+    import torch
+
+    import dyadiq
+
+    class Pool(torch.nn.Module):
+        def forward(self, h, mask):
+            m = mask.unsqueeze(-1).expand_as(h).float()
+            return (h * m).sum(1) / torch.clamp(m.sum(1), min=1e-9)
+    rng = np.random.default_rng(0)
+    h = rng.normal(size=(4, 6, 8)).astype(np.float32)
+    mask = (np.arange(6)[None] < np.array([[6], [3], [1], [5]])).astype(np.int64)
+    g = dyadiq.from_torch(Pool(), (torch.from_numpy(h[:2]), torch.from_numpy(mask[:2])))
+    q, _ = dyadiq.quantize(g, {g.inputs[0]: h, g.inputs[1]: mask}, calib_method="minmax", rounding="nearest")
+    ig = integerize(q)
+    assert any(n.op == "requantize" and ig.type_of(n.inputs[0]).dtype == "i32" and n.inputs[0].endswith(".i32")
+               for n in ig.nodes)
+    got = np.concatenate([run(ig, [h[i:i + 2], mask[i:i + 2]]) for i in (0, 2)])
+    ref = Pool()(torch.from_numpy(h), torch.from_numpy(mask)).numpy()
+    assert 10 * np.log10((ref**2).sum() / ((ref - got) ** 2).sum()) > 25.0
+    art = build(q, target="cpu")
+    assert np.array_equal(np.concatenate([np.asarray(art.run([h[i:i + 2], mask[i:i + 2]])) for i in (0, 2)]), got)

@@ -117,7 +117,7 @@ def _upsample_nearest(cx, a):
     return _tile(cx, x6, (1, 1, 1, oh // h, 1, ow // w))
 
 
-@row("aten.expand")
+@row("aten.expand", "aten.expand_as")
 def _expand(cx, a):
     out = cx.out_shape
     src = cx.shape(a["self"])

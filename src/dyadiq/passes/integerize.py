@@ -493,6 +493,15 @@ class _Lowering:
         ins = [self.exact_operand(i, n) for i in n.inputs]
         self.bind(n.name, self.b.op(n.op, ins, n.name, **dict(n.attrs)), None)
 
+    def int_to_codes(self, n: Node) -> None:
+        """``cast`` of an integer / i1 value to a quantized float (sentence-transformers' ``mask.float()``):
+        the value as an int32 accumulator of scale 1, requantized to the output's codes."""
+        qo = self.quant(n.name, n)
+        x = self.exact_operand(n.inputs[0], n)
+        if self.g.type_of(n.inputs[0]).dtype != "i32":
+            x = self.b.op("cast", [x], f"{n.name}.i32", to="i32")
+        self.bind(n.name, self.requant(x, np.asarray(1.0 / qo.scale[0]), qo, n), qo)
+
     def lower(self, n: Node, chain: list[Node]) -> None:
         """Lower ``n`` by the table (PassError with the reason when it cannot be)."""
         if n.op in EXACT_OPS and is_exact(self.g, n):
@@ -557,6 +566,15 @@ def is_exact(g: Graph, n: Node) -> bool:
 
 def _check_exact(g: Graph, n: Node) -> str | None:
     return None if is_exact(g, n) else f"{n.op} of a float activation has no integer lowering"
+
+
+def _int_to_float(g: Graph, n: Node) -> bool:
+    x = n.inputs[0]
+    return not g.type_of(x).is_float and g.quant_of(x) is None and g.type_of(n.name).is_float
+
+
+def _cast(low: "_Lowering", n: Node, chain: list[Node]) -> None:
+    return low.int_to_codes(n) if _int_to_float(low.g, n) else low.exact(n)
 
 
 def _ok(g: Graph, n: Node) -> str | None:
@@ -656,7 +674,8 @@ LOWERINGS: dict[str, Lowering] = {
                       lambda g, n: None if g.is_const(n.inputs[0]) or g.quant_of(n.inputs[0]) is None else
                       "where with a quantized condition"),
     **{op: Lowering(lambda low, n, c: low.lut(n)) for op in LUT_OPS},
-    **{op: Lowering(lambda low, n, c: low.exact(n), _check_exact) for op in INTEGER_PREDICATES | {"cast", "cumsum"}},
+    **{op: Lowering(lambda low, n, c: low.exact(n), _check_exact) for op in INTEGER_PREDICATES | {"cumsum"}},
+    "cast": Lowering(_cast, lambda g, n: None if _int_to_float(g, n) else _check_exact(g, n)),
     "softmax": Lowering(integerize_nn.softmax),                       # transformer ops: integerize_nn
     "layernorm": Lowering(integerize_nn.layernorm, integerize_nn.check_layernorm),
 }
