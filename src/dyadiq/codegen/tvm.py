@@ -396,12 +396,14 @@ class _Emitter:
         x = x if isinstance(x, (self.R.Var, self.tvm.ir.expr.Constant)) else self.emit(x)
         return x if x.ty.dtype == dtype else self.emit(self.op.astype(x, dtype))
 
+    def truth(self, x):
+        """``x != 0`` as bool (numpy's truth value of an integer; a bool stays as it is)."""
+        return x if x.ty.dtype == "bool" else self.emit(self.op.not_equal(x, const(np.zeros((), str(x.ty.dtype)))))
+
     def cast_op(self, n: Node, x):
-        """``cast`` of an integer / i1 value (i1: ``x != 0``, as numpy)."""
+        """``cast`` of an integer / i1 value (to i1: ``x != 0``, as numpy)."""
         to = TVM_DTYPES[n.attr("to")]
-        if to == "bool":
-            return self.op.not_equal(x, const(np.zeros((), str(x.ty.dtype))))
-        return self.op.astype(x, to)
+        return self.truth(x) if to == "bool" else self.op.astype(x, to)
 
     def arith(self, n: Node, a, b):
         """add / sub / mul of integer values (wrapping, as numpy)."""
@@ -415,8 +417,7 @@ class _Emitter:
     def predicate(self, n: Node, *xs):
         """Comparisons and logical ops of integer / i1 values (logical ops read ``x != 0``)."""
         if n.op.startswith("logical_"):
-            xs = [self.cast(x, "bool") if x.ty.dtype == "bool" else self.emit(
-                self.op.not_equal(x, const(np.zeros((), str(x.ty.dtype))))) for x in xs]
+            xs = [self.truth(x) for x in xs]
         return getattr(self.op, n.op)(*xs)
 
     def reduce_max(self, n: Node, x):

@@ -162,6 +162,13 @@ def _axis(d: int, rank: int) -> int:
     return int(d) % rank if rank else 0
 
 
+def _dims(dims, rank: int) -> tuple[int, ...]:
+    """A reduction's ``dim`` argument (None, an int, or a possibly empty list: all dims) as sorted axes."""
+    if dims is None or (not isinstance(dims, int) and len(dims) == 0):
+        return tuple(range(rank))
+    return tuple(sorted({_axis(d, rank) for d in ((dims,) if isinstance(dims, int) else dims)}))
+
+
 # ---- the op families: importing them runs their @row registrations ---------------------------------
 from . import torch_ops_elementwise  # noqa: E402,F401  (elementwise, clamp, binary arithmetic)
 from . import torch_ops_linear  # noqa: E402,F401  (convolution, linear, matmul)

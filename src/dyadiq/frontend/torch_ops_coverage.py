@@ -18,7 +18,7 @@ import math
 
 import torch
 
-from .torch_ops import Const, _axis, _pair, _x, row
+from .torch_ops import Const, _axis, _dims, _pair, _x, row
 from .torch_ops_elementwise import _unary
 
 
@@ -179,14 +179,12 @@ row("aten.argmin")(_arg("argmin"))
 def _vector_norm(cx, a):
     """The 1- and 2-norm over ``dim`` (ConvNeXt V2's global response normalization): ``sum |x|``,
     ``sqrt(sum x^2)``."""
-    x, rank = a.get("self", a.get("input")), len(cx.shape(a.get("self", a.get("input"))))
+    x = a.get("self", a.get("input"))
     order = a.get("ord", a.get("p", 2))
     order = 2 if order is None else float(order)
     if order not in (1.0, 2.0) or a.get("dtype") is not None:
         raise cx.error(f"vector norm of order {order} is not supported (1 and 2)")
-    dims = a.get("dim")
-    axes = tuple(range(rank)) if dims is None or (not isinstance(dims, int) and len(dims) == 0) else tuple(
-        sorted({_axis(d, rank) for d in ((dims,) if isinstance(dims, int) else dims)}))
+    axes = _dims(a.get("dim"), len(cx.shape(x)))
     keep = bool(a.get("keepdim", False))
     if order == 1:
         return cx.emit("reduce_sum", [cx.emit("abs", [x], suffix="abs")], axes=axes, keepdims=keep)

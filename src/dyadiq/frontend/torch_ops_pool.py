@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from ..ir.ops.window import covers_input
-from .torch_ops import Unavailable, _axis, _pair, row
+from .torch_ops import Unavailable, _axis, _dims, _pair, row
 from .torch_ops_elementwise import _binary
 from .torch_ops_norm import _check_dtype_arg
 
@@ -14,9 +14,7 @@ def _reduce(op: str):
         _check_dtype_arg(cx, a)
         x = a["self"]
         rank = len(cx.shape(x))
-        dims = a.get("dim")
-        axes = tuple(range(rank)) if dims is None or (not isinstance(dims, int) and len(dims) == 0) else tuple(
-            sorted({_axis(d, rank) for d in ((dims,) if isinstance(dims, int) else dims)}))
+        axes = _dims(a.get("dim"), rank)
         keep = bool(a.get("keepdim", False))
         if op == "mean" and keep and rank >= 3 and axes == tuple(range(2, rank)):
             return cx.emit("global_avgpool", [x])          # mean over all spatial dims, kept

@@ -58,14 +58,18 @@ def _flag(g: Graph, name: str) -> bool:
 class _Keep:
     """Builds the keep mask: a value name plus the nodes that compute it from what the graph has."""
 
-    def __init__(self, g: Graph, hint: str):
-        self.g, self.hint, self.nodes = g, hint, []
+    def __init__(self, g: Graph, producer: dict[str, Node], hint: str):
+        self.g, self.producer, self.hint, self.nodes = g, producer, hint, []
         self.taken: set[str] = set()
         self.consts: dict[str, np.ndarray] = {}
 
-    def node(self, op: str, inputs: tuple, **attrs) -> str:
-        name = fresh_name(self.g, f"{self.hint}.{op}", self.taken)
+    def fresh(self, what: str) -> str:
+        name = fresh_name(self.g, f"{self.hint}.{what}", self.taken)
         self.taken.add(name)
+        return name
+
+    def node(self, op: str, inputs: tuple, **attrs) -> str:
+        name = self.fresh(op)
         self.nodes.append(Node.make(op, inputs, name, **attrs))
         return name
 
@@ -74,10 +78,10 @@ class _Keep:
 
     def of_float_mask(self, w: str, negated: bool) -> str | None:
         """The flag whose float cast is ``w`` (through reshapes), negated when ``negated``."""
-        p, shapes = self.g.producers().get(w), []
+        p, shapes = self.producer.get(w), []
         while p is not None and p.op == "reshape" and self.g.type_of(p.inputs[0]).is_float:
             shapes.append(p.attr("shape"))
-            p = self.g.producers().get(p.inputs[0])
+            p = self.producer.get(p.inputs[0])
         if p is None or p.op != "cast" or not _flag(self.g, p.inputs[0]):
             return None
         flag = p.inputs[0]
@@ -92,12 +96,11 @@ class _Keep:
         if c is not None and g.type_of(b).is_float:          # a constant bias: 0 where kept (a causal mask)
             c = np.asarray(c, np.float64)
             if np.all((c == 0) | (c <= BIG)) and np.any(c <= BIG):
-                name = fresh_name(g, f"{self.hint}.keep", self.taken)
-                self.taken.add(name)
+                name = self.fresh("keep")
                 self.consts[name] = c == 0
                 return name
             return None
-        p = g.producers().get(b)
+        p = self.producer.get(b)
         if p is None or g.quant_of(b) is not None:
             return None
         if p.op == "reshape":
@@ -114,7 +117,7 @@ class _Keep:
             for u, k in (p.inputs, p.inputs[::-1]):
                 if not _is_big(g, k):
                     continue
-                q = g.producers().get(u)
+                q = self.producer.get(u)
                 if q is not None and q.op == "sub" and _is_one(g, q.inputs[0]):
                     return self.of_float_mask(q.inputs[1], negated=False)      # (1 - keep) * -big
                 return self.of_float_mask(u, negated=True)                     # masked * -big
@@ -128,7 +131,7 @@ def masked_softmax(g: Graph, n: Node, ctx) -> Graph | None:
     p = ctx.producer.get(n.inputs[0])
     if p is None:
         return None
-    keep, scores = _Keep(g, n.name), None
+    keep, scores = _Keep(g, ctx.producer, n.name), None
     if p.op == "add":
         for x, b in (p.inputs, p.inputs[::-1]):
             if not g.is_const(x) and g.type_of(x) == g.type_of(n.inputs[0]):
